@@ -1,0 +1,162 @@
+//! The one error type an app can see. Each variant knows its HTTP status, its
+//! OpenAI `type`/`code`, and whether a client retry is safe. The crucial bit on
+//! every error is whether a signature left the process: once it has, the answer
+//! carries `x-should-retry: false` so SDK retries can never pay twice.
+//! `openai::error::response` is the only place that turns it into bytes.
+
+use hyper::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models.")]
+    NotFound { method: String, path: String },
+
+    #[error("Request body is larger than the {limit}-byte limit.")]
+    BodyTooLarge { limit: usize },
+
+    #[error("Request body is not valid JSON: {0}")]
+    InvalidJson(String),
+
+    #[error("Could not read the request body: {0}")]
+    BadRequestBody(String),
+
+    #[error("Unknown API key. This x402d only accepts the api_key of a configured app ([apps.NAME] in its config).")]
+    UnknownApp,
+
+    #[error("Model {model:?} is not allowed for app {app:?} (its `models` allow-list: {allowed}).")]
+    ModelNotAllowed { app: String, model: String, allowed: String },
+
+    #[error("Host {0:?} is not allowed: x402d only answers requests addressed to localhost, 127.0.0.1 or [::1] (add names to `allowed_hosts`).")]
+    HostNotAllowed(String),
+
+    #[error("Origin {0:?} is not allowed: browsers may only call x402d from origins listed in `allowed_origins`.")]
+    OriginNotAllowed(String),
+
+    #[error("No wallet is configured: {0}")]
+    WalletNotConfigured(String),
+
+    #[error("The wallet could not be loaded: {0}")]
+    Wallet(String),
+
+    #[error("The upstream answered 402 but its payment requirements are unusable: {0}. No payment was made.")]
+    BadRequirements(String),
+
+    #[error("x402d refused to pay: no offered payment option is acceptable. Offered: {0}. No payment was made.")]
+    NoAcceptableOption(String),
+
+    #[error("x402d refused to pay: the price is above the per-call ceiling. Offered: {0}. No payment was made.")]
+    PriceAboveCeiling(String),
+
+    #[error("Budget exceeded: {message} No payment was made.")]
+    BudgetExceeded { code: &'static str, message: String },
+
+    #[error("The seller rejected the payment: {reason}. The authorization was not settled; it expires unused at {valid_before} (unix time).")]
+    PaymentRejected { reason: String, valid_before: u64 },
+
+    #[error("Upstream {upstream} is unreachable: {reason}. No payment was made.")]
+    UpstreamUnreachable { upstream: String, reason: String },
+
+    #[error("Upstream did not answer within {secs} s. No payment was made.")]
+    UpstreamTimeout { secs: u64 },
+
+    #[error("The paid request failed after the payment was sent ({reason}); the payment of ${amount} is recorded as at-risk until the chain shows whether it settled. Do not retry: a retry would pay again.")]
+    PaymentOutcomeUnknown { reason: String, amount: String },
+
+    #[error("The ledger failed: {0}. No payment was made.")]
+    Ledger(String),
+
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        use ProxyError::*;
+        match self {
+            NotFound { .. } => StatusCode::NOT_FOUND,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvalidJson(_) | BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            UnknownApp => StatusCode::UNAUTHORIZED,
+            ModelNotAllowed { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
+            WalletNotConfigured(_) | Wallet(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // 402 is never retried by the OpenAI SDKs, which is what we want for
+            // every refusal to pay.
+            NoAcceptableOption(_)
+            | PriceAboveCeiling(_)
+            | BudgetExceeded { .. }
+            | PaymentRejected { .. } => StatusCode::PAYMENT_REQUIRED,
+            BadRequirements(_) | UpstreamUnreachable { .. } | PaymentOutcomeUnknown { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Ledger(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI error `type`.
+    pub fn kind(&self) -> &'static str {
+        use ProxyError::*;
+        match self {
+            NotFound { .. } | BodyTooLarge { .. } | InvalidJson(_) | BadRequestBody(_) => {
+                "invalid_request_error"
+            }
+            UnknownApp => "authentication_error",
+            ModelNotAllowed { .. } | HostNotAllowed(_) | OriginNotAllowed(_) => "permission_error",
+            BudgetExceeded { .. } => "budget_exceeded",
+            WalletNotConfigured(_)
+            | Wallet(_)
+            | BadRequirements(_)
+            | NoAcceptableOption(_)
+            | PriceAboveCeiling(_)
+            | PaymentRejected { .. }
+            | PaymentOutcomeUnknown { .. } => "payment_error",
+            UpstreamUnreachable { .. } | UpstreamTimeout { .. } => "upstream_error",
+            Ledger(_) | Internal(_) => "server_error",
+        }
+    }
+
+    /// OpenAI error `code`, also sent as `x-x402d-error`.
+    pub fn code(&self) -> &'static str {
+        use ProxyError::*;
+        match self {
+            NotFound { .. } => "not_found",
+            BodyTooLarge { .. } => "request_too_large",
+            InvalidJson(_) => "invalid_json",
+            BadRequestBody(_) => "bad_request_body",
+            UnknownApp => "invalid_api_key",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            HostNotAllowed(_) => "host_not_allowed",
+            OriginNotAllowed(_) => "origin_not_allowed",
+            WalletNotConfigured(_) => "wallet_not_configured",
+            Wallet(_) => "wallet_unavailable",
+            BadRequirements(_) => "invalid_payment_requirements",
+            NoAcceptableOption(_) => "no_acceptable_payment_option",
+            PriceAboveCeiling(_) => "price_above_ceiling",
+            BudgetExceeded { code, .. } => code,
+            PaymentRejected { .. } => "payment_rejected",
+            UpstreamUnreachable { .. } => "upstream_unreachable",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            PaymentOutcomeUnknown { .. } => "payment_outcome_unknown",
+            Ledger(_) => "ledger_error",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// Whether a client retry is safe *and* could help. Once a signature has
+    /// left the process this is always false.
+    pub fn should_retry(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamTimeout { .. }
+        )
+    }
+
+    /// The `param` field, where one applies.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::ModelNotAllowed { .. } => Some("model"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! The spend ledger: every payment attempt with its state, in a redb file. It is
+//! the only source of truth for spend. All writes go through one writer thread
+//! that checks caps and commits in the same transaction (group commit: every op
+//! waiting when a transaction starts shares its fsync), so concurrent calls can
+//! never overshoot a cap and every state change that precedes moving money is
+//! durable before the caller continues.
+//!
+//! States: `Reserved → Signed → Settled | Rejected | AtRisk`, and `Released`
+//! only when no payment can have happened.
+
+pub mod report;
+pub mod window;
+
+use crate::money::Usd;
+use jiff::tz::TimeZone;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use tokio::sync::oneshot;
+
+const PAYMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("payments");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_ID: &str = "next_id";
+/// Most ops committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Key under which wallet-wide totals are indexed (app names cannot contain '*').
+const ALL: &str = "*";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Budget held; nothing signed yet.
+    Reserved,
+    /// Signed and persisted; the paid request may be on the wire.
+    Signed,
+    /// The seller accepted and settled the payment.
+    Settled,
+    /// The seller refused the payment; counted until it expires unused.
+    Rejected,
+    /// The outcome is unknown; counted until the chain says otherwise.
+    AtRisk,
+    /// No payment happened; not counted.
+    Released,
+}
+
+impl State {
+    /// Whether the amount counts against caps.
+    pub fn counts(self) -> bool {
+        self != State::Released
+    }
+    /// Whether the outcome is final.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Settled | State::Released)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Reserved => "reserved",
+            State::Signed => "signed",
+            State::Settled => "settled",
+            State::Rejected => "rejected",
+            State::AtRisk => "at_risk",
+            State::Released => "released",
+        }
+    }
+}
+
+/// One payment attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Payment {
+    pub id: u64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub app: String,
+    pub model: Option<String>,
+    pub route: String,
+    /// CAIP-2 network id.
+    pub network: String,
+    pub asset: String,
+    pub pay_to: String,
+    /// Atomic USDC units.
+    pub amount: u64,
+    pub payer: Option<String>,
+    pub nonce: Option<String>,
+    pub valid_before: Option<u64>,
+    pub state: State,
+    pub tx: Option<String>,
+    pub note: Option<String>,
+}
+
+/// The caps that apply to one reservation (taken from the config at call time).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Caps {
+    pub app_per_call: Option<Usd>,
+    pub app_daily: Option<Usd>,
+    pub app_monthly: Option<Usd>,
+    pub app_total: Option<Usd>,
+    pub wallet_daily: Option<Usd>,
+    pub wallet_monthly: Option<Usd>,
+}
+
+/// A request to hold budget for one payment.
+#[derive(Debug, Clone)]
+pub struct Reserve {
+    pub now_ms: i64,
+    pub app: String,
+    pub model: Option<String>,
+    pub route: String,
+    pub network: String,
+    pub asset: String,
+    pub pay_to: String,
+    pub amount: Usd,
+    pub caps: Caps,
+}
+
+/// Which cap refused a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapExceeded {
+    /// e.g. `app_daily_cap_exceeded`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// How a signed payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Settled { tx: Option<String> },
+    Rejected { reason: String },
+    AtRisk { reason: String },
+    /// Only when the signature provably never left the process.
+    Released { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger storage error: {0}")]
+    Storage(String),
+    #[error(
+        "the ledger {0} is in use by another process (is `x402d serve` already running?)"
+    )]
+    Locked(PathBuf),
+    #[error("payment #{0} is not in the ledger")]
+    NoSuchPayment(u64),
+    #[error("payment #{id} is {from}, it cannot become {to}")]
+    BadTransition {
+        id: u64,
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("the ledger writer has stopped")]
+    Closed,
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> LedgerError {
+    LedgerError::Storage(e.to_string())
+}
+
+/// What startup recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Reservations that never reached "signed": released.
+    pub released: usize,
+    /// Signed without an outcome: now at-risk.
+    pub at_risk: usize,
+}
+
+enum Op {
+    Reserve(Reserve, oneshot::Sender<Result<Result<u64, CapExceeded>, LedgerError>>),
+    Signed {
+        id: u64,
+        payer: String,
+        nonce: String,
+        valid_before: u64,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<(), LedgerError>>,
+    },
+    Finish {
+        id: u64,
+        outcome: Outcome,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<(), LedgerError>>,
+    },
+    SetTimezone(TimeZone, oneshot::Sender<Result<(), LedgerError>>),
+}
+
+/// Handle to the ledger; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Op>,
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger, runs crash recovery and starts the writer.
+    pub fn open(path: &Path, tz: TimeZone, now_ms: i64) -> Result<(Ledger, Recovery), LedgerError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(storage)?;
+        }
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(LedgerError::Locked(path.to_path_buf()));
+            }
+            Err(e) => return Err(storage(e)),
+        };
+        let recovery = recover(&db, now_ms)?;
+        let db = Arc::new(db);
+        let index = Index::build(&db, tz)?;
+        let (tx, rx) = mpsc::channel();
+        let wdb = db.clone();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer(wdb, index, rx))
+            .map_err(storage)?;
+        Ok((
+            Ledger {
+                tx,
+                db,
+                path: path.to_path_buf(),
+            },
+            recovery,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Holds budget for a payment, or says which cap refuses it.
+    pub async fn reserve(&self, r: Reserve) -> Result<Result<u64, CapExceeded>, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Op::Reserve(r, tx)).map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Records the signed authorization. Must complete before the request leaves.
+    pub async fn signed(
+        &self,
+        id: u64,
+        payer: String,
+        nonce: String,
+        valid_before: u64,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Signed {
+                id,
+                payer,
+                nonce,
+                valid_before,
+                now_ms,
+                reply: tx,
+            })
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Records how a reservation or payment ended.
+    pub async fn finish(&self, id: u64, outcome: Outcome, now_ms: i64) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Finish {
+                id,
+                outcome,
+                now_ms,
+                reply: tx,
+            })
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Re-keys the windows after a time-zone change.
+    pub async fn set_timezone(&self, tz: TimeZone) -> Result<(), LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::SetTimezone(tz, tx))
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Payments, newest first (blocking read; readers never wait for the writer).
+    pub fn payments(&self, app: Option<&str>, limit: usize) -> Result<Vec<Payment>, LedgerError> {
+        read_payments(&*self.db, app, limit)
+    }
+
+    /// Every payment (blocking read), oldest first.
+    pub fn all(&self) -> Result<Vec<Payment>, LedgerError> {
+        read_all(&*self.db)
+    }
+
+    /// Payments still waiting for an outcome (at-risk, rejected-not-expired).
+    pub fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|p| matches!(p.state, State::AtRisk | State::Rejected))
+            .collect())
+    }
+}
+
+/// Opens a ledger file read-only for the CLI when no daemon holds it.
+pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
+    match redb::ReadOnlyDatabase::open(path) {
+        Ok(db) => Ok(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(LedgerError::Locked(path.to_path_buf())),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+pub fn read_all(db: &impl ReadableDatabase) -> Result<Vec<Payment>, LedgerError> {
+    let rtx = db.begin_read().map_err(storage)?;
+    let table = match rtx.open_table(PAYMENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = Vec::new();
+    for item in table.iter().map_err(storage)? {
+        let (_, v) = item.map_err(storage)?;
+        out.push(decode(v.value())?);
+    }
+    Ok(out)
+}
+
+pub fn read_payments(
+    db: &impl ReadableDatabase,
+    app: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Payment>, LedgerError> {
+    let rtx = db.begin_read().map_err(storage)?;
+    let table = match rtx.open_table(PAYMENTS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = Vec::new();
+    for item in table.iter().map_err(storage)?.rev() {
+        let (_, v) = item.map_err(storage)?;
+        let p = decode(v.value())?;
+        if app.is_none_or(|a| a == p.app) {
+            out.push(p);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn decode(b: &[u8]) -> Result<Payment, LedgerError> {
+    serde_json::from_slice(b).map_err(|e| LedgerError::Storage(format!("corrupt record: {e}")))
+}
+
+fn encode(p: &Payment) -> Result<Vec<u8>, LedgerError> {
+    serde_json::to_vec(p).map_err(storage)
+}
+
+/// Startup recovery: a crash can leave reservations that never signed (safe to
+/// release: nothing left the process) and signed payments without an outcome
+/// (the request may have reached the seller: at-risk).
+fn recover(db: &Database, now_ms: i64) -> Result<Recovery, LedgerError> {
+    let mut rec = Recovery::default();
+    let wtx = db.begin_write().map_err(storage)?;
+    {
+        let mut table = wtx.open_table(PAYMENTS).map_err(storage)?;
+        wtx.open_table(META).map_err(storage)?;
+        let mut fixes = Vec::new();
+        for item in table.iter().map_err(storage)? {
+            let (_, v) = item.map_err(storage)?;
+            let mut p = decode(v.value())?;
+            match p.state {
+                State::Reserved => {
+                    p.state = State::Released;
+                    p.note = Some("released at startup: never signed".into());
+                    rec.released += 1;
+                }
+                State::Signed => {
+                    p.state = State::AtRisk;
+                    p.note = Some("at-risk at startup: signed, outcome unknown".into());
+                    rec.at_risk += 1;
+                }
+                _ => continue,
+            }
+            p.updated_ms = now_ms;
+            fixes.push(p);
+        }
+        for p in fixes {
+            table.insert(p.id, encode(&p)?.as_slice()).map_err(storage)?;
+        }
+    }
+    wtx.commit().map_err(storage)?;
+    Ok(rec)
+}
+
+/// In-memory totals of counted spend per window, rebuilt from the file at start.
+struct Index {
+    tz: TimeZone,
+    day: HashMap<(String, window::Day), u64>,
+    month: HashMap<(String, window::Month), u64>,
+    total: HashMap<String, u64>,
+    /// Records not yet final, by id (so transitions need no read).
+    open: BTreeMap<u64, Payment>,
+    next_id: u64,
+}
+
+impl Index {
+    fn build(db: &Database, tz: TimeZone) -> Result<Index, LedgerError> {
+        let mut ix = Index {
+            tz,
+            day: HashMap::new(),
+            month: HashMap::new(),
+            total: HashMap::new(),
+            open: BTreeMap::new(),
+            next_id: 1,
+        };
+        let rtx = db.begin_read().map_err(storage)?;
+        if let Ok(meta) = rtx.open_table(META)
+            && let Some(v) = meta.get(NEXT_ID).map_err(storage)?
+        {
+            ix.next_id = v.value();
+        }
+        for p in read_all(db)? {
+            ix.next_id = ix.next_id.max(p.id + 1);
+            ix.add(&p);
+        }
+        Ok(ix)
+    }
+
+    fn add(&mut self, p: &Payment) {
+        if p.state.counts() {
+            self.apply(p, p.amount as i128);
+        }
+        if !p.state.is_final() {
+            self.open.insert(p.id, p.clone());
+        } else {
+            self.open.remove(&p.id);
+        }
+    }
+
+    fn apply(&mut self, p: &Payment, delta: i128) {
+        let d = window::day(p.created_ms, &self.tz);
+        let m = window::month(p.created_ms, &self.tz);
+        for who in [p.app.as_str(), ALL] {
+            for v in [
+                self.day.entry((who.to_string(), d)).or_default(),
+                self.month.entry((who.to_string(), m)).or_default(),
+                self.total.entry(who.to_string()).or_default(),
+            ] {
+                *v = (*v as i128 + delta).max(0) as u64;
+            }
+        }
+    }
+
+    fn check(&self, r: &Reserve) -> Result<(), CapExceeded> {
+        let tz = &self.tz;
+        let d = window::day(r.now_ms, tz);
+        let m = window::month(r.now_ms, tz);
+        let amt = r.amount;
+        let get_d = |who: &str| Usd(self.day.get(&(who.to_string(), d)).copied().unwrap_or(0));
+        let get_m = |who: &str| Usd(self.month.get(&(who.to_string(), m)).copied().unwrap_or(0));
+        let get_t = |who: &str| Usd(self.total.get(who).copied().unwrap_or(0));
+        let day_reset = window::show(window::day_end(r.now_ms, tz), tz);
+        let month_reset = window::show(window::month_end(r.now_ms, tz), tz);
+        let app = &r.app;
+        if let Some(cap) = r.caps.app_per_call
+            && amt > cap
+        {
+            return Err(CapExceeded {
+                code: "app_per_call_cap_exceeded",
+                message: format!(
+                    "this call costs ${amt}, above app {app:?}'s per-call cap of ${cap}."
+                ),
+            });
+        }
+        let checks: [(Option<Usd>, Usd, &'static str, String); 5] = [
+            (
+                r.caps.app_daily,
+                get_d(app),
+                "app_daily_cap_exceeded",
+                format!("app {app:?}'s daily cap (resets {day_reset})"),
+            ),
+            (
+                r.caps.app_monthly,
+                get_m(app),
+                "app_monthly_cap_exceeded",
+                format!("app {app:?}'s monthly cap (resets {month_reset})"),
+            ),
+            (
+                r.caps.app_total,
+                get_t(app),
+                "app_total_cap_exceeded",
+                format!("app {app:?}'s lifetime cap"),
+            ),
+            (
+                r.caps.wallet_daily,
+                get_d(ALL),
+                "wallet_daily_cap_exceeded",
+                format!("the wallet-wide daily cap (resets {day_reset})"),
+            ),
+            (
+                r.caps.wallet_monthly,
+                get_m(ALL),
+                "wallet_monthly_cap_exceeded",
+                format!("the wallet-wide monthly cap (resets {month_reset})"),
+            ),
+        ];
+        for (cap, used, code, what) in checks {
+            if let Some(cap) = cap
+                && used.saturating_add(amt) > cap
+            {
+                return Err(CapExceeded {
+                    code,
+                    message: format!(
+                        "${used} of the ${cap} in {what} is spent, pending or at risk; this call costs ${amt}."
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn writer(db: Arc<Database>, mut index: Index, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        run_batch(&db, &mut index, batch);
+    }
+}
+
+enum Reply {
+    Reserve(oneshot::Sender<Result<Result<u64, CapExceeded>, LedgerError>>, Result<u64, CapExceeded>),
+    Unit(oneshot::Sender<Result<(), LedgerError>>, Result<(), LedgerError>),
+}
+
+fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut rebuild = false;
+    let result = (|| -> Result<(), LedgerError> {
+        let wtx = db.begin_write().map_err(storage)?;
+        {
+            let mut table = wtx.open_table(PAYMENTS).map_err(storage)?;
+            let mut meta = wtx.open_table(META).map_err(storage)?;
+            let start_id = index.next_id;
+            for op in batch {
+                match op {
+                    Op::Reserve(r, reply) => {
+                        let res = match index.check(&r) {
+                            Err(e) => Err(e),
+                            Ok(()) => {
+                                let p = Payment {
+                                    id: index.next_id,
+                                    created_ms: r.now_ms,
+                                    updated_ms: r.now_ms,
+                                    app: r.app,
+                                    model: r.model,
+                                    route: r.route,
+                                    network: r.network,
+                                    asset: r.asset,
+                                    pay_to: r.pay_to,
+                                    amount: r.amount.atomic(),
+                                    payer: None,
+                                    nonce: None,
+                                    valid_before: None,
+                                    state: State::Reserved,
+                                    tx: None,
+                                    note: None,
+                                };
+                                table.insert(p.id, encode(&p)?.as_slice()).map_err(storage)?;
+                                index.next_id += 1;
+                                index.add(&p);
+                                Ok(p.id)
+                            }
+                        };
+                        replies.push(Reply::Reserve(reply, res));
+                    }
+                    Op::Signed {
+                        id,
+                        payer,
+                        nonce,
+                        valid_before,
+                        now_ms,
+                        reply,
+                    } => {
+                        let res = transition(index, &mut table, id, now_ms, |p| {
+                            if p.state != State::Reserved {
+                                return Err(State::Signed);
+                            }
+                            p.state = State::Signed;
+                            p.payer = Some(payer);
+                            p.nonce = Some(nonce);
+                            p.valid_before = Some(valid_before);
+                            Ok(())
+                        });
+                        replies.push(Reply::Unit(reply, res));
+                    }
+                    Op::Finish {
+                        id,
+                        outcome,
+                        now_ms,
+                        reply,
+                    } => {
+                        let res = transition(index, &mut table, id, now_ms, |p| finish(p, outcome));
+                        replies.push(Reply::Unit(reply, res));
+                    }
+                    Op::SetTimezone(tz, reply) => {
+                        replies.push(Reply::Unit(reply, Ok(())));
+                        index.tz = tz;
+                        rebuild = true;
+                    }
+                }
+            }
+            if index.next_id != start_id {
+                meta.insert(NEXT_ID, index.next_id).map_err(storage)?;
+            }
+        }
+        wtx.commit().map_err(storage)
+    })();
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "ledger commit failed; rebuilding the in-memory index");
+    }
+    // After a failed commit, or a time-zone change, rebuild totals from the file.
+    let tz = index.tz.clone();
+    if rebuild || result.is_err() {
+        match Index::build(db, tz) {
+            Ok(ix) => *index = ix,
+            Err(e) => tracing::error!(error = %e, "ledger index rebuild failed"),
+        }
+    }
+    for r in replies {
+        match (r, &result) {
+            (Reply::Reserve(tx, v), Ok(())) => {
+                let _ = tx.send(Ok(v));
+            }
+            (Reply::Unit(tx, v), Ok(())) => {
+                let _ = tx.send(v);
+            }
+            (Reply::Reserve(tx, _), Err(e)) => {
+                let _ = tx.send(Err(e.clone()));
+            }
+            (Reply::Unit(tx, _), Err(e)) => {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
+    use State::*;
+    let (to, note, tx) = match outcome {
+        Outcome::Settled { tx } => (Settled, None, tx),
+        Outcome::Rejected { reason } => (Rejected, Some(reason), None),
+        Outcome::AtRisk { reason } => (AtRisk, Some(reason), None),
+        Outcome::Released { reason } => (Released, Some(reason), None),
+    };
+    let ok = match (p.state, to) {
+        // A reservation that never signed can only be released.
+        (Reserved, Released) => true,
+        (Signed, Settled | Rejected | AtRisk | Released) => true,
+        // Chain resolution of unknown outcomes.
+        (AtRisk | Rejected, Settled | Released) => true,
+        _ => false,
+    };
+    if !ok {
+        return Err(to);
+    }
+    p.state = to;
+    if tx.is_some() {
+        p.tx = tx;
+    }
+    if note.is_some() {
+        p.note = note;
+    }
+    Ok(())
+}
+
+fn transition(
+    index: &mut Index,
+    table: &mut redb::Table<u64, &[u8]>,
+    id: u64,
+    now_ms: i64,
+    f: impl FnOnce(&mut Payment) -> Result<(), State>,
+) -> Result<(), LedgerError> {
+    let mut p = match index.open.get(&id) {
+        Some(p) => p.clone(),
+        None => {
+            let stored = table.get(id).map_err(storage)?;
+            match stored {
+                Some(v) => decode(v.value())?,
+                None => return Err(LedgerError::NoSuchPayment(id)),
+            }
+        }
+    };
+    let before = p.state;
+    f(&mut p).map_err(|to| LedgerError::BadTransition {
+        id,
+        from: before.as_str(),
+        to: to.as_str(),
+    })?;
+    p.updated_ms = now_ms;
+    table.insert(id, encode(&p)?.as_slice()).map_err(storage)?;
+    if before.counts() && !p.state.counts() {
+        index.apply(&p, -(p.amount as i128));
+    }
+    if p.state.is_final() {
+        index.open.remove(&id);
+    } else {
+        index.open.insert(id, p);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

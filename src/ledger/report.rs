@@ -1,0 +1,125 @@
+//! Spend summaries for `x402d spend` and `x402d status`, computed from ledger
+//! records (pure: the caller passes the records, caps, zone and time).
+
+use super::{Payment, State, window};
+use crate::config::AppConfig;
+use crate::money::Usd;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Name used for the wallet-wide row.
+pub const WALLET: &str = "(wallet)";
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpendRow {
+    pub app: String,
+    /// `today`, `month`, `total`, or a date `YYYY-MM-DD` for `--days`.
+    pub window: String,
+    /// Payment attempts that count (everything but released).
+    pub calls: u64,
+    pub settled: Usd,
+    /// Signed or reserved without a final outcome, at-risk or rejected-but-unexpired.
+    pub at_risk: Usd,
+    pub cap: Option<Usd>,
+    pub remaining: Option<Usd>,
+}
+
+/// Per app (and wallet-wide): today, this month, lifetime; plus one row per day
+/// for the last `days` days when asked.
+pub fn spend(
+    payments: &[Payment],
+    apps: &BTreeMap<String, AppConfig>,
+    wallet_daily: Option<Usd>,
+    wallet_monthly: Option<Usd>,
+    tz: &TimeZone,
+    now_ms: i64,
+    only_app: Option<&str>,
+    days: u32,
+) -> Vec<SpendRow> {
+    let today = window::day(now_ms, tz);
+    let month = window::month(now_ms, tz);
+    let mut names: Vec<String> = apps.keys().cloned().collect();
+    for p in payments {
+        if !names.contains(&p.app) {
+            names.push(p.app.clone());
+        }
+    }
+    names.sort();
+    if only_app.is_none() {
+        names.push(WALLET.to_string());
+    }
+    let mut rows = Vec::new();
+    for name in names {
+        if only_app.is_some_and(|a| a != name) {
+            continue;
+        }
+        let mine: Vec<&Payment> = payments
+            .iter()
+            .filter(|p| name == WALLET || p.app == name)
+            .filter(|p| p.state.counts())
+            .collect();
+        let cfg = apps.get(&name);
+        let (cap_d, cap_m, cap_t) = if name == WALLET {
+            (wallet_daily, wallet_monthly, None)
+        } else {
+            (
+                cfg.and_then(|c| c.daily),
+                cfg.and_then(|c| c.monthly),
+                cfg.and_then(|c| c.total),
+            )
+        };
+        let row = |label: String, sel: &dyn Fn(&Payment) -> bool, cap: Option<Usd>| {
+            let mut calls = 0;
+            let mut settled = Usd::ZERO;
+            let mut at_risk = Usd::ZERO;
+            for p in mine.iter().filter(|p| sel(p)) {
+                calls += 1;
+                if p.state == State::Settled {
+                    settled = settled.saturating_add(Usd(p.amount));
+                } else {
+                    at_risk = at_risk.saturating_add(Usd(p.amount));
+                }
+            }
+            SpendRow {
+                app: name.clone(),
+                window: label,
+                calls,
+                settled,
+                at_risk,
+                cap,
+                remaining: cap.map(|c| c.saturating_sub(settled.saturating_add(at_risk))),
+            }
+        };
+        rows.push(row(
+            "today".into(),
+            &|p| window::day(p.created_ms, tz) == today,
+            cap_d,
+        ));
+        rows.push(row(
+            "month".into(),
+            &|p| window::month(p.created_ms, tz) == month,
+            cap_m,
+        ));
+        rows.push(row("total".into(), &|_| true, cap_t));
+        let mut d = today;
+        for _ in 0..days {
+            let label = d.to_string();
+            let day = d;
+            rows.push(row(label, &|p| window::day(p.created_ms, tz) == day, cap_d));
+            match d.yesterday() {
+                Ok(y) => d = y,
+                Err(_) => break,
+            }
+        }
+    }
+    rows
+}
+
+/// At-risk total across the ledger (everything counted but not settled).
+pub fn at_risk_total(payments: &[Payment]) -> Usd {
+    payments
+        .iter()
+        .filter(|p| p.state.counts() && p.state != State::Settled)
+        .fold(Usd::ZERO, |a, p| a.saturating_add(Usd(p.amount)))
+}

@@ -1,0 +1,625 @@
+#![forbid(unsafe_code)]
+
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use serde_json::Value;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use x402d::config::{self, Loaded};
+use x402d::ledger::{self, Ledger, report};
+use x402d::server::{self, Shared};
+use x402d::{admin, chain, upstream, wallet};
+use zeroize::Zeroizing;
+
+/// Local x402 payment proxy for OpenAI-compatible tools.
+#[derive(Parser)]
+#[command(name = "x402d", version, about, long_about = None)]
+struct Cli {
+    /// Config file (default: $X402D_CONFIG, else $XDG_CONFIG_HOME/x402d/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy in the foreground.
+    Serve,
+    /// Manage the wallet key in the OS keyring.
+    #[command(subcommand)]
+    Wallet(WalletCmd),
+    /// Validate the config file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Spend per app and window, with caps and what remains.
+    Spend(SpendArgs),
+    /// One row per payment attempt, newest first.
+    Payments(PaymentsArgs),
+    /// Is the daemon running, and what has it spent?
+    Status(JsonArg),
+    /// Make the running daemon re-read its config.
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum WalletCmd {
+    /// Generate a new key, store it in the keyring and print its address.
+    New,
+    /// Read a 0x-hex private key from stdin (no echo on a terminal) and store it.
+    Import,
+    /// Print the wallet's address.
+    Address,
+    /// Delete the key from the keyring.
+    Remove {
+        /// Confirm: the key cannot be recovered from x402d afterwards.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the config and print the effective configuration.
+    Check,
+}
+
+#[derive(Args)]
+struct JsonArg {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SpendArgs {
+    /// Only this app.
+    #[arg(long)]
+    app: Option<String>,
+    /// Also show one row per day for the last N days.
+    #[arg(long, default_value_t = 0)]
+    days: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PaymentsArgs {
+    #[arg(long)]
+    app: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// An error for the CLI user, with the exit code to use.
+struct Fail(u8, String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(1, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("x402d: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(Fail(code, msg)) => {
+            eprintln!("x402d: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Loaded, Fail> {
+    config::load(cli.config.as_deref()).map_err(|e| {
+        Fail(
+            2,
+            format!("{e}\n(fix the config file, then check it with `x402d config check`)"),
+        )
+    })
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Fail> {
+    match &cli.cmd {
+        Cmd::Serve => serve(&cli).await,
+        Cmd::Wallet(w) => wallet_cmd(&cli, w).await,
+        Cmd::Config(ConfigCmd::Check) => {
+            let cfg = load_config(&cli)?;
+            match &cfg.file {
+                Some(p) if p.exists() => println!("# {} is valid", p.display()),
+                _ => println!("# no config file; built-in defaults"),
+            }
+            println!("# state_dir = {:?}", cfg.state_dir.display().to_string());
+            print!("{}", toml::to_string_pretty(&cfg.config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Spend(a) => spend_cmd(&cli, a).await,
+        Cmd::Payments(a) => payments_cmd(&cli, a).await,
+        Cmd::Status(a) => status_cmd(&cli, a.json).await,
+        Cmd::Reload => {
+            let cfg = load_config(&cli)?;
+            match admin::call(&cfg.state_dir, Method::POST, "/reload").await? {
+                None => Err(Fail(3, "x402d is not running (no admin socket in the state dir)".into())),
+                Some(v) => {
+                    let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
+                    if v.get("ok").and_then(Value::as_bool) == Some(true) {
+                        println!("reloaded: {msg}");
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        Err(Fail(1, format!("reload refused, the old config stays in force: {msg}")))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn ensure_state_dir(cfg: &Loaded) -> Result<(), Fail> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.state_dir)
+        .map_err(|e| {
+            Fail(
+                1,
+                format!(
+                    "cannot create the state dir {}: {e} (set `state_dir` in the config)",
+                    cfg.state_dir.display()
+                ),
+            )
+        })
+}
+
+async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
+    init_tracing();
+    let cfg = load_config(cli)?;
+    ensure_state_dir(&cfg)?;
+    let ledger_path = cfg.state_dir.join("ledger.redb");
+    let (ledger, recovery) = Ledger::open(&ledger_path, cfg.timezone.clone(), x402d::now_ms())
+        .map_err(|e| match e {
+            ledger::LedgerError::Locked(_) => Fail(1, format!("{e}; stop it first or use another state_dir")),
+            e => Fail(1, e.to_string()),
+        })?;
+    if recovery.released + recovery.at_risk > 0 {
+        tracing::warn!(
+            released = recovery.released,
+            at_risk = recovery.at_risk,
+            "recovered unfinished payments from the last run"
+        );
+    }
+    let client = upstream::client()?;
+    let listener = tokio::net::TcpListener::bind(cfg.config.listen).await.map_err(|e| {
+        Fail(
+            1,
+            format!(
+                "cannot listen on {}: {e} (is another x402d running? change `listen` in the config)",
+                cfg.config.listen
+            ),
+        )
+    })?;
+    let port = listener.local_addr()?.port();
+    let listen = cfg.config.listen;
+    let shared = Arc::new(Shared::new(cfg, client, ledger, port));
+
+    let wallet_line = match shared.wallet.get(&shared.config().key_location()).await {
+        Ok(w) => format!("wallet {}", w.address()),
+        Err(e) => {
+            tracing::warn!("{e}");
+            "no wallet".to_string()
+        }
+    };
+    let admin_listener = admin::bind(&shared.config().state_dir)?;
+
+    // Reload requests from SIGHUP and the admin socket go through one channel.
+    let (reload_tx, mut reload_rx) =
+        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<String, String>>>(8);
+    let reload_fn: admin::ReloadFn = {
+        let tx = reload_tx.clone();
+        Arc::new(move || {
+            let (otx, orx) = tokio::sync::oneshot::channel();
+            let _ = tx.try_send(otx);
+            orx
+        })
+    };
+    tokio::spawn(admin::serve(admin_listener, shared.clone(), reload_fn));
+    {
+        let shared = shared.clone();
+        let path = cli.config.clone();
+        tokio::spawn(async move {
+            while let Some(reply) = reload_rx.recv().await {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                let r = reload(&shared, path.as_deref()).await;
+                match &r {
+                    Ok(m) => tracing::info!("config reloaded: {m}"),
+                    Err(m) => tracing::error!("config reload refused, keeping the old config: {m}"),
+                }
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                let _ = reply.send(r);
+            }
+        });
+    }
+    // At-risk payments are resolved against the chain in the background.
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let cfg = shared.config();
+                let r = chain::resolve(&shared.client, &shared.ledger, |n| cfg.rpc_url(n)).await;
+                if r.settled + r.released > 0 {
+                    tracing::info!(settled = r.settled, released = r.released, "resolved at-risk payments");
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let reload_tx = reload_tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        let (otx, _orx) = tokio::sync::oneshot::channel();
+                        let _ = reload_tx.try_send(otx);
+                    }
+                }
+            }
+            tracing::info!("stopping");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    tracing::info!(%listen, upstream = %shared.config().config.upstream, "x402d ready; {wallet_line}");
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("listening on {listen}; {wallet_line}")),
+        ],
+    );
+    server::serve(listener, shared.clone(), stop_rx, Duration::from_secs(30)).await;
+    let _ = std::fs::remove_file(admin::socket_path(&shared.config().state_dir));
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the config; on any error the old config stays in force.
+async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<String, String> {
+    let new = config::load(path).map_err(|e| e.to_string())?;
+    let old = shared.config();
+    let mut notes = Vec::new();
+    if new.config.listen != old.config.listen {
+        notes.push(format!("`listen` changed to {} but needs a restart", new.config.listen));
+    }
+    if new.state_dir != old.state_dir {
+        notes.push("`state_dir` changed but needs a restart".to_string());
+    }
+    if new.config.limits.timezone != old.config.limits.timezone {
+        shared
+            .ledger
+            .set_timezone(new.timezone.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if new.key_location() != old.key_location() {
+        shared.wallet.clear().await;
+    }
+    let apps = new.apps.len();
+    shared.set_config(new);
+    notes.insert(0, format!("{apps} apps"));
+    Ok(notes.join("; "))
+}
+
+async fn wallet_cmd(cli: &Cli, cmd: &WalletCmd) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let loc = cfg.key_location();
+    if loc.source == wallet::Source::SystemdCredential && !matches!(cmd, WalletCmd::Address) {
+        return Err(Fail(
+            2,
+            "wallet.source is \"systemd-credential\": create the credential with `systemd-creds encrypt` instead (see the README)".into(),
+        ));
+    }
+    let where_ = format!("keyring entry (service {:?}, user {:?})", loc.service, loc.user);
+    let blocking = |f: Box<dyn FnOnce() -> Result<String, Fail> + Send>| async move {
+        tokio::task::spawn_blocking(f).await.map_err(|e| Fail(1, e.to_string()))?
+    };
+    let out = match cmd {
+        WalletCmd::New => {
+            let loc = loc.clone();
+            blocking(Box::new(move || {
+                match wallet::load(&loc) {
+                    Ok(w) => {
+                        return Err(Fail(
+                            1,
+                            format!(
+                                "a wallet already exists ({}); remove it first with `x402d wallet remove --yes` (this destroys the key: move its funds first)",
+                                w.address()
+                            ),
+                        ));
+                    }
+                    Err(wallet::WalletError::Missing { .. }) => {}
+                    Err(e) => return Err(Fail(1, e.to_string())),
+                }
+                let (w, hex) = wallet::Wallet::generate();
+                wallet::store(&loc, &hex)?;
+                Ok(format!("{}", w.address()))
+            }))
+            .await?
+        }
+        WalletCmd::Import => {
+            let key = read_key()?;
+            let loc = loc.clone();
+            blocking(Box::new(move || Ok(wallet::store(&loc, &key)?.to_string()))).await?
+        }
+        WalletCmd::Address => {
+            let loc = loc.clone();
+            blocking(Box::new(move || match wallet::load(&loc) {
+                Ok(w) => Ok(w.address().to_string()),
+                Err(e) => Err(Fail(1, e.to_string())),
+            }))
+            .await?
+        }
+        WalletCmd::Remove { yes } => {
+            if !yes {
+                return Err(Fail(
+                    2,
+                    format!("this deletes the wallet key from the {where_}; run `x402d wallet remove --yes` to confirm"),
+                ));
+            }
+            let loc = loc.clone();
+            let removed = blocking(Box::new(move || Ok(wallet::remove(&loc)?.to_string()))).await?;
+            if removed == "true" {
+                eprintln!("removed the wallet key from the {where_}");
+            } else {
+                eprintln!("there was no wallet key in the {where_}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!("{out}");
+    if matches!(cmd, WalletCmd::New | WalletCmd::Import) {
+        eprintln!("stored in the {where_}; a running x402d picks it up on the next call");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_key() -> Result<Zeroizing<String>, Fail> {
+    if std::io::stdin().is_terminal() {
+        let k = rpassword::prompt_password("Private key (0x…, not echoed): ")
+            .map_err(|e| Fail(1, format!("cannot read the key: {e}")))?;
+        return Ok(Zeroizing::new(k));
+    }
+    let mut s = Zeroizing::new(String::new());
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut s)
+        .map_err(|e| Fail(1, format!("cannot read the key from stdin: {e}")))?;
+    if s.trim().is_empty() {
+        return Err(Fail(2, "no key on stdin; pipe a 0x-hex private key, e.g. `x402d wallet import < key.txt`".into()));
+    }
+    Ok(Zeroizing::new(s.trim().to_string()))
+}
+
+/// Reads the ledger file directly (only when no daemon holds it).
+fn offline_payments(cfg: &Loaded) -> Result<Vec<ledger::Payment>, Fail> {
+    let path = cfg.state_dir.join("ledger.redb");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = ledger::open_read_only(&path)?;
+    Ok(ledger::read_all(&db)?)
+}
+
+async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let mut path = format!("/spend?days={}", a.days);
+    if let Some(app) = &a.app {
+        path.push_str(&format!("&app={app}"));
+    }
+    let rows: Vec<Value> = match admin::call(&cfg.state_dir, Method::GET, &path).await? {
+        Some(Value::Array(v)) => v,
+        Some(_) => return Err(Fail(1, "unexpected reply from the daemon".into())),
+        None => {
+            let all = offline_payments(&cfg)?;
+            let rows = report::spend(
+                &all,
+                &cfg.apps,
+                cfg.config.limits.daily,
+                cfg.config.limits.monthly,
+                &cfg.timezone,
+                x402d::now_ms(),
+                a.app.as_deref(),
+                a.days,
+            );
+            serde_json::to_value(rows)?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &Value, k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut t = vec![vec![
+        "APP".to_string(),
+        "WINDOW".into(),
+        "CALLS".into(),
+        "SETTLED".into(),
+        "AT-RISK".into(),
+        "CAP".into(),
+        "REMAINING".into(),
+    ]];
+    for r in &rows {
+        t.push(vec![
+            s(r, "app"),
+            s(r, "window"),
+            s(r, "calls"),
+            s(r, "settled"),
+            s(r, "at_risk"),
+            s(r, "cap"),
+            s(r, "remaining"),
+        ]);
+    }
+    print_table(&t);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let mut path = format!("/payments?limit={}", a.limit);
+    if let Some(app) = &a.app {
+        path.push_str(&format!("&app={app}"));
+    }
+    let rows: Vec<Value> = match admin::call(&cfg.state_dir, Method::GET, &path).await? {
+        Some(Value::Array(v)) => v,
+        Some(_) => return Err(Fail(1, "unexpected reply from the daemon".into())),
+        None => {
+            let path = cfg.state_dir.join("ledger.redb");
+            if path.exists() {
+                let db = ledger::open_read_only(&path)?;
+                ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+                    .iter()
+                    .map(admin::payment_json)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &Value, k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut t = vec![vec![
+        "ID".to_string(),
+        "TIME".into(),
+        "APP".into(),
+        "MODEL".into(),
+        "AMOUNT".into(),
+        "NETWORK".into(),
+        "STATE".into(),
+        "TX".into(),
+    ]];
+    for r in &rows {
+        let time = s(r, "time");
+        t.push(vec![
+            s(r, "id"),
+            time.get(..19).unwrap_or(&time).to_string(),
+            s(r, "app"),
+            s(r, "model"),
+            s(r, "amount"),
+            s(r, "network"),
+            s(r, "state"),
+            s(r, "tx"),
+        ]);
+    }
+    print_table(&t);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    match admin::call(&cfg.state_dir, Method::GET, "/status").await? {
+        None => {
+            if json {
+                println!("{}", serde_json::json!({"running": false}));
+            } else {
+                println!("x402d is not running (state dir {})", cfg.state_dir.display());
+            }
+            Ok(ExitCode::from(3))
+        }
+        Some(v) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let g = |k: &str| match &v[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                o => o.to_string(),
+            };
+            println!("x402d {} running (pid {})", g("version"), g("pid"));
+            println!("  listen:     {}", g("listen"));
+            println!("  upstream:   {}", g("upstream"));
+            println!("  wallet:     {}", if v["wallet"].is_null() { "none (run `x402d wallet import`)".into() } else { g("wallet") });
+            println!("  at-risk:    ${}", g("at_risk"));
+            println!("  last error: {}", g("last_error"));
+            let mut t = vec![vec!["APP".to_string(), "WINDOW".into(), "SPENT".into(), "AT-RISK".into(), "CAP".into(), "REMAINING".into()]];
+            if let Some(rows) = v["spend"].as_array() {
+                for r in rows {
+                    let s = |k: &str| match &r[k] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "-".into(),
+                        o => o.to_string(),
+                    };
+                    t.push(vec![s("app"), s("window"), s("settled"), s("at_risk"), s("cap"), s("remaining")]);
+                }
+            }
+            print_table(&t);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

@@ -1,0 +1,483 @@
+//! The payment flow for one proxied call, top to bottom:
+//!
+//! ```text
+//! send unpaid ──(not 402)──────────────────────────────► relay, cost 0
+//!     │ 402
+//!     ▼
+//! parse requirements → choose one → load wallet      (refusal: nothing signed)
+//!     ▼
+//! Reserved   (ledger: caps checked and budget held, durable)
+//!     ▼
+//! Signed     (EIP-3009 signature made, nonce/validBefore durable BEFORE sending)
+//!     ▼
+//! send paid once ─► 2xx ─────────────► Settled  → relay, cost = price
+//!                 ├► 402 ────────────► Rejected → payment_rejected error
+//!                 ├► connect failed ─► Released (the signature never left)
+//!                 └► anything else ──► AtRisk   → relay/err, never retried
+//! ```
+//!
+//! Each transition is persisted before the next step that could move money.
+
+use crate::config::{AppConfig, Loaded};
+use crate::error::ProxyError;
+use crate::ledger::{Caps, Ledger, Outcome, Reserve};
+use crate::money::Usd;
+use crate::openai::error::HDR_SHOULD_RETRY;
+use crate::upstream::{self, Client};
+use crate::wallet::{self, Wallet, WalletError};
+use crate::x402::{self, Refusal, header::Authorization, parse, select};
+use alloy_primitives::{B256, U256};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Response header: USD actually paid (or put at risk) for this call.
+pub const HDR_COST: &str = "x-x402d-cost";
+/// Response header: the ledger id of the payment, when there was one.
+pub const HDR_PAYMENT_ID: &str = "x-x402d-payment-id";
+/// Response header: ledger state of the payment (settled, at_risk).
+pub const HDR_PAYMENT_STATE: &str = "x-x402d-payment-state";
+
+/// One call as the app made it, after routing and identification.
+pub struct Call {
+    pub app: String,
+    pub model: Option<String>,
+    pub method: Method,
+    /// Path and query, e.g. `/v1/chat/completions`.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The wallet, loaded lazily so `x402d wallet import` takes effect without a restart.
+pub struct WalletSlot {
+    cached: Mutex<Option<Wallet>>,
+}
+
+impl Default for WalletSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WalletSlot {
+    pub fn new() -> Self {
+        WalletSlot {
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub async fn get(&self, loc: &wallet::KeyLocation) -> Result<Wallet, ProxyError> {
+        let mut slot = self.cached.lock().await;
+        if let Some(w) = slot.as_ref() {
+            return Ok(w.clone());
+        }
+        let loc = loc.clone();
+        let loaded = tokio::task::spawn_blocking(move || wallet::load(&loc))
+            .await
+            .map_err(|e| ProxyError::Internal(format!("wallet task: {e}")))?;
+        match loaded {
+            Ok(w) => {
+                tracing::info!(address = %w.address(), "wallet loaded");
+                *slot = Some(w.clone());
+                Ok(w)
+            }
+            Err(e @ WalletError::Missing { .. }) => {
+                Err(ProxyError::WalletNotConfigured(e.to_string()))
+            }
+            Err(e) => Err(ProxyError::Wallet(e.to_string())),
+        }
+    }
+
+    /// Forgets the cached key (after `wallet remove` or a reload).
+    pub async fn clear(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    pub async fn peek(&self) -> Option<Wallet> {
+        self.cached.lock().await.clone()
+    }
+}
+
+/// Everything the flow needs besides the call.
+pub struct Payer<'a> {
+    pub cfg: &'a Loaded,
+    pub client: &'a Client,
+    pub ledger: &'a Ledger,
+    pub wallet: &'a WalletSlot,
+}
+
+/// What happened, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paid {
+    Nothing,
+    Settled,
+    AtRisk,
+}
+
+impl Payer<'_> {
+    pub async fn run(&self, call: Call) -> Result<(Response<Body>, Paid), ProxyError> {
+        let timeout = Duration::from_secs(self.cfg.config.upstream_timeout_secs);
+        let uri = self.upstream_uri(&call.path_and_query)?;
+
+        // 1. Unpaid attempt. Nothing is signed, so every failure here is safe to retry.
+        let first = self.send(&call, &uri, None, timeout).await.map_err(|e| match e {
+            SendError::Timeout => ProxyError::UpstreamTimeout {
+                secs: timeout.as_secs(),
+            },
+            SendError::Connect(r) | SendError::Other(r) => ProxyError::UpstreamUnreachable {
+                upstream: self.cfg.config.upstream.clone(),
+                reason: r,
+            },
+        })?;
+        if first.status() != StatusCode::PAYMENT_REQUIRED {
+            return Ok((relay(first, Usd::ZERO, None), Paid::Nothing));
+        }
+
+        // 2. Read the requirements (header for v2, small JSON body for v1).
+        let (parts, body) = first.into_parts();
+        let header = parts
+            .headers
+            .get(x402::HDR_PAYMENT_REQUIRED)
+            .map(|v| v.as_bytes().to_vec());
+        let body = read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout).await;
+        let body = match body {
+            Ok(b) => b,
+            // An oversized body is only a problem when it is where the requirements are.
+            Err(_) if header.is_some() => Bytes::new(),
+            Err(e) => return Err(ProxyError::BadRequirements(e)),
+        };
+        let pr = parse::parse_402(header.as_deref(), &body)
+            .map_err(|e| ProxyError::BadRequirements(e.to_string()))?;
+
+        // 3. Choose what to pay; the ceiling is the smaller of the wallet's and the app's.
+        let app_cfg = self.app_cfg(&call.app);
+        let ceiling = match app_cfg.max_per_call {
+            Some(a) => a.min(self.cfg.config.payment.max_per_call),
+            None => self.cfg.config.payment.max_per_call,
+        };
+        let policy = select::Policy {
+            networks: self.cfg.networks.clone(),
+            ceiling,
+            max_timeout_seconds: self.cfg.config.payment.max_timeout_seconds,
+            pay_to: self.cfg.pay_to.clone(),
+        };
+        let choice = select::choose(&pr, &policy).map_err(refusal_error)?;
+
+        // 4. The wallet (503 with the command to run when there is none).
+        let wallet = self.wallet.get(&self.cfg.key_location()).await?;
+
+        // 5. Reserved: caps checked and budget held, durably, before any signature exists.
+        let now = crate::now_ms();
+        let reserve = Reserve {
+            now_ms: now,
+            app: call.app.clone(),
+            model: call.model.clone(),
+            route: path_only(&call.path_and_query).to_string(),
+            network: choice.network.caip2.to_string(),
+            asset: choice.network.usdc.to_string(),
+            pay_to: choice.pay_to.to_string(),
+            amount: choice.amount,
+            caps: self.caps(&app_cfg),
+        };
+        let id = match self.ledger.reserve(reserve).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(cap)) => {
+                return Err(ProxyError::BudgetExceeded {
+                    code: cap.code,
+                    message: cap.message,
+                });
+            }
+            Err(e) => return Err(ProxyError::Ledger(e.to_string())),
+        };
+
+        // 6. Signed: sign, then persist nonce/amount/validBefore before the request leaves.
+        let valid_before = (now / 1000) as u64 + choice.timeout_seconds;
+        let auth = Authorization {
+            from: wallet.address(),
+            to: choice.pay_to,
+            value: U256::from(choice.amount.atomic()),
+            valid_after: 0,
+            valid_before,
+            nonce: random_nonce()?,
+        };
+        let domain = wallet::eip3009::domain(
+            choice.network.eip712_name,
+            choice.network.eip712_version,
+            choice.network.chain_id,
+            choice.network.usdc,
+        );
+        let signature = match wallet.sign(&auth, &domain) {
+            Ok(s) => s,
+            Err(e) => {
+                self.release(id, "signing failed").await;
+                return Err(ProxyError::Wallet(e.to_string()));
+            }
+        };
+        if let Err(e) = self
+            .ledger
+            .signed(
+                id,
+                auth.from.to_string(),
+                auth.nonce.to_string(),
+                valid_before,
+                crate::now_ms(),
+            )
+            .await
+        {
+            // Not persisted, so not sent: the signature is dropped unused.
+            self.release(id, "could not persist the signature").await;
+            return Err(ProxyError::Ledger(e.to_string()));
+        }
+        let payment = x402::header::encode_payment(&pr, &choice, &auth, &signature);
+        tracing::info!(
+            id, app = %call.app, model = call.model.as_deref().unwrap_or("-"),
+            amount = %choice.amount, network = choice.network.caip2, pay_to = %choice.pay_to,
+            "payment signed"
+        );
+
+        // 7. The one paid attempt.
+        let amount = choice.amount;
+        let sent = self
+            .send(&call, &uri, Some((pr.version.payment_header(), payment)), timeout)
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(SendError::Connect(reason)) => {
+                // No connection was made, so the signature never left the process.
+                self.finish(id, Outcome::Released { reason: format!("not sent: {reason}") })
+                    .await;
+                return Err(ProxyError::UpstreamUnreachable {
+                    upstream: self.cfg.config.upstream.clone(),
+                    reason,
+                });
+            }
+            Err(e) => {
+                let reason = match e {
+                    SendError::Timeout => format!("no reply within {} s", timeout.as_secs()),
+                    SendError::Connect(r) | SendError::Other(r) => r,
+                };
+                self.finish(id, Outcome::AtRisk { reason: reason.clone() }).await;
+                tracing::warn!(id, %reason, "paid request failed; payment at risk");
+                return Err(ProxyError::PaymentOutcomeUnknown {
+                    reason,
+                    amount: amount.to_string(),
+                });
+            }
+        };
+
+        let status = resp.status();
+        if status.is_success() {
+            let settle = resp
+                .headers()
+                .get(x402::HDR_PAYMENT_RESPONSE)
+                .or_else(|| resp.headers().get(x402::HDR_X_PAYMENT_RESPONSE))
+                .and_then(|v| parse::parse_settle_response(v.as_bytes()));
+            let tx = settle.and_then(|s| s.transaction);
+            self.finish(id, Outcome::Settled { tx: tx.clone() }).await;
+            tracing::info!(id, %amount, tx = tx.as_deref().unwrap_or("-"), "payment settled");
+            let mut r = relay(resp, amount, Some(id));
+            r.headers_mut()
+                .insert(HDR_PAYMENT_STATE, HeaderValue::from_static("settled"));
+            return Ok((r, Paid::Settled));
+        }
+        if status == StatusCode::PAYMENT_REQUIRED {
+            // The seller refused the payment and says why; it was not settled, but the
+            // authorization stays counted until it expires unused.
+            let (parts, body) = resp.into_parts();
+            let body = read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout)
+                .await
+                .unwrap_or_default();
+            let reason = parts
+                .headers
+                .get(x402::HDR_PAYMENT_REQUIRED)
+                .map(|h| h.as_bytes().to_vec())
+                .and_then(|h| parse::parse_402(Some(&h), b"").ok())
+                .or_else(|| parse::parse_402(None, &body).ok())
+                .and_then(|p| p.error)
+                .unwrap_or_else(|| "no reason given".into());
+            self.finish(id, Outcome::Rejected { reason: reason.clone() }).await;
+            tracing::warn!(id, %reason, "seller rejected the payment");
+            return Err(ProxyError::PaymentRejected {
+                reason,
+                valid_before,
+            });
+        }
+        // Any other answer after the signature left: the seller may have settled.
+        let reason = format!("upstream answered {status} to the paid request");
+        self.finish(id, Outcome::AtRisk { reason: reason.clone() }).await;
+        tracing::warn!(id, %reason, "payment at risk");
+        let mut r = relay(resp, amount, Some(id));
+        let h = r.headers_mut();
+        h.insert(HDR_SHOULD_RETRY, HeaderValue::from_static("false"));
+        h.insert(HDR_PAYMENT_STATE, HeaderValue::from_static("at_risk"));
+        Ok((r, Paid::AtRisk))
+    }
+
+    fn app_cfg(&self, app: &str) -> AppConfig {
+        self.cfg.apps.get(app).cloned().unwrap_or_default()
+    }
+
+    fn caps(&self, app: &AppConfig) -> Caps {
+        Caps {
+            app_per_call: app.max_per_call,
+            app_daily: app.daily,
+            app_monthly: app.monthly,
+            app_total: app.total,
+            wallet_daily: self.cfg.config.limits.daily,
+            wallet_monthly: self.cfg.config.limits.monthly,
+        }
+    }
+
+    fn upstream_uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let base = &self.cfg.upstream;
+        let prefix = base.path().trim_end_matches('/');
+        let s = format!(
+            "{}://{}{}{}",
+            base.scheme_str().unwrap_or("https"),
+            base.authority().map(|a| a.as_str()).unwrap_or(""),
+            prefix,
+            path_and_query
+        );
+        s.parse()
+            .map_err(|_| ProxyError::Internal("cannot build the upstream URL".into()))
+    }
+
+    async fn send(
+        &self,
+        call: &Call,
+        uri: &Uri,
+        payment: Option<(&'static str, String)>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut req = Request::builder()
+            .method(call.method.clone())
+            .uri(uri.clone())
+            .body(Full::new(call.body.clone()))
+            .map_err(|e| SendError::Other(e.to_string()))?;
+        let h = req.headers_mut();
+        for (k, v) in call.headers.iter() {
+            if forwardable(k) {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        upstream::strip_hop_by_hop(h);
+        if let Some((name, value)) = payment {
+            let v = HeaderValue::from_str(&value).map_err(|e| SendError::Other(e.to_string()))?;
+            h.insert(HeaderName::from_static(name), v);
+        }
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(describe_client_error(&e))),
+            Ok(Err(e)) => Err(SendError::Other(describe_client_error(&e))),
+        }
+    }
+
+    async fn release(&self, id: u64, why: &str) {
+        self.finish(id, Outcome::Released { reason: why.into() }).await;
+    }
+
+    async fn finish(&self, id: u64, outcome: Outcome) {
+        if let Err(e) = self.ledger.finish(id, outcome, crate::now_ms()).await {
+            // The record keeps its last durable state (Signed → at-risk at next start):
+            // fail closed, never lose spend.
+            tracing::error!(id, error = %e, "could not record the payment outcome");
+        }
+    }
+}
+
+enum SendError {
+    Connect(String),
+    Timeout,
+    Other(String),
+}
+
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Request headers that go upstream: not the app's key, not hop-by-hop, not
+/// anything the proxy sets itself.
+fn forwardable(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "authorization"
+            | "host"
+            | "content-length"
+            | "accept-encoding"
+            | "cookie"
+            | "origin"
+            | "referer"
+            | "payment-signature"
+            | "x-payment"
+            | "idempotency-key"
+    ) && !name.as_str().starts_with("x-x402d-")
+}
+
+fn path_only(pq: &str) -> &str {
+    pq.split('?').next().unwrap_or(pq)
+}
+
+fn random_nonce() -> Result<B256, ProxyError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| ProxyError::Internal(format!("no randomness: {e}")))?;
+    Ok(B256::from(b))
+}
+
+fn refusal_error(refusals: Vec<Refusal>) -> ProxyError {
+    let list = refusals
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !refusals.is_empty() && refusals.iter().all(|r| r.over_ceiling) {
+        ProxyError::PriceAboveCeiling(list)
+    } else {
+        ProxyError::NoAcceptableOption(list)
+    }
+}
+
+/// Reads at most `limit` bytes of a body.
+async fn read_limited(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, String> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err("timed out reading the 402 body".into()),
+        Ok(Err(e)) => Err(format!("cannot read the 402 body: {e}")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The upstream reply as the app gets it: same status, headers (minus
+/// hop-by-hop), same body bytes, plus the cost header.
+pub fn relay(resp: Response<Incoming>, cost: Usd, id: Option<u64>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    upstream::strip_hop_by_hop(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
+        parts.headers.insert(HDR_COST, v);
+    }
+    if let Some(id) = id
+        && let Ok(v) = HeaderValue::from_str(&id.to_string())
+    {
+        parts.headers.insert(HDR_PAYMENT_ID, v);
+    }
+    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// Shared handle type for the flow's dependencies.
+pub type SharedWallet = Arc<WalletSlot>;

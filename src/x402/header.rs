@@ -1,0 +1,118 @@
+//! Encoding the payment we send (`PAYMENT-SIGNATURE` in v2, `X-PAYMENT` in v1).
+
+use super::{PaymentRequired, Version, select::Choice};
+use alloy_primitives::{Address, B256, U256};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// The EIP-3009 `TransferWithAuthorization` message fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub nonce: B256,
+}
+
+impl Authorization {
+    fn to_json(&self) -> Value {
+        json!({
+            "from": self.from.to_string(),
+            "to": self.to.to_string(),
+            "value": self.value.to_string(),
+            "validAfter": self.valid_after.to_string(),
+            "validBefore": self.valid_before.to_string(),
+            "nonce": self.nonce.to_string(),
+        })
+    }
+}
+
+/// Builds the payment header value (base64 JSON) for the chosen requirement.
+pub fn encode_payment(
+    pr: &PaymentRequired,
+    choice: &Choice,
+    auth: &Authorization,
+    signature: &[u8; 65],
+) -> String {
+    let sig = format!("0x{}", hex::encode(signature));
+    let doc = match pr.version {
+        Version::V2 => json!({
+            "x402Version": 2,
+            "payload": { "authorization": auth.to_json(), "signature": sig },
+            "resource": pr.resource.clone().unwrap_or(Value::Null),
+            "accepted": choice.requirement.raw,
+        }),
+        Version::V1 => json!({
+            "x402Version": 1,
+            "scheme": choice.requirement.scheme,
+            "network": choice.requirement.network,
+            "payload": { "signature": sig, "authorization": auth.to_json() },
+        }),
+    };
+    base64::engine::general_purpose::STANDARD.encode(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Usd;
+    use crate::x402::networks;
+    use crate::x402::parse::parse_402;
+    use crate::x402::select::{Policy, choose};
+
+    #[test]
+    fn round_trip_v2_and_v1() {
+        let policy = Policy {
+            networks: vec![networks::lookup("eip155:84532").unwrap()],
+            ceiling: Usd(1_000_000),
+            max_timeout_seconds: 3600,
+            pay_to: None,
+        };
+        let auth = Authorization {
+            from: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap(),
+            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+            value: U256::from(1000),
+            valid_after: 0,
+            valid_before: 1795483740,
+            nonce: B256::repeat_byte(0xab),
+        };
+        let sig = [7u8; 65];
+        let h2 = crate::x402::parse::tests_support::V2_HEADER;
+        let pr = parse_402(Some(h2.as_bytes()), b"{}").unwrap();
+        let c = choose(&pr, &policy).unwrap();
+        let enc = encode_payment(&pr, &c, &auth, &sig);
+        let v: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(enc)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["x402Version"], 2);
+        assert_eq!(v["accepted"], c.requirement.raw);
+        assert_eq!(v["resource"], pr.resource.clone().unwrap());
+        let a = &v["payload"]["authorization"];
+        assert_eq!(a["from"], "0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        assert_eq!(a["to"], "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
+        assert_eq!(a["value"], "1000");
+        assert_eq!(a["validAfter"], "0");
+        assert_eq!(a["validBefore"], "1795483740");
+        assert_eq!(a["nonce"], format!("0x{}", "ab".repeat(32)));
+        assert_eq!(v["payload"]["signature"], format!("0x{}", "07".repeat(65)));
+
+        let pr1 = parse_402(None, crate::x402::parse::tests_support::V1_BODY.as_bytes()).unwrap();
+        let c1 = choose(&pr1, &policy).unwrap();
+        let enc = encode_payment(&pr1, &c1, &auth, &sig);
+        let v: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(enc)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["x402Version"], 1);
+        assert_eq!(v["scheme"], "exact");
+        assert_eq!(v["network"], "base-sepolia");
+        assert_eq!(v["payload"]["authorization"]["value"], "1000");
+    }
+}

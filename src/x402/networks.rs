@@ -1,0 +1,105 @@
+//! Networks x402d can pay on and the one token it pays with on each: native USDC.
+//! A requirement naming any other asset is refused: signing an EIP-3009
+//! authorization for an unknown contract could move an unknown token.
+
+use alloy_primitives::{Address, address};
+
+/// A supported EVM network and its USDC contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// CAIP-2 id, e.g. `eip155:8453`.
+    pub caip2: &'static str,
+    /// x402 v1 name, e.g. `base`.
+    pub v1_name: &'static str,
+    pub chain_id: u64,
+    pub usdc: Address,
+    /// EIP-712 domain `name` of that USDC contract.
+    pub eip712_name: &'static str,
+    /// EIP-712 domain `version` of that USDC contract.
+    pub eip712_version: &'static str,
+    /// Public JSON-RPC endpoint used when `[payment.rpc]` names none.
+    pub default_rpc: &'static str,
+}
+
+/// USDC contracts (6 decimals), checked against Circle's published addresses.
+pub const NETWORKS: &[Network] = &[
+    Network {
+        caip2: "eip155:8453",
+        v1_name: "base",
+        chain_id: 8453,
+        usdc: address!("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+        eip712_name: "USD Coin",
+        eip712_version: "2",
+        default_rpc: "https://mainnet.base.org",
+    },
+    Network {
+        caip2: "eip155:84532",
+        v1_name: "base-sepolia",
+        chain_id: 84532,
+        usdc: address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
+        eip712_name: "USDC",
+        eip712_version: "2",
+        default_rpc: "https://sepolia.base.org",
+    },
+    Network {
+        caip2: "eip155:137",
+        v1_name: "polygon",
+        chain_id: 137,
+        usdc: address!("0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359"),
+        eip712_name: "USD Coin",
+        eip712_version: "2",
+        default_rpc: "https://polygon-rpc.com",
+    },
+    Network {
+        caip2: "eip155:42161",
+        v1_name: "arbitrum",
+        chain_id: 42161,
+        usdc: address!("0xaf88d065e77c8cC2239327C5EDb3A432268e5831"),
+        eip712_name: "USD Coin",
+        eip712_version: "2",
+        default_rpc: "https://arb1.arbitrum.io/rpc",
+    },
+];
+
+/// Looks a network up by CAIP-2 id or v1 name (`arbitrum-one` is accepted too).
+pub fn lookup(name: &str) -> Option<&'static Network> {
+    let name = name.trim();
+    let name = if name.eq_ignore_ascii_case("arbitrum-one") {
+        "arbitrum"
+    } else {
+        name
+    };
+    NETWORKS
+        .iter()
+        .find(|n| n.caip2 == name || n.v1_name.eq_ignore_ascii_case(name))
+}
+
+/// All accepted spellings, for error messages.
+pub fn known_names() -> String {
+    NETWORKS
+        .iter()
+        .map(|n| format!("{} ({})", n.caip2, n.v1_name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups() {
+        assert_eq!(lookup("base").unwrap().chain_id, 8453);
+        assert_eq!(lookup("eip155:84532").unwrap().v1_name, "base-sepolia");
+        assert_eq!(lookup("arbitrum-one").unwrap().chain_id, 42161);
+        assert!(lookup("eip155:1").is_none());
+        assert!(lookup("solana").is_none());
+    }
+
+    #[test]
+    fn chain_ids_match_caip2() {
+        for n in NETWORKS {
+            assert_eq!(n.caip2, format!("eip155:{}", n.chain_id));
+        }
+    }
+}

@@ -1,0 +1,151 @@
+// Helpers for check scripts: failure reporting, SDK drivers, the seller tap, and x402d's ledger CLI.
+// Protocol with run.sh: a check exits 0 on success; on failure it prints "REASON: <one line>" last and exits 1.
+// "NOTE: <text>" lines are echoed by run.sh under the check's ok/FAIL line.
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { b64json } from "./common.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(HERE, "..");
+
+export class CheckFailure extends Error {}
+export const fail = (msg) => { throw new CheckFailure(msg); };
+export const assert = (cond, msg) => { if (!cond) fail(typeof msg === "function" ? msg() : msg); };
+export const note = (msg) => console.log(`NOTE: ${msg}`);
+/** JSON.stringify that renders BigInt as a decimal string. */
+export const js = (v) => JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
+export const info = (label, obj) => console.log(`${label}: ${typeof obj === "string" ? obj : js(obj)}`);
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const env = (k) => { const v = process.env[k]; if (!v) fail(`runner did not set ${k}`); return v; };
+
+/** Run a check body; translate failures into the REASON protocol. */
+export async function main(fn) {
+  try {
+    await fn();
+    process.exit(0);
+  } catch (e) {
+    if (!(e instanceof CheckFailure)) console.log(e?.stack || String(e));
+    console.log(`REASON: ${(e instanceof CheckFailure ? e.message : `unexpected error: ${e?.message || e}`).replace(/\s*\n\s*/g, " | ")}`);
+    process.exit(1);
+  }
+}
+
+function run(cmd, args, { timeout = 120_000 } = {}) {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout, maxBuffer: 64 << 20, env: process.env }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : err.signal || String(err.code)) : 0, stdout, stderr }));
+  });
+}
+
+/** Run an SDK driver ("py" | "node") with the given options; returns the parsed per-call records. */
+export async function driver(kind, opts) {
+  const [cmd, script] = kind === "py"
+    ? [env("PY"), path.join(ROOT, "drivers/openai_call.py")]
+    : [process.execPath, path.join(ROOT, "drivers/openai_call.mjs")];
+  const r = await run(cmd, [script, JSON.stringify(opts)]);
+  const recs = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  if (r.code !== 0 || recs.length !== Number(opts.n || 1))
+    fail(`${kind} driver exited ${r.code} with ${recs.length} result line(s): ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ")}`);
+  for (const rec of recs) info(`${kind} call ${rec.i}`, rec);
+  return recs;
+}
+
+/** Lower-cased header lookup on a driver record. */
+export const hdr = (rec, k) => {
+  const h = rec.headers || {};
+  for (const [kk, v] of Object.entries(h)) if (kk.toLowerCase() === k.toLowerCase()) return v;
+  return undefined;
+};
+
+/** Full error JSON body of a failed driver record, best effort ({error:{...}} form). */
+export function errorBody(rec) {
+  if (rec.text) { try { return JSON.parse(rec.text); } catch { /* not JSON */ } }
+  if (rec.body && typeof rec.body === "object") return rec.body.error ? rec.body : { error: rec.body };
+  return null;
+}
+
+/** Parse a USD decimal string into micro-USD (BigInt), or null. "0.001" -> 1000n. */
+export function usdToAtomic(s) {
+  if (s == null) return null;
+  const m = /^\s*(\d+)(?:\.(\d{0,18}))?\s*$/.exec(String(s));
+  if (!m) return null;
+  const frac = (m[2] || "").padEnd(6, "0");
+  if (/[1-9]/.test(frac.slice(6))) return null; // finer than 1e-6
+  return BigInt(m[1]) * 1_000_000n + BigInt(frac.slice(0, 6));
+}
+
+// ---- seller tap (JSONL written by the seller for every finished request) ----
+export function tapRead(file = env("SELLER_TAP")) {
+  if (!fs.existsSync(file)) return [];
+  return fs.readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+}
+/** Paid exchanges (had a payment header) appended after index `from`, with decoded headers. */
+export function tapPaidSince(from, file) {
+  return tapRead(file).slice(from).filter((r) => r.paymentSignature || r.xPayment).map((r) => ({
+    ...r,
+    signature: r.paymentSignature ? b64json(r.paymentSignature) : b64json(r.xPayment),
+    settle: r.paymentResponse ? b64json(r.paymentResponse) : r.xPaymentResponse ? b64json(r.xPaymentResponse) : null,
+  }));
+}
+/** Wait until at least `n` paid exchanges have been recorded after index `from`. */
+export async function tapWaitPaid(from, n, file, ms = 3000) {
+  const t = Date.now();
+  for (;;) {
+    const got = tapPaidSince(from, file);
+    if (got.length >= n || Date.now() - t > ms) return got;
+    await sleep(50);
+  }
+}
+
+// ---- x402d CLI ----
+export const X402D_BIN = () => env("X402D_BIN");
+
+/** `x402d --config CFG payments --json [...]` -> array; FAILS the check clearly if the command is missing/broken. */
+export async function payments(config, extra = []) {
+  const args = ["--config", config, "payments", "--json", "--limit", "1000", ...extra];
+  const r = await run(X402D_BIN(), args, { timeout: 30_000 });
+  const cmd = `x402d ${args.join(" ")}`;
+  if (r.code !== 0) fail(`ledger: \`${cmd}\` exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-2).join(" | ").slice(0, 300)}`);
+  let arr;
+  try { arr = JSON.parse(r.stdout); } catch { fail(`ledger: \`${cmd}\` did not print JSON: ${r.stdout.slice(0, 200)}`); }
+  if (!Array.isArray(arr)) fail(`ledger: \`${cmd}\` printed ${typeof arr}, expected a JSON array`);
+  for (const k of ["id", "time", "app", "model", "amount", "amount_atomic", "network", "pay_to", "nonce", "state", "tx"])
+    for (const p of arr) if (!(k in p)) fail(`ledger: payment ${JSON.stringify(p).slice(0, 200)} lacks field "${k}"`);
+  return arr;
+}
+
+/** Poll the ledger until `pred(entries)` is truthy (x402d may record settlement just after responding). */
+export async function paymentsWait(config, pred, extra = [], ms = 3000) {
+  const t = Date.now();
+  for (;;) {
+    const arr = await payments(config, extra);
+    if (pred(arr) || Date.now() - t > ms) return arr;
+    await sleep(100);
+  }
+}
+
+export const eqAddr = (a, b) => typeof a === "string" && typeof b === "string" && a.toLowerCase() === b.toLowerCase();
+
+/** Collects non-fatal assertion failures so one run reports every broken expectation at once. */
+export class Problems {
+  constructor() { this.list = []; }
+  expect(cond, msg) { if (!cond) this.list.push(typeof msg === "function" ? msg() : msg); return !!cond; }
+  async attempt(fn) {
+    try { return await fn(); } catch (e) { if (e instanceof CheckFailure) this.list.push(e.message); else throw e; return undefined; }
+  }
+  done() { if (this.list.length) fail(this.list.join("; ")); }
+}
+
+/** Per-instance settings exported by run.sh (instance: "main" | "cap" | "v1"). */
+export function instance(name = "main") {
+  const up = name.toUpperCase();
+  return {
+    name,
+    url: env(`X402D_${up}_URL`),
+    config: env(`X402D_${up}_CONFIG`),
+    tap: name === "v1" ? env("SELLER_V1_TAP") : env("SELLER_TAP"),
+    sellerUrl: name === "v1" ? env("SELLER_V1_URL") : env("SELLER_URL"),
+  };
+}

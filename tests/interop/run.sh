@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Offline x402 interop suite for x402d. Everything runs on 127.0.0.1; nothing reaches the internet at run time.
+#
+#   anvil (chain id 84532) -> TestUSDC (EIP-3009) at the Base Sepolia USDC address + MiniMulticall3
+#   -> facilitator (@x402/core + @x402/evm) -> seller (@x402/express v2, OpenAI-shaped, priced)
+#   -> x402d (the real binary, wallet in the kernel keyring) <- real OpenAI SDKs (Python + Node)
+#
+# Usage:  bash tests/interop/run.sh
+# Env:    X402D_BIN      x402d binary (default <repo>/target/debug/x402d; built with `cargo build` if missing)
+#         RUN_V1=1       also run the legacy x402 v1 seller (x402-express 1.2.0; installs v1/, ~680 MB)
+#         EXPECT_STREAM=1  streaming must work (otherwise a clean OpenAI-shaped error is accepted)
+#         CHECK_TIMEOUT  seconds per check (default 120);  VERBOSE=1 prints a failing check's log tail
+# Output: "ok   <name>" / "FAIL <name>: <reason>" per check, then "N passed, N failed". Logs: tests/interop/.work/
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+
+# ---- run inside a fresh session keyring (x402d keeps the wallet key in the kernel keyring) ----
+if [ "${X402D_INTEROP_IN_SESSION:-}" != 1 ]; then
+  if ! command -v keyctl >/dev/null 2>&1; then
+    echo "FAIL setup: keyctl not found; install keyutils (e.g. apt-get install -y keyutils)"
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+  X402D_INTEROP_IN_SESSION=1 exec keyctl session - bash "$HERE/run.sh" "$@"
+fi
+
+cd "$HERE" || exit 1
+T_START=$(date +%s)
+PASS=0; FAIL=0; PIDS=(); declare -A PIDOF=()
+WORK="$HERE/.work"
+rm -rf "$WORK"; mkdir -p "$WORK/logs" "$WORK/checks"
+export WORK
+
+log() { echo "# $*"; }
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for _ in $(seq 1 30); do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+finish() {
+  log "logs in $WORK ($(( $(date +%s) - T_START ))s)"
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" = 0 ]; exit $?
+}
+failed() { echo "FAIL $1: $2"; FAIL=$((FAIL + 1)); }
+
+# start NAME CMD...: run in the background, log to $WORK/logs/NAME.log, remember the PID (killed on exit).
+start() {
+  local name=$1; shift
+  "$@" >"$WORK/logs/$name.log" 2>&1 &
+  PIDOF[$name]=$!; PIDS+=($!)
+}
+# stop NAME: kill exactly that PID and wait for it.
+stop() {
+  local pid=${PIDOF[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  unset "PIDOF[$1]"
+}
+alive() { kill -0 "${PIDOF[$1]:-0}" 2>/dev/null; }
+wait_http() { # URL NAME [tries]: wait until URL answers any HTTP status
+  for _ in $(seq 1 "${3:-150}"); do
+    curl -s -o /dev/null --max-time 2 "$1" && return 0
+    alive "$2" || { echo "$2 exited: $(tail -3 "$WORK/logs/$2.log" | tr '\n' ' ')"; return 1; }
+    sleep 0.1
+  done
+  echo "timeout waiting for $1"; return 1
+}
+wait_tcp() { # PORT NAME [tries]
+  for _ in $(seq 1 "${3:-300}"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    alive "$2" || { echo "$2 exited: $(tail -3 "$WORK/logs/$2.log" | tr '\n' ' ')"; return 1; }
+    sleep 0.1
+  done
+  echo "timeout waiting for 127.0.0.1:$1"; return 1
+}
+
+# check NAME CMD...: run a check script; it prints "REASON: ..." last on failure, "NOTE: ..." for remarks.
+check() {
+  local name=$1; shift
+  local out="$WORK/checks/$name.log" rc reason
+  timeout -k 5 "${CHECK_TIMEOUT:-120}" "$@" >"$out" 2>&1; rc=$?
+  if [ $rc = 0 ]; then
+    echo "ok   $name"; PASS=$((PASS + 1))
+  else
+    reason=$(grep '^REASON: ' "$out" | tail -1 | cut -c9-)
+    [ $rc = 124 ] && reason="timed out after ${CHECK_TIMEOUT:-120}s"
+    [ -n "$reason" ] || reason="exit $rc: $(grep -v '^\s*$' "$out" | tail -1)"
+    failed "$name" "$reason"
+    [ "${VERBOSE:-0}" = 1 ] && tail -25 "$out" | sed 's/^/     | /'
+  fi
+  grep '^NOTE: ' "$out" | cut -c7- | sed 's/^/     note: /'
+  return $rc
+}
+
+# ---- dependencies (installed only when missing) ----
+for tool in node npm python3 curl timeout; do
+  command -v $tool >/dev/null 2>&1 || { failed setup "$tool not found (need Node 20+, Python 3.11+, curl, coreutils)"; finish; }
+done
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "npm ci (tests/interop)"
+  npm ci --no-audit --no-fund --loglevel=error >"$WORK/logs/npm-ci.log" 2>&1 || { failed setup "npm ci failed (see $WORK/logs/npm-ci.log)"; finish; }
+fi
+if ! cmp -s requirements.txt .venv/.requirements.txt 2>/dev/null; then
+  log "creating .venv (openai python)"
+  { python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt && cp requirements.txt .venv/.requirements.txt; } \
+    >"$WORK/logs/venv.log" 2>&1 || { failed setup "venv/pip failed (see $WORK/logs/venv.log)"; finish; }
+fi
+export PY="$HERE/.venv/bin/python"
+if [ "${RUN_V1:-0}" = 1 ] && { [ ! -f v1/node_modules/.package-lock.json ] || [ v1/package-lock.json -nt v1/node_modules/.package-lock.json ]; }; then
+  log "npm ci (tests/interop/v1, slow)"
+  (cd v1 && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/logs/npm-ci-v1.log" 2>&1 || { failed setup "npm ci in v1/ failed"; finish; }
+fi
+if [ ! -f sol/TestUSDC.json ] || [ sol/TestUSDC.sol -nt sol/TestUSDC.json ] || [ sol/compile.cjs -nt sol/TestUSDC.json ]; then
+  node sol/compile.cjs >"$WORK/logs/solc.log" 2>&1 || { failed setup "solc compile failed: $(tail -3 "$WORK/logs/solc.log")"; finish; }
+fi
+ANVIL_BIN=$(ls node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -1)
+[ -x "$ANVIL_BIN" ] || { failed setup "anvil binary not found under node_modules/@foundry-rs/anvil-*/bin"; finish; }
+
+# ---- x402d binary ----
+X402D_BIN=${X402D_BIN:-$REPO/target/debug/x402d}
+case "$X402D_BIN" in /*) ;; *) X402D_BIN="$REPO/$X402D_BIN" ;; esac
+export X402D_BIN
+X402D_PROBLEM=""
+if [ ! -x "$X402D_BIN" ] && [ "$X402D_BIN" = "$REPO/target/debug/x402d" ]; then
+  log "building x402d (cargo build)"
+  (cd "$REPO" && cargo build --bin x402d) >"$WORK/logs/cargo-build.log" 2>&1 || X402D_PROBLEM="cargo build failed (see $WORK/logs/cargo-build.log)"
+fi
+if [ -z "$X402D_PROBLEM" ]; then
+  if [ ! -x "$X402D_BIN" ]; then X402D_PROBLEM="x402d binary not found at $X402D_BIN"
+  elif ! "$X402D_BIN" --help 2>&1 | grep -qw serve; then X402D_PROBLEM="\`x402d --help\` lists no 'serve' command (binary not implemented yet?)"
+  fi
+fi
+
+# ---- ports and URLs ----
+read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT < <(node lib/free-ports.mjs 7)
+export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
+export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
+export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
+export X402D_MAIN_URL="http://127.0.0.1:$X_MAIN_PORT" X402D_MAIN_CONFIG="$WORK/x402d-main/config.toml"
+export X402D_CAP_URL="http://127.0.0.1:$X_CAP_PORT" X402D_CAP_CONFIG="$WORK/x402d-cap/config.toml"
+export X402D_V1_URL="http://127.0.0.1:$X_V1_PORT" X402D_V1_CONFIG="$WORK/x402d-v1/config.toml"
+log "node $(node --version), $($PY -c 'import sys,openai; print("python %d.%d.%d" % sys.version_info[:3], "openai", openai.__version__)'), x402d $X402D_BIN"
+
+# ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
+start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$RPC_PORT" --chain-id 84532 --silent
+STACK_ERR=$(wait_http "$RPC_URL" anvil) || { failed stack-up "anvil: $STACK_ERR"; finish; }
+node chain-setup.mjs >"$WORK/logs/chain-setup.log" 2>&1 || { failed stack-up "chain-setup: $(tail -2 "$WORK/logs/chain-setup.log" | tr '\n' ' ')"; finish; }
+start facilitator node facilitator.mjs
+# The seller must start only after the facilitator answers: @x402/express fetches /supported at startup.
+STACK_ERR=$(wait_http "$FACILITATOR_URL/supported" facilitator) || { failed stack-up "facilitator: $STACK_ERR"; finish; }
+start seller node seller.mjs
+STACK_ERR=$(wait_http "$SELLER_URL/v1/models" seller) || { failed stack-up "seller: $STACK_ERR"; finish; }
+if [ "${RUN_V1:-0}" = 1 ]; then
+  SELLER_TAP="$SELLER_V1_TAP" start seller-v1 node v1/seller-v1.mjs
+  STACK_ERR=$(wait_http "$SELLER_V1_URL/v1/models" seller-v1) || { failed stack-up "seller-v1: $STACK_ERR"; finish; }
+fi
+log "stack up in $(( $(date +%s) - T_START ))s: anvil :$RPC_PORT facilitator :$FAC_PORT seller :$SELLER_PORT"
+
+check stack-seller-402 node checks/stack.mjs seller-402
+check stack-direct-pay node checks/stack.mjs direct-pay
+check stack-direct-replay node checks/stack.mjs direct-replay
+
+# ---- x402d ----
+X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-paid openai-python-premium
+  stream-openai-python stream-openai-node sequential-20 replay-rejected ledger-nonces-unique capped-app-budget)
+[ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
+X402D_CHECKS+=(facilitator-down)
+if [ -n "$X402D_PROBLEM" ]; then
+  for c in "${X402D_CHECKS[@]}"; do failed "$c" "not run: $X402D_PROBLEM"; done
+  finish
+fi
+
+write_config() { # NAME PORT UPSTREAM [extra toml]
+  mkdir -p "$WORK/x402d-$1/state"
+  cat >"$WORK/x402d-$1/config.toml" <<EOF
+listen = "127.0.0.1:$2"
+upstream = "$3"
+state_dir = "$WORK/x402d-$1/state"
+
+[wallet]
+keyring_service = "x402d-interop"
+keyring_user = "wallet"
+
+[payment]
+networks = ["eip155:84532"]
+max_per_call = "0.50"
+
+[payment.rpc]
+"eip155:84532" = "$RPC_URL"
+${4:-}
+EOF
+}
+write_config main "$X_MAIN_PORT" "$SELLER_URL"
+write_config cap "$X_CAP_PORT" "$SELLER_URL" '
+[apps.capped]
+api_key = "sk-capped"
+max_per_call = "0.01"
+daily = "0.003"'
+write_config v1 "$X_V1_PORT" "$SELLER_V1_URL"
+
+# Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
+PAYER_KEY=$(node --input-type=module -e 'import {X402D_PAYER_KEY} from "./lib/common.mjs"; console.log(X402D_PAYER_KEY)')
+PAYER_ADDR=$(node --input-type=module -e 'import {X402D_PAYER} from "./lib/common.mjs"; console.log(X402D_PAYER)')
+wallet_check() {
+  local out addr
+  out=$(printf '%s\n' "$PAYER_KEY" | "$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet import 2>&1) || echo "NOTE: wallet import exited non-zero: $out"
+  addr=$("$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet address 2>&1) || { echo "REASON: wallet address failed: $addr"; return 1; }
+  echo "import: $out"; echo "address: $addr"
+  echo "$addr" | grep -qi "$PAYER_ADDR" || { echo "REASON: wallet address printed '$addr', expected $PAYER_ADDR"; return 1; }
+}
+export -f wallet_check; export PAYER_KEY PAYER_ADDR
+check x402d-wallet bash -c wallet_check
+
+start x402d-main "$X402D_BIN" --config "$X402D_MAIN_CONFIG" serve
+start x402d-cap "$X402D_BIN" --config "$X402D_CAP_CONFIG" serve
+[ "${RUN_V1:-0}" = 1 ] && start x402d-v1 "$X402D_BIN" --config "$X402D_V1_CONFIG" serve
+X_ERR=""
+for inst in main cap $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
+  port_var="X_${inst^^}_PORT"
+  e=$(wait_tcp "${!port_var}" "x402d-$inst") || X_ERR="$X_ERR x402d-$inst: $e;"
+done
+if [ -n "$X_ERR" ]; then
+  failed x402d-up "$X_ERR"
+  for c in "${X402D_CHECKS[@]:2}"; do failed "$c" "not run: x402d did not start"; done
+  finish
+fi
+echo "ok   x402d-up"; PASS=$((PASS + 1))
+
+check models-free           node checks/models.mjs
+check openai-python-paid    node checks/chat.mjs --driver py
+check openai-node-paid      node checks/chat.mjs --driver node
+check openai-python-premium node checks/chat.mjs --driver py --tier premium
+check stream-openai-python  node checks/chat.mjs --driver py --stream
+check stream-openai-node    node checks/chat.mjs --driver node --stream
+check sequential-20         node checks/sequential.mjs 20
+check replay-rejected       node checks/replay.mjs seller
+check ledger-nonces-unique  node checks/replay.mjs ledger
+check capped-app-budget     node checks/capped.mjs
+[ "${RUN_V1:-0}" = 1 ] && check v1-seller-paid node checks/chat.mjs --driver py --instance v1
+# Last: stop the facilitator, then a paid call must fail cleanly without settling anything.
+stop facilitator
+check facilitator-down      node checks/facilitator-down.mjs
+finish

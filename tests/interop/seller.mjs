@@ -1,0 +1,26 @@
+// Paid OpenAI-shaped upstream using the @x402/express v2 middleware (Coinbase's package, unmodified).
+//   POST /v1/chat/completions          $0.001 on eip155:84532
+//   POST /v1/premium/chat/completions  $0.003 on eip155:84532
+//   GET  /v1/models                    free
+// Every finished request is appended to $SELLER_TAP (JSONL) for the checks.
+import express from "express";
+import { paymentMiddleware, x402ResourceServer } from "@x402/express";
+import { ExactEvmScheme } from "@x402/evm/exact/server";
+import { HTTPFacilitatorClient } from "@x402/core/server";
+import { FACILITATOR_URL, PAY_TO, NETWORK, PRICES } from "./lib/common.mjs";
+import { chatHandler, modelsHandler, tapMiddleware } from "./lib/seller-common.mjs";
+
+const PORT = Number(process.env.SELLER_PORT || 4021);
+const resourceServer = new x402ResourceServer(new HTTPFacilitatorClient({ url: FACILITATOR_URL })).register(NETWORK, new ExactEvmScheme());
+const route = (p, description) => ({ accepts: { scheme: "exact", price: `$${p.usd}`, network: NETWORK, payTo: PAY_TO }, description, mimeType: "application/json" });
+const app = express();
+app.use(tapMiddleware(process.env.SELLER_TAP));
+app.use(express.json());
+app.use(paymentMiddleware({
+  [`POST ${PRICES.base.path}`]: route(PRICES.base, "Chat completion"),
+  [`POST ${PRICES.premium.path}`]: route(PRICES.premium, "Premium chat completion"),
+}, resourceServer));
+app.post(PRICES.base.path, chatHandler("v2"));
+app.post(PRICES.premium.path, chatHandler("v2-premium"));
+app.get("/v1/models", modelsHandler);
+app.listen(PORT, "127.0.0.1", () => console.log(`x402 v2 seller on http://127.0.0.1:${PORT} payTo ${PAY_TO} facilitator ${FACILITATOR_URL}`));
