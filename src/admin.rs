@@ -24,7 +24,8 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Something the admin endpoint asks the daemon's main loop to do.
-pub type ReloadFn = Arc<dyn Fn() -> tokio::sync::oneshot::Receiver<Result<String, String>> + Send + Sync>;
+pub type ReloadFn =
+    Arc<dyn Fn() -> tokio::sync::oneshot::Receiver<Result<String, String>> + Send + Sync>;
 
 /// Binds the socket with owner-only permissions.
 pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
@@ -72,12 +73,18 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 fn json_response(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-async fn handle(shared: &Arc<Shared>, reload: &ReloadFn, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    shared: &Arc<Shared>,
+    reload: &ReloadFn,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let q = query(&req);
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/status") => status(shared).await,
@@ -89,7 +96,8 @@ async fn handle(shared: &Arc<Shared>, reload: &ReloadFn, req: Request<Incoming>)
             let limit = q.get("limit").and_then(|d| d.parse().ok()).unwrap_or(50);
             let app = q.get("app").cloned();
             let ledger = shared.ledger.clone();
-            match tokio::task::spawn_blocking(move || ledger.payments(app.as_deref(), limit)).await {
+            match tokio::task::spawn_blocking(move || ledger.payments(app.as_deref(), limit)).await
+            {
                 Ok(Ok(ps)) => Ok(Value::Array(ps.iter().map(payment_json).collect())),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -142,11 +150,7 @@ async fn spend(shared: &Arc<Shared>, app: Option<&str>, days: u32) -> Result<Val
         .map_err(|e| e.to_string())?;
     let rows = report::spend(
         &all,
-        &cfg.apps,
-        cfg.config.limits.daily,
-        cfg.config.limits.monthly,
-        &cfg.timezone,
-        crate::now_ms(),
+        &report::Limits::from_config(&cfg, crate::now_ms()),
         app,
         days,
     );
@@ -155,7 +159,12 @@ async fn spend(shared: &Arc<Shared>, app: Option<&str>, days: u32) -> Result<Val
 
 async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
     let cfg = shared.config();
-    let wallet = shared.wallet.get(&cfg.key_location()).await.ok().map(|w| w.address().to_string());
+    let wallet = shared
+        .wallet
+        .get(&cfg.key_location())
+        .await
+        .ok()
+        .map(|w| w.address().to_string());
     let ledger = shared.ledger.clone();
     let all = tokio::task::spawn_blocking(move || ledger.all())
         .await
@@ -163,11 +172,7 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let rows = report::spend(
         &all,
-        &cfg.apps,
-        cfg.config.limits.daily,
-        cfg.config.limits.monthly,
-        &cfg.timezone,
-        crate::now_ms(),
+        &report::Limits::from_config(&cfg, crate::now_ms()),
         None,
         0,
     );
@@ -214,10 +219,19 @@ pub async fn call(state_dir: &Path, method: Method, path: &str) -> Result<Option
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let v: Value = serde_json::from_slice(&body).map_err(|e| format!("bad admin reply: {e}"))?;
     if !status.is_success() {
-        return Err(v.get("error").and_then(Value::as_str).unwrap_or("admin error").to_string());
+        return Err(v
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("admin error")
+            .to_string());
     }
     Ok(Some(v))
 }

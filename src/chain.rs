@@ -17,7 +17,12 @@ fn selector(sig: &str) -> [u8; 4] {
     [h[0], h[1], h[2], h[3]]
 }
 
-async fn eth_call(client: &Client, rpc: &str, to: Address, data: Vec<u8>) -> Result<Vec<u8>, String> {
+async fn eth_call(
+    client: &Client,
+    rpc: &str,
+    to: Address,
+    data: Vec<u8>,
+) -> Result<Vec<u8>, String> {
     let body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "eth_call",
         "params": [{"to": to.to_string(), "data": format!("0x{}", hex::encode(data))}, "latest"]
@@ -40,7 +45,8 @@ async fn eth_call(client: &Client, rpc: &str, to: Address, data: Vec<u8>) -> Res
     if !status.is_success() {
         return Err(format!("RPC answered {status}"));
     }
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| "RPC reply is not JSON".to_string())?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|_| "RPC reply is not JSON".to_string())?;
     if let Some(err) = v.get("error") {
         return Err(format!("RPC error: {err}"));
     }
@@ -70,7 +76,12 @@ pub async fn authorization_used(
 }
 
 /// `balanceOf(owner)` in atomic units.
-pub async fn balance_of(client: &Client, rpc: &str, token: Address, owner: Address) -> Result<U256, String> {
+pub async fn balance_of(
+    client: &Client,
+    rpc: &str,
+    token: Address,
+    owner: Address,
+) -> Result<U256, String> {
     let mut data = selector("balanceOf(address)").to_vec();
     data.extend_from_slice(B256::left_padding_from(owner.as_slice()).as_slice());
     let out = eth_call(client, rpc, token, data).await?;

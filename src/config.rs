@@ -311,10 +311,14 @@ pub fn load(cli: Option<&Path>) -> Result<Loaded, ConfigError> {
 /// Parses and validates config text.
 pub fn parse(text: &str, file: Option<PathBuf>) -> Result<Loaded, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
         let line = line.map(|l| {
             // A span that starts right after a newline belongs to the next line.
-            if e.span().is_some_and(|s| text[..s.start.min(text.len())].ends_with('\n')) {
+            if e.span()
+                .is_some_and(|s| text[..s.start.min(text.len())].ends_with('\n'))
+            {
                 l + 1
             } else {
                 l
@@ -344,11 +348,13 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         }
     };
 
-    let upstream: hyper::Uri = config
-        .upstream
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| err(None, "upstream", format!("{:?} is not a URL", config.upstream)))?;
+    let upstream: hyper::Uri = config.upstream.trim_end_matches('/').parse().map_err(|_| {
+        err(
+            None,
+            "upstream",
+            format!("{:?} is not a URL", config.upstream),
+        )
+    })?;
     match upstream.scheme_str() {
         Some("http") | Some("https") => {}
         _ => {
@@ -360,10 +366,18 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         }
     }
     if upstream.host().is_none() || upstream.query().is_some() {
-        return Err(err(None, "upstream", "must be scheme://host[:port][/prefix]".into()));
+        return Err(err(
+            None,
+            "upstream",
+            "must be scheme://host[:port][/prefix]".into(),
+        ));
     }
     if config.upstream_timeout_secs == 0 || config.upstream_timeout_secs > 3600 {
-        return Err(err(None, "upstream_timeout_secs", "must be between 1 and 3600".into()));
+        return Err(err(
+            None,
+            "upstream_timeout_secs",
+            "must be between 1 and 3600".into(),
+        ));
     }
 
     if !config.listen.ip().is_loopback() {
@@ -395,7 +409,11 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
 
     let mut nets: Vec<&'static Network> = Vec::new();
     if config.payment.networks.is_empty() {
-        return Err(err(Some("payment"), "networks", "must name at least one network".into()));
+        return Err(err(
+            Some("payment"),
+            "networks",
+            "must name at least one network".into(),
+        ));
     }
     for n in &config.payment.networks {
         let net = networks::lookup(n).ok_or_else(|| {
@@ -410,7 +428,11 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         }
     }
     if config.payment.max_per_call == Usd::ZERO {
-        return Err(err(Some("payment"), "max_per_call", "must be above 0".into()));
+        return Err(err(
+            Some("payment"),
+            "max_per_call",
+            "must be above 0".into(),
+        ));
     }
     if config.payment.max_timeout_seconds == 0 || config.payment.max_timeout_seconds > 86_400 {
         return Err(err(
@@ -425,7 +447,11 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         let mut v = Vec::new();
         for a in &config.payment.pay_to {
             v.push(a.parse::<Address>().map_err(|_| {
-                err(Some("payment"), "pay_to", format!("{a:?} is not an 0x address"))
+                err(
+                    Some("payment"),
+                    "pay_to",
+                    format!("{a:?} is not an 0x address"),
+                )
             })?);
         }
         Some(v)
@@ -438,8 +464,12 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
                 format!("unknown network; known: {}", networks::known_names()),
             ));
         }
-        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(err(Some("payment.rpc"), k, format!("{url:?} is not an http(s) URL")));
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(err(
+                Some("payment.rpc"),
+                k,
+                format!("{url:?} is not an http(s) URL"),
+            ));
         }
     }
 
@@ -477,7 +507,11 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         }
         if let Some(k) = &app.api_key {
             if k.trim().is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(err(Some(&table), "api_key", "must be a non-empty token without spaces".into()));
+                return Err(err(
+                    Some(&table),
+                    "api_key",
+                    "must be a non-empty token without spaces".into(),
+                ));
             }
             if let Some(other) = keys.insert(k.clone(), name.clone()) {
                 return Err(err(
@@ -487,9 +521,15 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
                 ));
             }
         }
-        if let Some(models) = &app.models {
-            if models.iter().any(|m| m.trim().is_empty()) {
-                return Err(err(Some(&table), "models", "entries must be non-empty".into()));
+        if let Some(models) = &app.models
+            && models.iter().any(|m| m.trim().is_empty())
+        {
+            {
+                return Err(err(
+                    Some(&table),
+                    "models",
+                    "entries must be non-empty".into(),
+                ));
             }
         }
     }
@@ -551,7 +591,12 @@ fn find_line(text: &str, table: Option<&str>, key: &str) -> Option<usize> {
             continue;
         }
         if in_table {
-            let k = t.split('=').next().unwrap_or("").trim().replace(['"', '\''], "");
+            let k = t
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .replace(['"', '\''], "");
             if k == key {
                 return Some(i + 1);
             }
@@ -633,13 +678,16 @@ models = ["gpt-4o-mini", "anthropic/*"]
         assert_eq!(l.apps["cursor"].daily, Some(Usd(2_000_000)));
         assert_eq!(l.config.limits.daily, Some(Usd(5_000_000)));
         assert_eq!(
-            l.rpc_url(networks::lookup("base-sepolia").unwrap()).as_deref(),
+            l.rpc_url(networks::lookup("base-sepolia").unwrap())
+                .as_deref(),
             Some("http://127.0.0.1:8545")
         );
     }
 
     fn bad(t: &str) -> String {
-        parse(t, Some(PathBuf::from("c.toml"))).unwrap_err().to_string()
+        parse(t, Some(PathBuf::from("c.toml")))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -649,7 +697,10 @@ models = ["gpt-4o-mini", "anthropic/*"]
             "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`"
         );
         let e = bad("[payment]\nnetworks = [\"ethereum\"]\n");
-        assert!(e.starts_with("c.toml:2: `payment.networks`: unknown network \"ethereum\""), "{e}");
+        assert!(
+            e.starts_with("c.toml:2: `payment.networks`: unknown network \"ethereum\""),
+            "{e}"
+        );
         let e = bad("[apps.x]\ndaily = 2.0\n");
         assert!(e.contains("c.toml:2") && e.contains("write \"2\""), "{e}");
         let e = bad("[apps.x]\ndaily = \"1.0000001\"\n");
@@ -657,7 +708,10 @@ models = ["gpt-4o-mini", "anthropic/*"]
         let e = bad("[limits]\ntimezone = \"Mars/Base\"\n");
         assert!(e.starts_with("c.toml:2: `limits.timezone`"), "{e}");
         let e = bad("listen = \"0.0.0.0:8402\"\n");
-        assert!(e.starts_with("c.toml:1: `listen`") && e.contains("allow_remote"), "{e}");
+        assert!(
+            e.starts_with("c.toml:1: `listen`") && e.contains("allow_remote"),
+            "{e}"
+        );
         let e = bad("[apps.a]\napi_key = \"k\"\n[apps.b]\napi_key = \"k\"\n");
         assert!(e.starts_with("c.toml:4: `apps.b.api_key`"), "{e}");
         let e = bad("upstream = \"ftp://x\"\n");

@@ -8,7 +8,9 @@ use hyper::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models.")]
+    #[error(
+        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models."
+    )]
     NotFound { method: String, path: String },
 
     #[error("Request body is larger than the {limit}-byte limit.")]
@@ -20,16 +22,26 @@ pub enum ProxyError {
     #[error("Could not read the request body: {0}")]
     BadRequestBody(String),
 
-    #[error("Unknown API key. This x402d only accepts the api_key of a configured app ([apps.NAME] in its config).")]
+    #[error(
+        "Unknown API key. This x402d only accepts the api_key of a configured app ([apps.NAME] in its config)."
+    )]
     UnknownApp,
 
     #[error("Model {model:?} is not allowed for app {app:?} (its `models` allow-list: {allowed}).")]
-    ModelNotAllowed { app: String, model: String, allowed: String },
+    ModelNotAllowed {
+        app: String,
+        model: String,
+        allowed: String,
+    },
 
-    #[error("Host {0:?} is not allowed: x402d only answers requests addressed to localhost, 127.0.0.1 or [::1] (add names to `allowed_hosts`).")]
+    #[error(
+        "Host {0:?} is not allowed: x402d only answers requests addressed to localhost, 127.0.0.1 or [::1] (add names to `allowed_hosts`)."
+    )]
     HostNotAllowed(String),
 
-    #[error("Origin {0:?} is not allowed: browsers may only call x402d from origins listed in `allowed_origins`.")]
+    #[error(
+        "Origin {0:?} is not allowed: browsers may only call x402d from origins listed in `allowed_origins`."
+    )]
     OriginNotAllowed(String),
 
     #[error("No wallet is configured: {0}")]
@@ -38,19 +50,27 @@ pub enum ProxyError {
     #[error("The wallet could not be loaded: {0}")]
     Wallet(String),
 
-    #[error("The upstream answered 402 but its payment requirements are unusable: {0}. No payment was made.")]
+    #[error(
+        "The upstream answered 402 but its payment requirements are unusable: {0}. No payment was made."
+    )]
     BadRequirements(String),
 
-    #[error("x402d refused to pay: no offered payment option is acceptable. Offered: {0}. No payment was made.")]
+    #[error(
+        "x402d refused to pay: no offered payment option is acceptable. Offered: {0}. No payment was made."
+    )]
     NoAcceptableOption(String),
 
-    #[error("x402d refused to pay: the price is above the per-call ceiling. Offered: {0}. No payment was made.")]
+    #[error(
+        "x402d refused to pay: the price is above the per-call ceiling. Offered: {0}. No payment was made."
+    )]
     PriceAboveCeiling(String),
 
     #[error("Budget exceeded: {message} No payment was made.")]
     BudgetExceeded { code: &'static str, message: String },
 
-    #[error("The seller rejected the payment: {reason}. The authorization was not settled; it expires unused at {valid_before} (unix time).")]
+    #[error(
+        "The seller rejected the payment: {reason}. The authorization was not settled; it expires unused at {valid_before} (unix time)."
+    )]
     PaymentRejected { reason: String, valid_before: u64 },
 
     #[error("Upstream {upstream} is unreachable: {reason}. No payment was made.")]
@@ -59,7 +79,9 @@ pub enum ProxyError {
     #[error("Upstream did not answer within {secs} s. No payment was made.")]
     UpstreamTimeout { secs: u64 },
 
-    #[error("The paid request failed after the payment was sent ({reason}); the payment of ${amount} is recorded as at-risk until the chain shows whether it settled. Do not retry: a retry would pay again.")]
+    #[error(
+        "The paid request failed after the payment was sent ({reason}); the payment of ${amount} is recorded as at-risk until the chain shows whether it settled. Do not retry: a retry would pay again."
+    )]
     PaymentOutcomeUnknown { reason: String, amount: String },
 
     #[error("The ledger failed: {0}. No payment was made.")]

@@ -107,7 +107,10 @@ impl<E: std::fmt::Display> From<E> for Fail {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("x402d: cannot start the runtime: {e}");
@@ -152,14 +155,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Reload => {
             let cfg = load_config(&cli)?;
             match admin::call(&cfg.state_dir, Method::POST, "/reload").await? {
-                None => Err(Fail(3, "x402d is not running (no admin socket in the state dir)".into())),
+                None => Err(Fail(
+                    3,
+                    "x402d is not running (no admin socket in the state dir)".into(),
+                )),
                 Some(v) => {
                     let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
                     if v.get("ok").and_then(Value::as_bool) == Some(true) {
                         println!("reloaded: {msg}");
                         Ok(ExitCode::SUCCESS)
                     } else {
-                        Err(Fail(1, format!("reload refused, the old config stays in force: {msg}")))
+                        Err(Fail(
+                            1,
+                            format!("reload refused, the old config stays in force: {msg}"),
+                        ))
                     }
                 }
             }
@@ -201,7 +210,9 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
     let ledger_path = cfg.state_dir.join("ledger.redb");
     let (ledger, recovery) = Ledger::open(&ledger_path, cfg.timezone.clone(), x402d::now_ms())
         .map_err(|e| match e {
-            ledger::LedgerError::Locked(_) => Fail(1, format!("{e}; stop it first or use another state_dir")),
+            ledger::LedgerError::Locked(_) => {
+                Fail(1, format!("{e}; stop it first or use another state_dir"))
+            }
             e => Fail(1, e.to_string()),
         })?;
     if recovery.released + recovery.at_risk > 0 {
@@ -221,8 +232,8 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
             ),
         )
     })?;
-    let port = listener.local_addr()?.port();
-    let listen = cfg.config.listen;
+    let listen = listener.local_addr()?;
+    let port = listen.port();
     let shared = Arc::new(Shared::new(cfg, client, ledger, port));
 
     let wallet_line = match shared.wallet.get(&shared.config().key_location()).await {
@@ -270,7 +281,11 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
                 let cfg = shared.config();
                 let r = chain::resolve(&shared.client, &shared.ledger, |n| cfg.rpc_url(n)).await;
                 if r.settled + r.released > 0 {
-                    tracing::info!(settled = r.settled, released = r.released, "resolved at-risk payments");
+                    tracing::info!(
+                        settled = r.settled,
+                        released = r.released,
+                        "resolved at-risk payments"
+                    );
                 }
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
@@ -326,7 +341,10 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
     let old = shared.config();
     let mut notes = Vec::new();
     if new.config.listen != old.config.listen {
-        notes.push(format!("`listen` changed to {} but needs a restart", new.config.listen));
+        notes.push(format!(
+            "`listen` changed to {} but needs a restart",
+            new.config.listen
+        ));
     }
     if new.state_dir != old.state_dir {
         notes.push("`state_dir` changed but needs a restart".to_string());
@@ -356,9 +374,14 @@ async fn wallet_cmd(cli: &Cli, cmd: &WalletCmd) -> Result<ExitCode, Fail> {
             "wallet.source is \"systemd-credential\": create the credential with `systemd-creds encrypt` instead (see the README)".into(),
         ));
     }
-    let where_ = format!("keyring entry (service {:?}, user {:?})", loc.service, loc.user);
+    let where_ = format!(
+        "keyring entry (service {:?}, user {:?})",
+        loc.service, loc.user
+    );
     let blocking = |f: Box<dyn FnOnce() -> Result<String, Fail> + Send>| async move {
-        tokio::task::spawn_blocking(f).await.map_err(|e| Fail(1, e.to_string()))?
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Fail(1, e.to_string()))?
     };
     let out = match cmd {
         WalletCmd::New => {
@@ -400,7 +423,9 @@ async fn wallet_cmd(cli: &Cli, cmd: &WalletCmd) -> Result<ExitCode, Fail> {
             if !yes {
                 return Err(Fail(
                     2,
-                    format!("this deletes the wallet key from the {where_}; run `x402d wallet remove --yes` to confirm"),
+                    format!(
+                        "this deletes the wallet key from the {where_}; run `x402d wallet remove --yes` to confirm"
+                    ),
                 ));
             }
             let loc = loc.clone();
@@ -432,7 +457,11 @@ fn read_key() -> Result<Zeroizing<String>, Fail> {
         .read_to_string(&mut s)
         .map_err(|e| Fail(1, format!("cannot read the key from stdin: {e}")))?;
     if s.trim().is_empty() {
-        return Err(Fail(2, "no key on stdin; pipe a 0x-hex private key, e.g. `x402d wallet import < key.txt`".into()));
+        return Err(Fail(
+            2,
+            "no key on stdin; pipe a 0x-hex private key, e.g. `x402d wallet import < key.txt`"
+                .into(),
+        ));
     }
     Ok(Zeroizing::new(s.trim().to_string()))
 }
@@ -460,11 +489,7 @@ async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail> {
             let all = offline_payments(&cfg)?;
             let rows = report::spend(
                 &all,
-                &cfg.apps,
-                cfg.config.limits.daily,
-                cfg.config.limits.monthly,
-                &cfg.timezone,
-                x402d::now_ms(),
+                &report::Limits::from_config(&cfg, x402d::now_ms()),
                 a.app.as_deref(),
                 a.days,
             );
@@ -572,7 +597,10 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
             if json {
                 println!("{}", serde_json::json!({"running": false}));
             } else {
-                println!("x402d is not running (state dir {})", cfg.state_dir.display());
+                println!(
+                    "x402d is not running (state dir {})",
+                    cfg.state_dir.display()
+                );
             }
             Ok(ExitCode::from(3))
         }
@@ -589,10 +617,24 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
             println!("x402d {} running (pid {})", g("version"), g("pid"));
             println!("  listen:     {}", g("listen"));
             println!("  upstream:   {}", g("upstream"));
-            println!("  wallet:     {}", if v["wallet"].is_null() { "none (run `x402d wallet import`)".into() } else { g("wallet") });
+            println!(
+                "  wallet:     {}",
+                if v["wallet"].is_null() {
+                    "none (run `x402d wallet import`)".into()
+                } else {
+                    g("wallet")
+                }
+            );
             println!("  at-risk:    ${}", g("at_risk"));
             println!("  last error: {}", g("last_error"));
-            let mut t = vec![vec!["APP".to_string(), "WINDOW".into(), "SPENT".into(), "AT-RISK".into(), "CAP".into(), "REMAINING".into()]];
+            let mut t = vec![vec![
+                "APP".to_string(),
+                "WINDOW".into(),
+                "SPENT".into(),
+                "AT-RISK".into(),
+                "CAP".into(),
+                "REMAINING".into(),
+            ]];
             if let Some(rows) = v["spend"].as_array() {
                 for r in rows {
                     let s = |k: &str| match &r[k] {
@@ -600,7 +642,14 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
                         Value::Null => "-".into(),
                         o => o.to_string(),
                     };
-                    t.push(vec![s("app"), s("window"), s("settled"), s("at_risk"), s("cap"), s("remaining")]);
+                    t.push(vec![
+                        s("app"),
+                        s("window"),
+                        s("settled"),
+                        s("at_risk"),
+                        s("cap"),
+                        s("remaining"),
+                    ]);
                 }
             }
             print_table(&t);
@@ -612,7 +661,12 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         let line: Vec<String> = r

@@ -129,15 +129,18 @@ impl Payer<'_> {
         let uri = self.upstream_uri(&call.path_and_query)?;
 
         // 1. Unpaid attempt. Nothing is signed, so every failure here is safe to retry.
-        let first = self.send(&call, &uri, None, timeout).await.map_err(|e| match e {
-            SendError::Timeout => ProxyError::UpstreamTimeout {
-                secs: timeout.as_secs(),
-            },
-            SendError::Connect(r) | SendError::Other(r) => ProxyError::UpstreamUnreachable {
-                upstream: self.cfg.config.upstream.clone(),
-                reason: r,
-            },
-        })?;
+        let first = self
+            .send(&call, &uri, None, timeout)
+            .await
+            .map_err(|e| match e {
+                SendError::Timeout => ProxyError::UpstreamTimeout {
+                    secs: timeout.as_secs(),
+                },
+                SendError::Connect(r) | SendError::Other(r) => ProxyError::UpstreamUnreachable {
+                    upstream: self.cfg.config.upstream.clone(),
+                    reason: r,
+                },
+            })?;
         if first.status() != StatusCode::PAYMENT_REQUIRED {
             return Ok((relay(first, Usd::ZERO, None), Paid::Nothing));
         }
@@ -247,14 +250,24 @@ impl Payer<'_> {
         // 7. The one paid attempt.
         let amount = choice.amount;
         let sent = self
-            .send(&call, &uri, Some((pr.version.payment_header(), payment)), timeout)
+            .send(
+                &call,
+                &uri,
+                Some((pr.version.payment_header(), payment)),
+                timeout,
+            )
             .await;
         let resp = match sent {
             Ok(r) => r,
             Err(SendError::Connect(reason)) => {
                 // No connection was made, so the signature never left the process.
-                self.finish(id, Outcome::Released { reason: format!("not sent: {reason}") })
-                    .await;
+                self.finish(
+                    id,
+                    Outcome::Released {
+                        reason: format!("not sent: {reason}"),
+                    },
+                )
+                .await;
                 return Err(ProxyError::UpstreamUnreachable {
                     upstream: self.cfg.config.upstream.clone(),
                     reason,
@@ -265,7 +278,13 @@ impl Payer<'_> {
                     SendError::Timeout => format!("no reply within {} s", timeout.as_secs()),
                     SendError::Connect(r) | SendError::Other(r) => r,
                 };
-                self.finish(id, Outcome::AtRisk { reason: reason.clone() }).await;
+                self.finish(
+                    id,
+                    Outcome::AtRisk {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
                 tracing::warn!(id, %reason, "paid request failed; payment at risk");
                 return Err(ProxyError::PaymentOutcomeUnknown {
                     reason,
@@ -304,7 +323,13 @@ impl Payer<'_> {
                 .or_else(|| parse::parse_402(None, &body).ok())
                 .and_then(|p| p.error)
                 .unwrap_or_else(|| "no reason given".into());
-            self.finish(id, Outcome::Rejected { reason: reason.clone() }).await;
+            self.finish(
+                id,
+                Outcome::Rejected {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
             tracing::warn!(id, %reason, "seller rejected the payment");
             return Err(ProxyError::PaymentRejected {
                 reason,
@@ -313,7 +338,13 @@ impl Payer<'_> {
         }
         // Any other answer after the signature left: the seller may have settled.
         let reason = format!("upstream answered {status} to the paid request");
-        self.finish(id, Outcome::AtRisk { reason: reason.clone() }).await;
+        self.finish(
+            id,
+            Outcome::AtRisk {
+                reason: reason.clone(),
+            },
+        )
+        .await;
         tracing::warn!(id, %reason, "payment at risk");
         let mut r = relay(resp, amount, Some(id));
         let h = r.headers_mut();
@@ -383,7 +414,8 @@ impl Payer<'_> {
     }
 
     async fn release(&self, id: u64, why: &str) {
-        self.finish(id, Outcome::Released { reason: why.into() }).await;
+        self.finish(id, Outcome::Released { reason: why.into() })
+            .await;
     }
 
     async fn finish(&self, id: u64, outcome: Outcome) {

@@ -125,20 +125,26 @@ pub struct CapExceeded {
 /// How a signed payment ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Settled { tx: Option<String> },
-    Rejected { reason: String },
-    AtRisk { reason: String },
+    Settled {
+        tx: Option<String>,
+    },
+    Rejected {
+        reason: String,
+    },
+    AtRisk {
+        reason: String,
+    },
     /// Only when the signature provably never left the process.
-    Released { reason: String },
+    Released {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger storage error: {0}")]
     Storage(String),
-    #[error(
-        "the ledger {0} is in use by another process (is `x402d serve` already running?)"
-    )]
+    #[error("the ledger {0} is in use by another process (is `x402d serve` already running?)")]
     Locked(PathBuf),
     #[error("payment #{0} is not in the ledger")]
     NoSuchPayment(u64),
@@ -166,7 +172,10 @@ pub struct Recovery {
 }
 
 enum Op {
-    Reserve(Reserve, oneshot::Sender<Result<Result<u64, CapExceeded>, LedgerError>>),
+    Reserve(
+        Reserve,
+        oneshot::Sender<Result<Result<u64, CapExceeded>, LedgerError>>,
+    ),
     Signed {
         id: u64,
         payer: String,
@@ -231,7 +240,9 @@ impl Ledger {
     /// Holds budget for a payment, or says which cap refuses it.
     pub async fn reserve(&self, r: Reserve) -> Result<Result<u64, CapExceeded>, LedgerError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Reserve(r, tx)).map_err(|_| LedgerError::Closed)?;
+        self.tx
+            .send(Op::Reserve(r, tx))
+            .map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 
@@ -305,7 +316,9 @@ impl Ledger {
 pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
     match redb::ReadOnlyDatabase::open(path) {
         Ok(db) => Ok(db),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(LedgerError::Locked(path.to_path_buf())),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            Err(LedgerError::Locked(path.to_path_buf()))
+        }
         Err(e) => Err(storage(e)),
     }
 }
@@ -388,7 +401,9 @@ fn recover(db: &Database, now_ms: i64) -> Result<Recovery, LedgerError> {
             fixes.push(p);
         }
         for p in fixes {
-            table.insert(p.id, encode(&p)?.as_slice()).map_err(storage)?;
+            table
+                .insert(p.id, encode(&p)?.as_slice())
+                .map_err(storage)?;
         }
     }
     wtx.commit().map_err(storage)?;
@@ -537,8 +552,14 @@ fn writer(db: Arc<Database>, mut index: Index, rx: mpsc::Receiver<Op>) {
 }
 
 enum Reply {
-    Reserve(oneshot::Sender<Result<Result<u64, CapExceeded>, LedgerError>>, Result<u64, CapExceeded>),
-    Unit(oneshot::Sender<Result<(), LedgerError>>, Result<(), LedgerError>),
+    Reserve(
+        oneshot::Sender<Result<Result<u64, CapExceeded>, LedgerError>>,
+        Result<u64, CapExceeded>,
+    ),
+    Unit(
+        oneshot::Sender<Result<(), LedgerError>>,
+        Result<(), LedgerError>,
+    ),
 }
 
 fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
@@ -574,7 +595,9 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
                                     tx: None,
                                     note: None,
                                 };
-                                table.insert(p.id, encode(&p)?.as_slice()).map_err(storage)?;
+                                table
+                                    .insert(p.id, encode(&p)?.as_slice())
+                                    .map_err(storage)?;
                                 index.next_id += 1;
                                 index.add(&p);
                                 Ok(p.id)

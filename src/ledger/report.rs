@@ -25,18 +25,42 @@ pub struct SpendRow {
     pub remaining: Option<Usd>,
 }
 
+/// The caps and clock a report is computed against.
+pub struct Limits<'a> {
+    pub apps: &'a BTreeMap<String, AppConfig>,
+    pub wallet_daily: Option<Usd>,
+    pub wallet_monthly: Option<Usd>,
+    pub tz: &'a TimeZone,
+    pub now_ms: i64,
+}
+
+impl<'a> Limits<'a> {
+    pub fn from_config(cfg: &'a crate::config::Loaded, now_ms: i64) -> Limits<'a> {
+        Limits {
+            apps: &cfg.apps,
+            wallet_daily: cfg.config.limits.daily,
+            wallet_monthly: cfg.config.limits.monthly,
+            tz: &cfg.timezone,
+            now_ms,
+        }
+    }
+}
+
 /// Per app (and wallet-wide): today, this month, lifetime; plus one row per day
 /// for the last `days` days when asked.
 pub fn spend(
     payments: &[Payment],
-    apps: &BTreeMap<String, AppConfig>,
-    wallet_daily: Option<Usd>,
-    wallet_monthly: Option<Usd>,
-    tz: &TimeZone,
-    now_ms: i64,
+    limits: &Limits<'_>,
     only_app: Option<&str>,
     days: u32,
 ) -> Vec<SpendRow> {
+    let Limits {
+        apps,
+        wallet_daily,
+        wallet_monthly,
+        tz,
+        now_ms,
+    } = *limits;
     let today = window::day(now_ms, tz);
     let month = window::month(now_ms, tz);
     let mut names: Vec<String> = apps.keys().cloned().collect();

@@ -48,27 +48,48 @@ async fn cap_at_exactly_the_limit_and_one_unit_over() {
     let now = ms("2026-11-26T12:00:00Z");
     // 3 × 1000 fits a 3000 cap exactly.
     for _ in 0..3 {
-        l.reserve(req("a", 1000, now, daily(3000))).await.unwrap().unwrap();
+        l.reserve(req("a", 1000, now, daily(3000)))
+            .await
+            .unwrap()
+            .unwrap();
     }
-    let e = l.reserve(req("a", 1, now, daily(3000))).await.unwrap().unwrap_err();
+    let e = l
+        .reserve(req("a", 1, now, daily(3000)))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.code, "app_daily_cap_exceeded");
     assert!(e.message.contains("$0.003 of the $0.003"), "{}", e.message);
     // Another app is unaffected.
-    l.reserve(req("b", 1000, now, daily(3000))).await.unwrap().unwrap();
+    l.reserve(req("b", 1000, now, daily(3000)))
+        .await
+        .unwrap()
+        .unwrap();
     // Per-call cap: equal passes, one over fails.
     let pc = Caps {
         app_per_call: Some(Usd(500)),
         ..Caps::default()
     };
-    l.reserve(req("c", 500, now, pc.clone())).await.unwrap().unwrap();
-    let e = l.reserve(req("c", 501, now, pc)).await.unwrap().unwrap_err();
+    l.reserve(req("c", 500, now, pc.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let e = l
+        .reserve(req("c", 501, now, pc))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.code, "app_per_call_cap_exceeded");
     // Wallet-wide cap counts every app: a+b+c = 3000+1000+500.
     let w = Caps {
         wallet_daily: Some(Usd(4500)),
         ..Caps::default()
     };
-    let e = l.reserve(req("d", 1, now, w.clone())).await.unwrap().unwrap_err();
+    let e = l
+        .reserve(req("d", 1, now, w.clone()))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.code, "wallet_daily_cap_exceeded");
     let w = Caps {
         wallet_daily: Some(Usd(4501)),
@@ -82,26 +103,92 @@ async fn release_frees_budget_but_rejected_and_at_risk_do_not() {
     let (l, _) = Ledger::open(&tmp(), TimeZone::UTC, 0).unwrap();
     let now = ms("2026-11-26T12:00:00Z");
     let caps = daily(2000);
-    let a = l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
-    let b = l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
-    assert!(l.reserve(req("a", 1, now, caps.clone())).await.unwrap().is_err());
+    let a = l
+        .reserve(req("a", 1000, now, caps.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let b = l
+        .reserve(req("a", 1000, now, caps.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        l.reserve(req("a", 1, now, caps.clone()))
+            .await
+            .unwrap()
+            .is_err()
+    );
     // Released before signing: budget comes back.
-    l.finish(a, Outcome::Released { reason: "no".into() }, now).await.unwrap();
-    let c = l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
+    l.finish(
+        a,
+        Outcome::Released {
+            reason: "no".into(),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let c = l
+        .reserve(req("a", 1000, now, caps.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     // Signed then rejected / at-risk: still counted.
-    l.signed(b, "0xp".into(), "0x01".into(), 100, now).await.unwrap();
-    l.finish(b, Outcome::Rejected { reason: "r".into() }, now).await.unwrap();
-    l.signed(c, "0xp".into(), "0x02".into(), 100, now).await.unwrap();
-    l.finish(c, Outcome::AtRisk { reason: "reset".into() }, now).await.unwrap();
-    assert!(l.reserve(req("a", 1, now, caps.clone())).await.unwrap().is_err());
+    l.signed(b, "0xp".into(), "0x01".into(), 100, now)
+        .await
+        .unwrap();
+    l.finish(b, Outcome::Rejected { reason: "r".into() }, now)
+        .await
+        .unwrap();
+    l.signed(c, "0xp".into(), "0x02".into(), 100, now)
+        .await
+        .unwrap();
+    l.finish(
+        c,
+        Outcome::AtRisk {
+            reason: "reset".into(),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        l.reserve(req("a", 1, now, caps.clone()))
+            .await
+            .unwrap()
+            .is_err()
+    );
     // Chain says c settled, b expired unused.
-    l.finish(c, Outcome::Settled { tx: Some("0xabc".into()) }, now).await.unwrap();
-    l.finish(b, Outcome::Released { reason: "expired unused".into() }, now).await.unwrap();
+    l.finish(
+        c,
+        Outcome::Settled {
+            tx: Some("0xabc".into()),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    l.finish(
+        b,
+        Outcome::Released {
+            reason: "expired unused".into(),
+        },
+        now,
+    )
+    .await
+    .unwrap();
     l.reserve(req("a", 1000, now, caps)).await.unwrap().unwrap();
     // Illegal transitions are refused.
-    let e = l.finish(c, Outcome::Released { reason: "x".into() }, now).await.unwrap_err();
+    let e = l
+        .finish(c, Outcome::Released { reason: "x".into() }, now)
+        .await
+        .unwrap_err();
     assert!(matches!(e, LedgerError::BadTransition { .. }), "{e}");
-    let e = l.signed(c, "p".into(), "n".into(), 1, now).await.unwrap_err();
+    let e = l
+        .signed(c, "p".into(), "n".into(), 1, now)
+        .await
+        .unwrap_err();
     assert!(matches!(e, LedgerError::BadTransition { .. }), "{e}");
 }
 
@@ -116,18 +203,32 @@ async fn windows_roll_over_with_an_injected_clock() {
     };
     // 23:30 local on Nov 29 (04:30Z Nov 30).
     let t1 = ms("2026-11-30T04:30:00Z");
-    l.reserve(req("a", 1000, t1, caps.clone())).await.unwrap().unwrap();
+    l.reserve(req("a", 1000, t1, caps.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        l.reserve(req("a", 1000, t1, caps.clone())).await.unwrap().unwrap_err().code,
+        l.reserve(req("a", 1000, t1, caps.clone()))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code,
         "app_daily_cap_exceeded"
     );
     // 00:30 local Nov 30: a new day, same month.
     let t2 = ms("2026-11-30T05:30:00Z");
-    l.reserve(req("a", 1000, t2, caps.clone())).await.unwrap().unwrap();
+    l.reserve(req("a", 1000, t2, caps.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     // Next day, month cap (2500) now binds: 2000 used + 1000 > 2500.
     let t3 = ms("2026-12-01T04:59:00Z"); // still Nov 30 local
     assert_eq!(
-        l.reserve(req("a", 1000, t3, caps.clone())).await.unwrap().unwrap_err().code,
+        l.reserve(req("a", 1000, t3, caps.clone()))
+            .await
+            .unwrap()
+            .unwrap_err()
+            .code,
         "app_daily_cap_exceeded"
     );
     let t4 = ms("2026-12-01T05:00:00Z"); // Dec 1 local: new month, new day
@@ -141,13 +242,30 @@ async fn spend_survives_restart_and_recovery_fixes_states() {
     let caps = daily(3000);
     {
         let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
-        let a = l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
-        l.signed(a, "0xp".into(), "0x01".into(), 1, now).await.unwrap();
-        l.finish(a, Outcome::Settled { tx: None }, now).await.unwrap();
+        let a = l
+            .reserve(req("a", 1000, now, caps.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        l.signed(a, "0xp".into(), "0x01".into(), 1, now)
+            .await
+            .unwrap();
+        l.finish(a, Outcome::Settled { tx: None }, now)
+            .await
+            .unwrap();
         // b: reserved only (crash before signing); c: signed, no outcome.
-        l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
-        let c = l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
-        l.signed(c, "0xp".into(), "0x03".into(), 1, now).await.unwrap();
+        l.reserve(req("a", 1000, now, caps.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        let c = l
+            .reserve(req("a", 1000, now, caps.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        l.signed(c, "0xp".into(), "0x03".into(), 1, now)
+            .await
+            .unwrap();
         // Opening again while open is refused (one process per file).
         assert!(matches!(
             Ledger::open(&path, TimeZone::UTC, now),
@@ -163,12 +281,21 @@ async fn spend_survives_restart_and_recovery_fixes_states() {
         }
     }
     let (l, rec) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
-    assert_eq!(rec, Recovery { released: 1, at_risk: 1 });
+    assert_eq!(
+        rec,
+        Recovery {
+            released: 1,
+            at_risk: 1
+        }
+    );
     let ps = l.payments(None, 10).unwrap();
     let states: Vec<_> = ps.iter().map(|p| p.state).collect();
     assert_eq!(states, vec![State::AtRisk, State::Released, State::Settled]);
     // Settled + at-risk = 2000 counted: one more 1000 fits, then the cap holds.
-    l.reserve(req("a", 1000, now, caps.clone())).await.unwrap().unwrap();
+    l.reserve(req("a", 1000, now, caps.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(l.reserve(req("a", 1, now, caps)).await.unwrap().is_err());
     // Ids keep increasing across restarts.
     assert_eq!(l.payments(None, 1).unwrap()[0].id, 4);
@@ -232,17 +359,38 @@ fn spend_report_rows() {
             ..Default::default()
         },
     );
-    let rows = report::spend(&ps, &apps, Some(Usd(5000)), None, &tz, now, None, 0);
-    let a_today = rows.iter().find(|r| r.app == "a" && r.window == "today").unwrap();
+    let lim = report::Limits {
+        apps: &apps,
+        wallet_daily: Some(Usd(5000)),
+        wallet_monthly: None,
+        tz: &tz,
+        now_ms: now,
+    };
+    let rows = report::spend(&ps, &lim, None, 0);
+    let a_today = rows
+        .iter()
+        .find(|r| r.app == "a" && r.window == "today")
+        .unwrap();
     assert_eq!(
-        (a_today.calls, a_today.settled, a_today.at_risk, a_today.remaining),
+        (
+            a_today.calls,
+            a_today.settled,
+            a_today.at_risk,
+            a_today.remaining
+        ),
         (2, Usd(1000), Usd(500), Some(Usd(8500)))
     );
-    let a_month = rows.iter().find(|r| r.app == "a" && r.window == "month").unwrap();
+    let a_month = rows
+        .iter()
+        .find(|r| r.app == "a" && r.window == "month")
+        .unwrap();
     assert_eq!(a_month.settled, Usd(3000));
-    let w = rows.iter().find(|r| r.app == report::WALLET && r.window == "today").unwrap();
+    let w = rows
+        .iter()
+        .find(|r| r.app == report::WALLET && r.window == "today")
+        .unwrap();
     assert_eq!((w.settled, w.remaining), (Usd(1100), Some(Usd(3400))));
-    let only = report::spend(&ps, &apps, None, None, &tz, now, Some("b"), 2);
+    let only = report::spend(&ps, &lim, Some("b"), 2);
     assert_eq!(only.len(), 5);
     assert_eq!(only[3].window, "2026-11-26");
     assert_eq!(only[4].window, "2026-11-25");

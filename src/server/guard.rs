@@ -99,22 +99,45 @@ mod tests {
             None,
         )
         .unwrap();
-        for ok in ["localhost:8402", "127.0.0.1:8402", "[::1]:8402", "localhost", "X402D.lan:8402"] {
+        for ok in [
+            "localhost:8402",
+            "127.0.0.1:8402",
+            "[::1]:8402",
+            "localhost",
+            "X402D.lan:8402",
+        ] {
             assert!(check(&cfg, &hm(Some(ok), None), 8402).is_ok(), "{ok}");
         }
-        for bad in ["evil.example:8402", "127.0.0.1:9999", "localhost.evil.com", "127.0.0.1:x"] {
+        for bad in [
+            "evil.example:8402",
+            "127.0.0.1:9999",
+            "localhost.evil.com",
+            "127.0.0.1:x",
+        ] {
             assert!(
-                matches!(check(&cfg, &hm(Some(bad), None), 8402), Err(ProxyError::HostNotAllowed(_))),
+                matches!(
+                    check(&cfg, &hm(Some(bad), None), 8402),
+                    Err(ProxyError::HostNotAllowed(_))
+                ),
                 "{bad}"
             );
         }
         assert!(check(&cfg, &hm(None, None), 8402).is_ok());
         assert_eq!(
-            check(&cfg, &hm(Some("localhost:8402"), Some("http://localhost:3000")), 8402).unwrap(),
+            check(
+                &cfg,
+                &hm(Some("localhost:8402"), Some("http://localhost:3000")),
+                8402
+            )
+            .unwrap(),
             Some("http://localhost:3000".into())
         );
         assert!(matches!(
-            check(&cfg, &hm(Some("localhost:8402"), Some("https://evil.example")), 8402),
+            check(
+                &cfg,
+                &hm(Some("localhost:8402"), Some("https://evil.example")),
+                8402
+            ),
             Err(ProxyError::OriginNotAllowed(_))
         ));
         assert!(matches!(

@@ -108,8 +108,14 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("no longer accepting; waiting for in-flight calls");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("in-flight calls did not finish within {} s", grace.as_secs());
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight calls did not finish within {} s",
+            grace.as_secs()
+        );
     }
 }
 
@@ -171,9 +177,15 @@ async fn pipeline(
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
-    let app = cfg.app_for_key(key).ok_or(ProxyError::UnknownApp)?.to_string();
+    let app = cfg
+        .app_for_key(key)
+        .ok_or(ProxyError::UnknownApp)?
+        .to_string();
 
     if let Some(len) = parts
         .headers
@@ -187,7 +199,9 @@ async fn pipeline(
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(ProxyError::BodyTooLarge { limit: MAX_BODY });
             }
             return Err(ProxyError::BadRequestBody(e.to_string()));
@@ -202,7 +216,8 @@ async fn pipeline(
         }
         Route::Models => None,
     };
-    if let (Some(model), Some(allowed)) = (&model, cfg.apps.get(&app).and_then(|a| a.models.as_ref()))
+    if let (Some(model), Some(allowed)) =
+        (&model, cfg.apps.get(&app).and_then(|a| a.models.as_ref()))
         && !model_allowed(allowed, model)
     {
         return Err(ProxyError::ModelNotAllowed {
@@ -285,7 +300,9 @@ fn preflight(origin: Option<String>) -> Response<Body> {
     );
     h.insert(
         "access-control-allow-headers",
-        HeaderValue::from_static("authorization, content-type, idempotency-key, x-stainless-retry-count"),
+        HeaderValue::from_static(
+            "authorization, content-type, idempotency-key, x-stainless-retry-count",
+        ),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("600"));
     cors(&mut r, origin);

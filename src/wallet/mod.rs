@@ -68,7 +68,8 @@ impl Wallet {
         }
         let mut bytes = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(key.as_bytes(), bytes.as_mut()).map_err(|_| WalletError::BadKey)?;
-        let signer = PrivateKeySigner::from_slice(bytes.as_ref()).map_err(|_| WalletError::BadKey)?;
+        let signer =
+            PrivateKeySigner::from_slice(bytes.as_ref()).map_err(|_| WalletError::BadKey)?;
         Ok(Wallet {
             signer: Arc::new(signer),
         })
@@ -91,7 +92,11 @@ impl Wallet {
     }
 
     /// Signs an authorization; returns the 65-byte r‖s‖v signature (v = 27/28).
-    pub fn sign(&self, auth: &Authorization, domain: &Eip712Domain) -> Result<[u8; 65], WalletError> {
+    pub fn sign(
+        &self,
+        auth: &Authorization,
+        domain: &Eip712Domain,
+    ) -> Result<[u8; 65], WalletError> {
         let hash = eip3009::signing_hash(auth, domain);
         let sig = self
             .signer
@@ -166,7 +171,8 @@ fn describe(e: &keyring_core::Error) -> String {
 
 fn entry(loc: &KeyLocation) -> Result<keyring_core::Entry, WalletError> {
     ensure_store(loc.store)?;
-    keyring_core::Entry::new(&loc.service, &loc.user).map_err(|e| WalletError::Keyring(describe(&e)))
+    keyring_core::Entry::new(&loc.service, &loc.user)
+        .map_err(|e| WalletError::Keyring(describe(&e)))
 }
 
 /// Loads the key (blocking: call from `spawn_blocking` on async threads).

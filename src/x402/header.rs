@@ -71,8 +71,12 @@ mod tests {
             pay_to: None,
         };
         let auth = Authorization {
-            from: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap(),
-            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+            from: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+                .parse()
+                .unwrap(),
+            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+                .parse()
+                .unwrap(),
             value: U256::from(1000),
             valid_after: 0,
             valid_before: 1795483740,

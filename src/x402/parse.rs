@@ -49,7 +49,9 @@ pub enum ParseError {
     BadBase64,
     #[error("payment requirements are not valid JSON: {0}")]
     BadJson(String),
-    #[error("payment requirements are {0} bytes, more than the {MAX_REQUIREMENTS_BYTES}-byte limit")]
+    #[error(
+        "payment requirements are {0} bytes, more than the {MAX_REQUIREMENTS_BYTES}-byte limit"
+    )]
     TooLarge(usize),
     #[error("unsupported x402Version {0}")]
     UnsupportedVersion(String),
@@ -159,7 +161,10 @@ fn requirement(v: &Value, version: Version) -> Result<Requirement, String> {
         max_timeout_seconds,
         extra_name: extra_str("name").map(str::to_string),
         extra_version: extra_str("version").map(str::to_string),
-        resource: o.get("resource").and_then(Value::as_str).map(str::to_string),
+        resource: o
+            .get("resource")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         raw: v.clone(),
     })
 }

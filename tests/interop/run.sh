@@ -34,8 +34,10 @@ rm -rf "$WORK"; mkdir -p "$WORK/logs" "$WORK/checks"
 export WORK
 
 log() { echo "# $*"; }
+CHECK_PID=""
 cleanup() {
   local p
+  [ -n "$CHECK_PID" ] && PIDS+=("$CHECK_PID")
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   for _ in $(seq 1 30); do
     local alive=0
@@ -92,7 +94,9 @@ wait_tcp() { # PORT NAME [tries]
 check() {
   local name=$1; shift
   local out="$WORK/checks/$name.log" rc reason
-  timeout -k 5 "${CHECK_TIMEOUT:-120}" "$@" >"$out" 2>&1; rc=$?
+  # In the background + wait, so a signal to the runner interrupts the wait and the EXIT trap kills the check too.
+  timeout -k 5 "${CHECK_TIMEOUT:-120}" "$@" >"$out" 2>&1 </dev/null &
+  CHECK_PID=$!; wait "$CHECK_PID"; rc=$?; CHECK_PID=""
   if [ $rc = 0 ]; then
     echo "ok   $name"; PASS=$((PASS + 1))
   else

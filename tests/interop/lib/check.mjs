@@ -135,7 +135,11 @@ export class Problems {
   async attempt(fn) {
     try { return await fn(); } catch (e) { if (e instanceof CheckFailure) this.list.push(e.message); else throw e; return undefined; }
   }
-  done() { if (this.list.length) fail(this.list.join("; ")); }
+  done() {
+    if (!this.list.length) return;
+    const ledgerOnly = this.list.every((m) => m.startsWith("ledger:"));
+    fail(this.list.join("; ") + (ledgerOnly ? " [all on-chain/seller/HTTP assertions passed]" : ""));
+  }
 }
 
 /** Per-instance settings exported by run.sh (instance: "main" | "cap" | "v1"). */

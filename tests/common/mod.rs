@@ -1,0 +1,726 @@
+//! Test harness: an in-process x402 mock seller that really verifies payments,
+//! and the real `x402d` binary started against it on loopback.
+#![allow(dead_code)]
+
+use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// anvil dev key #1 (public test key; only ever used on loopback).
+pub const PAYER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+pub const PAYER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+pub const PAY_TO: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+pub const USDC_BASE_SEPOLIA: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
+pub const USDC_BASE: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
+
+/// The completion the seller returns; odd spacing on purpose, to prove byte-identical relay.
+pub const COMPLETION: &str = "{\"id\":\"chatcmpl-x402d\",  \"object\":\"chat.completion\",\"created\":1764115200,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"paid hello\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n";
+
+sol! {
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+}
+
+/// What the seller does once it has verified a payment.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterPay {
+    /// 200 + completion + settlement header.
+    Ok,
+    /// Takes the payment, then answers 500.
+    Fail500,
+    /// Refuses the payment with a new 402.
+    Reject,
+    /// Takes the payment, then drops the connection without answering.
+    Drop,
+}
+
+#[derive(Clone, Debug)]
+pub struct SellerCfg {
+    pub version: u8,
+    pub amount: String,
+    pub network: String,
+    pub asset: String,
+    pub pay_to: String,
+    pub max_timeout: u64,
+    pub extra: Value,
+    /// Replaces the generated `accepts` list entirely.
+    pub accepts: Option<Value>,
+    /// Raw `PAYMENT-REQUIRED` header value to send instead of the generated one.
+    pub raw_header: Option<String>,
+    /// Raw 402 body instead of the generated one (v1) or `{}` (v2).
+    pub raw_body: Option<Vec<u8>>,
+    pub after_pay: AfterPay,
+    /// Answer unpaid `GET /v1/models` with 200 instead of 402.
+    pub free_models: bool,
+    /// Delay before answering a paid request.
+    pub paid_delay_ms: u64,
+    /// Status for unpaid requests (402 normally).
+    pub unpaid_status: u16,
+}
+
+impl Default for SellerCfg {
+    fn default() -> Self {
+        SellerCfg {
+            version: 2,
+            amount: "1000".into(),
+            network: "eip155:84532".into(),
+            asset: USDC_BASE_SEPOLIA.into(),
+            pay_to: PAY_TO.into(),
+            max_timeout: 300,
+            extra: json!({"name": "USDC", "version": "2"}),
+            accepts: None,
+            raw_header: None,
+            raw_body: None,
+            after_pay: AfterPay::Ok,
+            free_models: true,
+            paid_delay_ms: 0,
+            unpaid_status: 402,
+        }
+    }
+}
+
+#[derive(Default, Debug, Clone)]
+pub struct Counts {
+    /// Every request that reached the seller.
+    pub requests: usize,
+    /// Requests without a payment header.
+    pub unpaid: usize,
+    /// Requests carrying any payment header (valid or not).
+    pub payment_attempts: usize,
+    /// Payments that verified.
+    pub verified: usize,
+    /// Sum of verified amounts (atomic units).
+    pub verified_amount: u64,
+    /// Payment verification failures, with reasons.
+    pub invalid: Vec<String>,
+    /// Requests that carried an Authorization header.
+    pub saw_authorization: usize,
+    /// Request bodies as received.
+    pub bodies: Vec<Bytes>,
+    /// Nonces of verified payments.
+    pub nonces: Vec<B256>,
+}
+
+pub struct Seller {
+    pub addr: SocketAddr,
+    pub cfg: Arc<Mutex<SellerCfg>>,
+    pub counts: Arc<Mutex<Counts>>,
+    used: Arc<Mutex<HashSet<B256>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Seller {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Seller {
+    pub async fn start(cfg: SellerCfg) -> Seller {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = Arc::new(Mutex::new(cfg));
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let used = Arc::new(Mutex::new(HashSet::new()));
+        let (c2, n2, u2) = (cfg.clone(), counts.clone(), used.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (c3, n3, u3) = (c2.clone(), n2.clone(), u2.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (c, n, u) = (c3.clone(), n3.clone(), u3.clone());
+                        async move { handle(req, addr, c, n, u).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Seller {
+            addr,
+            cfg,
+            counts,
+            used,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts.lock().unwrap().clone()
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut SellerCfg)) {
+        f(&mut self.cfg.lock().unwrap());
+    }
+}
+
+fn requirement(cfg: &SellerCfg, resource: &str) -> Value {
+    let mut r = json!({
+        "scheme": "exact",
+        "network": cfg.network,
+        "asset": cfg.asset,
+        "payTo": cfg.pay_to,
+        "maxTimeoutSeconds": cfg.max_timeout,
+        "extra": cfg.extra,
+    });
+    if cfg.version == 1 {
+        r["maxAmountRequired"] = json!(cfg.amount);
+        r["resource"] = json!(resource);
+        r["description"] = json!("chat");
+        r["mimeType"] = json!("application/json");
+    } else {
+        r["amount"] = json!(cfg.amount);
+    }
+    r
+}
+
+fn payment_required(cfg: &SellerCfg, resource: &str, error: &str) -> Response<Full<Bytes>> {
+    let accepts = cfg
+        .accepts
+        .clone()
+        .unwrap_or_else(|| json!([requirement(cfg, resource)]));
+    let mut b = Response::builder()
+        .status(StatusCode::PAYMENT_REQUIRED)
+        .header("content-type", "application/json");
+    let body = if cfg.version == 1 {
+        cfg.raw_body.clone().unwrap_or_else(|| {
+            json!({"x402Version": 1, "error": error, "accepts": accepts})
+                .to_string()
+                .into_bytes()
+        })
+    } else {
+        let doc = json!({"x402Version": 2, "error": error,
+            "resource": {"url": resource, "description": "chat", "mimeType": "application/json"},
+            "accepts": accepts});
+        let h = cfg
+            .raw_header
+            .clone()
+            .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(doc.to_string()));
+        b = b.header("payment-required", h);
+        cfg.raw_body.clone().unwrap_or_else(|| b"{}".to_vec())
+    };
+    b.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn chain_id(network: &str) -> u64 {
+    match network {
+        "eip155:84532" | "base-sepolia" => 84532,
+        "eip155:8453" | "base" => 8453,
+        "eip155:137" | "polygon" => 137,
+        "eip155:42161" | "arbitrum" => 42161,
+        other => other.trim_start_matches("eip155:").parse().unwrap_or(0),
+    }
+}
+
+/// Verifies a payment header against what this seller asked for.
+fn verify(
+    cfg: &SellerCfg,
+    header: &[u8],
+    used: &Mutex<HashSet<B256>>,
+) -> Result<(B256, u64), String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(header)
+        .map_err(|_| "payment header is not base64")?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| "payment header is not JSON")?;
+    if v["x402Version"] != json!(cfg.version) {
+        return Err(format!("wrong x402Version {}", v["x402Version"]));
+    }
+    if cfg.version == 2 && v["accepted"]["payTo"] != json!(cfg.pay_to) {
+        return Err("accepted does not echo the requirement".into());
+    }
+    let a = &v["payload"]["authorization"];
+    let s = |k: &str| {
+        a[k].as_str()
+            .map(str::to_string)
+            .ok_or(format!("missing {k}"))
+    };
+    let from: Address = s("from")?.parse().map_err(|_| "bad from")?;
+    let to: Address = s("to")?.parse().map_err(|_| "bad to")?;
+    let value: U256 = s("value")?.parse().map_err(|_| "bad value")?;
+    let valid_after: u64 = s("validAfter")?.parse().map_err(|_| "bad validAfter")?;
+    let valid_before: u64 = s("validBefore")?.parse().map_err(|_| "bad validBefore")?;
+    let nonce: B256 = s("nonce")?.parse().map_err(|_| "bad nonce")?;
+    let sig_hex = v["payload"]["signature"]
+        .as_str()
+        .ok_or("missing signature")?;
+    let sig_bytes =
+        hex::decode(sig_hex.trim_start_matches("0x")).map_err(|_| "bad signature hex")?;
+    let sig =
+        alloy_primitives::Signature::try_from(sig_bytes.as_slice()).map_err(|_| "bad signature")?;
+    let msg = TransferWithAuthorization {
+        from,
+        to,
+        value,
+        validAfter: U256::from(valid_after),
+        validBefore: U256::from(valid_before),
+        nonce,
+    };
+    let domain = Eip712Domain::new(
+        Some(cfg.extra["name"].as_str().unwrap_or("").to_string().into()),
+        Some(
+            cfg.extra["version"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+                .into(),
+        ),
+        Some(U256::from(chain_id(&cfg.network))),
+        Some(cfg.asset.parse().map_err(|_| "seller asset")?),
+        None,
+    );
+    let hash = msg.eip712_signing_hash(&domain);
+    let signer = sig
+        .recover_address_from_prehash(&hash)
+        .map_err(|_| "signature does not recover")?;
+    if signer != from {
+        return Err(format!("signer {signer} is not from {from}"));
+    }
+    if to != cfg.pay_to.parse::<Address>().unwrap() {
+        return Err("wrong payTo".into());
+    }
+    if value != U256::from_str_radix(&cfg.amount, 10).map_err(|_| "seller amount")? {
+        return Err(format!("wrong amount {value}"));
+    }
+    let t = now();
+    if valid_after > t {
+        return Err("not yet valid".into());
+    }
+    if valid_before <= t || valid_before > t + cfg.max_timeout + 5 {
+        return Err(format!("validBefore {valid_before} out of range (now {t})"));
+    }
+    if !used.lock().unwrap().insert(nonce) {
+        return Err("invalid_exact_evm_nonce_already_used".into());
+    }
+    Ok((nonce, value.to::<u64>()))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    addr: SocketAddr,
+    cfg: Arc<Mutex<SellerCfg>>,
+    counts: Arc<Mutex<Counts>>,
+    used: Arc<Mutex<HashSet<B256>>>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let cfg = cfg.lock().unwrap().clone();
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let resource = format!("http://{addr}{}", parts.uri.path());
+    let payment = parts
+        .headers
+        .get(if cfg.version == 1 {
+            "x-payment"
+        } else {
+            "payment-signature"
+        })
+        .or_else(|| parts.headers.get("payment-signature"))
+        .or_else(|| parts.headers.get("x-payment"))
+        .map(|h| h.as_bytes().to_vec());
+    {
+        let mut c = counts.lock().unwrap();
+        c.requests += 1;
+        c.bodies.push(body.clone());
+        if parts.headers.contains_key("authorization") {
+            c.saw_authorization += 1;
+        }
+        if payment.is_some() {
+            c.payment_attempts += 1;
+        } else {
+            c.unpaid += 1;
+        }
+    }
+    let Some(payment) = payment else {
+        if parts.uri.path() == "/v1/models" && cfg.free_models {
+            return Ok(Response::new(Full::new(Bytes::from_static(
+                b"{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o-mini\",\"object\":\"model\",\"created\":0,\"owned_by\":\"openai\"}]}",
+            ))));
+        }
+        if cfg.unpaid_status != 402 {
+            return Ok(Response::builder()
+                .status(cfg.unpaid_status)
+                .body(Full::new(Bytes::from_static(
+                    b"{\"error\":{\"message\":\"upstream says no\"}}",
+                )))
+                .unwrap());
+        }
+        return Ok(payment_required(&cfg, &resource, "Payment required"));
+    };
+    match verify(&cfg, &payment, &used) {
+        Err(e) => {
+            counts.lock().unwrap().invalid.push(e.clone());
+            Ok(payment_required(&cfg, &resource, &e))
+        }
+        Ok((nonce, amount)) => {
+            if cfg.after_pay == AfterPay::Reject {
+                used.lock().unwrap().remove(&nonce);
+                return Ok(payment_required(&cfg, &resource, "insufficient_funds"));
+            }
+            {
+                let mut c = counts.lock().unwrap();
+                c.verified += 1;
+                c.verified_amount += amount;
+                c.nonces.push(nonce);
+            }
+            if cfg.paid_delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(cfg.paid_delay_ms)).await;
+            }
+            match cfg.after_pay {
+                AfterPay::Fail500 => Ok(Response::builder()
+                    .status(500)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(
+                        b"{\"error\":{\"message\":\"model crashed\"}}",
+                    )))
+                    .unwrap()),
+                AfterPay::Drop => Err(std::io::Error::other("drop")),
+                _ => {
+                    let tx = keccak256(nonce.as_slice());
+                    let settle = json!({"success": true, "payer": PAYER, "transaction": tx.to_string(), "network": cfg.network});
+                    let name = if cfg.version == 1 {
+                        "x-payment-response"
+                    } else {
+                        "payment-response"
+                    };
+                    Ok(Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .header(
+                            name,
+                            base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                        )
+                        .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
+                        .unwrap())
+                }
+            }
+        }
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let mut b = [0u8; 6];
+        getrandom::fill(&mut b).unwrap();
+        let p = std::env::temp_dir().join(format!("x402d-{tag}-{}", hex::encode(b)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_x402d"))
+}
+
+/// Runs the binary inside a fresh session keyring (kernel keyutils needs one).
+pub fn x402d(args: &[&str]) -> Command {
+    let mut c = Command::new("keyctl");
+    c.arg("session").arg("-").arg(bin()).args(args);
+    c
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub log: Arc<Mutex<String>>,
+    pub service: String,
+}
+
+impl Daemon {
+    /// Writes a config (upstream = seller, networks = base-sepolia + `extra`), imports
+    /// the payer key into a per-test keyring entry, and starts `x402d serve`.
+    pub fn start(upstream: &str, extra: &str) -> Daemon {
+        Self::start_with(upstream, extra, true)
+    }
+
+    pub fn start_with(upstream: &str, extra: &str, import_key: bool) -> Daemon {
+        let dir = TempDir::new("d");
+        let mut b = [0u8; 6];
+        getrandom::fill(&mut b).unwrap();
+        let service = format!("x402d-test-{}", hex::encode(b));
+        let config = dir.0.join("config.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\nstate_dir = \"{}\"\nupstream_timeout_secs = 10\n{extra}\n",
+            dir.0.join("state").display()
+        );
+        let text = merge_tables(&text, &service);
+        std::fs::write(&config, text).unwrap();
+        if import_key {
+            let mut c = x402d(&["--config", config.to_str().unwrap(), "wallet", "import"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("keyctl (apt-get install keyutils) and the x402d binary");
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(PAYER_KEY.as_bytes())
+                .unwrap();
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "wallet import: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), PAYER);
+        }
+        Self::spawn(dir, config, service)
+    }
+
+    fn spawn(dir: TempDir, config: PathBuf, service: String) -> Daemon {
+        let mut child = x402d(&["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("x402d ready")
+                    && let Some(t) = tx.take()
+                {
+                    let addr = line
+                        .split("listen=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                        .and_then(|s| s.parse::<SocketAddr>().ok());
+                    let _ = t.send(addr);
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(a)) => a,
+            _ => {
+                let _ = child.kill();
+                panic!("x402d did not become ready:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            dir,
+            config,
+            log,
+            service,
+        }
+    }
+
+    /// Restarts on the same config and state (e.g. after a kill).
+    pub fn restart(mut self) -> Daemon {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        let config = self.config.clone();
+        let service = self.service.clone();
+        std::mem::forget(self);
+        Self::spawn(dir, config, service)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut a = vec!["--config", self.config.to_str().unwrap()];
+        a.extend_from_slice(args);
+        x402d(&a).output().unwrap()
+    }
+
+    pub fn payments(&self) -> Vec<Value> {
+        let out = self.cli(&["payments", "--json", "--limit", "100000"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.0.join("state")
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut c = Command::new("keyctl");
+        c.args([
+            "session",
+            "-",
+            bin().to_str().unwrap(),
+            "--config",
+            self.config.to_str().unwrap(),
+            "wallet",
+            "remove",
+            "--yes",
+        ]);
+        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// Puts the wallet table in (and merges with a `[wallet]` the test may add).
+fn merge_tables(text: &str, service: &str) -> String {
+    if text.contains("[wallet]") {
+        text.replace(
+            "[wallet]",
+            &format!("[wallet]\nkeyring_service = \"{service}\""),
+        )
+    } else {
+        format!("{text}\n[wallet]\nkeyring_service = \"{service}\"\n")
+    }
+}
+
+/// A tiny HTTP/1.1 client for tests.
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, k: &str) -> Option<String> {
+        self.headers.get(k).map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+pub async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let host = uri.authority().unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str());
+    let mut has_host = false;
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("host") {
+            has_host = true;
+        }
+        b = b.header(*k, *v);
+    }
+    if !has_host {
+        b = b.header("host", host);
+    }
+    let resp = sender
+        .send_request(b.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub const CHAT: &str =
+    "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+pub async fn chat(d: &Daemon, key: &str) -> Reply {
+    let auth = format!("Bearer {key}");
+    request(
+        "POST",
+        &d.url("/v1/chat/completions"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        CHAT,
+    )
+    .await
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
