@@ -9,7 +9,7 @@ use crate::ledger::Ledger;
 use crate::pay::{Body, BoxError, Call, Paid, Payer, WalletSlot};
 use crate::upstream::Client;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue};
 use hyper::server::conn::http1;
@@ -187,26 +187,12 @@ async fn pipeline(
         .ok_or(ProxyError::UnknownApp)?
         .to_string();
 
-    if let Some(len) = parts
+    let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > MAX_BODY as u64
-    {
-        return Err(ProxyError::BodyTooLarge { limit: MAX_BODY });
-    }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return Err(ProxyError::BodyTooLarge { limit: MAX_BODY });
-            }
-            return Err(ProxyError::BadRequestBody(e.to_string()));
-        }
-    };
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = read_body(body, declared).await?;
 
     let model = match route {
         Route::Chat => {
@@ -247,6 +233,36 @@ async fn pipeline(
     }
     .run(call)
     .await
+}
+
+/// Bodies up to this size are read to the end even when refused, so the client
+/// gets the 413 instead of a broken pipe (which SDKs would retry).
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Buffers the request body (one copy, reused for the paid retry), at most `MAX_BODY`.
+async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+    let too_large = ProxyError::BodyTooLarge { limit: MAX_BODY };
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(MAX_BODY as u64) as usize);
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BadRequestBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > DRAIN_LIMIT {
+                return Err(too_large);
+            }
+            if seen <= MAX_BODY as u64 {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > MAX_BODY as u64 {
+        return Err(too_large);
+    }
+    Ok(buf.freeze())
 }
 
 /// The bits of a chat request the proxy looks at; everything else passes through.
