@@ -472,7 +472,7 @@ fn offline_payments(cfg: &Loaded) -> Result<Vec<ledger::Payment>, Fail> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let db = ledger::open_read_only(&path)?;
+    let db = ledger::open_offline(&path)?;
     Ok(ledger::read_all(&db)?)
 }
 
@@ -544,7 +544,7 @@ async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode, Fail> {
         None => {
             let path = cfg.state_dir.join("ledger.redb");
             if path.exists() {
-                let db = ledger::open_read_only(&path)?;
+                let db = ledger::open_offline(&path)?;
                 ledger::read_payments(&db, a.app.as_deref(), a.limit)?
                     .iter()
                     .map(admin::payment_json)

@@ -312,9 +312,11 @@ impl Ledger {
     }
 }
 
-/// Opens a ledger file read-only for the CLI when no daemon holds it.
-pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, LedgerError> {
-    match redb::ReadOnlyDatabase::open(path) {
+/// Opens a ledger file for the CLI when no daemon holds it. Opened read-write
+/// because a file left by a killed daemon needs redb's repair pass; nothing is
+/// written otherwise.
+pub fn open_offline(path: &Path) -> Result<Database, LedgerError> {
+    match Database::open(path) {
         Ok(db) => Ok(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
             Err(LedgerError::Locked(path.to_path_buf()))

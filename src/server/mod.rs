@@ -245,7 +245,8 @@ async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, P
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(too_large);
     }
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(MAX_BODY as u64) as usize);
+    let mut buf =
+        bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(MAX_BODY as u64) as usize);
     let mut seen: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ProxyError::BadRequestBody(e.to_string()))?;
