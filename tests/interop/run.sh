@@ -114,6 +114,8 @@ check() {
 for tool in node npm python3 curl timeout; do
   command -v $tool >/dev/null 2>&1 || { failed setup "$tool not found (need Node 20+, Python 3.11+, curl, coreutils)"; finish; }
 done
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { failed setup "Node $(node --version) is too old: need Node 20+"; finish; }
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { failed setup "$(python3 --version) is too old: need Python 3.11+ (openai 3.54 uses httpx2)"; finish; }
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci (tests/interop)"
   npm ci --no-audit --no-fund --loglevel=error >"$WORK/logs/npm-ci.log" 2>&1 || { failed setup "npm ci failed (see $WORK/logs/npm-ci.log)"; finish; }

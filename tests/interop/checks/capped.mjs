@@ -2,7 +2,7 @@
 // Calls 1-3 succeed; call 4 gets x402d's own 402 {"error":{"type":"budget_exceeded"}} with x-should-retry: false;
 // exactly 3 transfers on chain.
 import { PRICES, snapshot, authLogsSince, transfersSince } from "../lib/common.mjs";
-import { main, assert, info, tapRead, tapPaidSince, payments, Problems, instance } from "../lib/check.mjs";
+import { main, assert, info, note, tapRead, tapPaidSince, payments, Problems, instance } from "../lib/check.mjs";
 
 main(async () => {
   const inst = instance("cap");
@@ -21,6 +21,8 @@ main(async () => {
     info(`call ${i}`, r);
     results.push(r);
   }
+  const leaked = tapRead(inst.tap).slice(tap0).filter((r) => /sk-capped/.test(r.auth || ""));
+  if (leaked.length) note(`x402d forwarded the client's API key (Authorization: Bearer sk-capped) to the seller on ${leaked.length} request(s)`);
   const p = new Problems();
   for (const r of results.slice(0, 3))
     p.expect(r.status === 200 && r.body?.choices?.[0]?.message?.content === `echo: capped call ${r.i}`, `call ${r.i}: HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
