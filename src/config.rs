@@ -2,6 +2,7 @@
 //! messages that name the key and the line. USD amounts are decimal strings.
 
 use crate::money::Usd;
+use crate::openai::models::Tier;
 use crate::wallet::{KeyLocation, Source, Store};
 use crate::x402::networks::{self, Network};
 use alloy_primitives::Address;
@@ -51,6 +52,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    /// Model → tier overrides (`"gpt-4o" = "pro"`), on top of what the upstream's model list says.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Tier>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -114,6 +118,9 @@ pub struct AppConfig {
     /// Allowed models (globs with `*`); absent: any model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// Allowed price tiers (`budget`, `pro`, `premium`); absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<Tier>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -190,6 +197,7 @@ pub fn builtin_default_app() -> AppConfig {
         monthly: Some(Usd(10_000_000)),
         total: None,
         models: None,
+        tiers: None,
     }
 }
 
@@ -694,7 +702,7 @@ models = ["gpt-4o-mini", "anthropic/*"]
     fn invalid_configs_name_key_and_line() {
         assert_eq!(
             bad("listen = \"127.0.0.1:1\"\nlisten_port = 3\n"),
-            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`"
+            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`"
         );
         let e = bad("[payment]\nnetworks = [\"ethereum\"]\n");
         assert!(

@@ -6,7 +6,7 @@
 
 use hyper::StatusCode;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error(
         "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models."
@@ -84,6 +84,9 @@ pub enum ProxyError {
     )]
     PaymentOutcomeUnknown { reason: String, amount: String },
 
+    #[error("Reading the upstream reply failed ({reason}).{}", if *paid { " The payment was already made; do not retry: a retry would pay again." } else { " No payment was made." })]
+    UpstreamBody { paid: bool, reason: String },
+
     #[error("The ledger failed: {0}. No payment was made.")]
     Ledger(String),
 
@@ -108,9 +111,10 @@ impl ProxyError {
             | PriceAboveCeiling(_)
             | BudgetExceeded { .. }
             | PaymentRejected { .. } => StatusCode::PAYMENT_REQUIRED,
-            BadRequirements(_) | UpstreamUnreachable { .. } | PaymentOutcomeUnknown { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            BadRequirements(_)
+            | UpstreamUnreachable { .. }
+            | PaymentOutcomeUnknown { .. }
+            | UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Ledger(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,7 +137,9 @@ impl ProxyError {
             | PriceAboveCeiling(_)
             | PaymentRejected { .. }
             | PaymentOutcomeUnknown { .. } => "payment_error",
-            UpstreamUnreachable { .. } | UpstreamTimeout { .. } => "upstream_error",
+            UpstreamUnreachable { .. } | UpstreamTimeout { .. } | UpstreamBody { .. } => {
+                "upstream_error"
+            }
             Ledger(_) | Internal(_) => "server_error",
         }
     }
@@ -160,6 +166,7 @@ impl ProxyError {
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamTimeout { .. } => "upstream_timeout",
             PaymentOutcomeUnknown { .. } => "payment_outcome_unknown",
+            UpstreamBody { .. } => "upstream_body_failed",
             Ledger(_) => "ledger_error",
             Internal(_) => "internal_error",
         }
@@ -170,7 +177,9 @@ impl ProxyError {
     pub fn should_retry(&self) -> bool {
         matches!(
             self,
-            ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamTimeout { .. }
+            ProxyError::UpstreamUnreachable { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::UpstreamBody { paid: false, .. }
         )
     }
 

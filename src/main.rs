@@ -292,6 +292,20 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
         });
     }
 
+    // The upstream's model list (for tier routing and /v1/models), refreshed in the background.
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                match shared.refresh_catalog().await {
+                    Ok(n) => tracing::debug!(models = n, "model list refreshed"),
+                    Err(e) => tracing::debug!(error = %e, "model list not refreshed"),
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+        });
+    }
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let reload_tx = reload_tx.clone();

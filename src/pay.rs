@@ -124,7 +124,7 @@ pub enum Paid {
 }
 
 impl Payer<'_> {
-    pub async fn run(&self, call: Call) -> Result<(Response<Body>, Paid), ProxyError> {
+    pub async fn run(&self, call: Call) -> Result<Upstream, ProxyError> {
         let timeout = Duration::from_secs(self.cfg.config.upstream_timeout_secs);
         let uri = self.upstream_uri(&call.path_and_query)?;
 
@@ -142,7 +142,7 @@ impl Payer<'_> {
                 },
             })?;
         if first.status() != StatusCode::PAYMENT_REQUIRED {
-            return Ok((relay(first, Usd::ZERO, None), Paid::Nothing));
+            return buffer(first, Usd::ZERO, None, Paid::Nothing, timeout).await;
         }
 
         // 2. Read the requirements (header for v2, small JSON body for v1).
@@ -303,10 +303,7 @@ impl Payer<'_> {
             let tx = settle.and_then(|s| s.transaction);
             self.finish(id, Outcome::Settled { tx: tx.clone() }).await;
             tracing::info!(id, %amount, tx = tx.as_deref().unwrap_or("-"), "payment settled");
-            let mut r = relay(resp, amount, Some(id));
-            r.headers_mut()
-                .insert(HDR_PAYMENT_STATE, HeaderValue::from_static("settled"));
-            return Ok((r, Paid::Settled));
+            return buffer(resp, amount, Some(id), Paid::Settled, timeout).await;
         }
         if status == StatusCode::PAYMENT_REQUIRED {
             // The seller refused the payment and says why; it was not settled, but the
@@ -346,11 +343,7 @@ impl Payer<'_> {
         )
         .await;
         tracing::warn!(id, %reason, "payment at risk");
-        let mut r = relay(resp, amount, Some(id));
-        let h = r.headers_mut();
-        h.insert(HDR_SHOULD_RETRY, HeaderValue::from_static("false"));
-        h.insert(HDR_PAYMENT_STATE, HeaderValue::from_static("at_risk"));
-        Ok((r, Paid::AtRisk))
+        buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await
     }
 
     fn app_cfg(&self, app: &str) -> AppConfig {
@@ -495,20 +488,86 @@ async fn read_limited(body: Incoming, limit: usize, timeout: Duration) -> Result
     }
 }
 
-/// The upstream reply as the app gets it: same status, headers (minus
-/// hop-by-hop), same body bytes, plus the cost header.
-pub fn relay(resp: Response<Incoming>, cost: Usd, id: Option<u64>) -> Response<Body> {
+/// Largest upstream reply relayed (completions are JSON, never streamed upstream).
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// An upstream reply, fully read: what the app gets, byte for byte, plus what it cost.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub paid: Paid,
+}
+
+impl Upstream {
+    /// The reply as the app gets it: same status, headers (minus hop-by-hop),
+    /// same body bytes, plus the cost headers.
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = Response::new(
+            Full::new(self.body)
+                .map_err(|never| -> BoxError { match never {} })
+                .boxed(),
+        );
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers;
+        r
+    }
+}
+
+/// Reads the whole reply and stamps the proxy's headers on it.
+async fn buffer(
+    resp: Response<Incoming>,
+    cost: Usd,
+    id: Option<u64>,
+    paid: Paid,
+    timeout: Duration,
+) -> Result<Upstream, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     upstream::strip_hop_by_hop(&mut parts.headers);
+    // The body is re-framed by our server (content-length of the bytes we hold).
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    let h = &mut parts.headers;
     if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
-        parts.headers.insert(HDR_COST, v);
+        h.insert(HDR_COST, v);
     }
     if let Some(id) = id
         && let Ok(v) = HeaderValue::from_str(&id.to_string())
     {
-        parts.headers.insert(HDR_PAYMENT_ID, v);
+        h.insert(HDR_PAYMENT_ID, v);
     }
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    match paid {
+        Paid::Nothing => {}
+        Paid::Settled => {
+            h.insert(HDR_PAYMENT_STATE, HeaderValue::from_static("settled"));
+        }
+        Paid::AtRisk => {
+            h.insert(HDR_PAYMENT_STATE, HeaderValue::from_static("at_risk"));
+            h.insert(HDR_SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
+    }
+    let body = match tokio::time::timeout(timeout, Limited::new(body, MAX_RESPONSE).collect()).await
+    {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamBody {
+                paid: paid != Paid::Nothing,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(ProxyError::UpstreamBody {
+                paid: paid != Paid::Nothing,
+                reason: format!("no complete reply within {} s", timeout.as_secs()),
+            });
+        }
+    };
+    Ok(Upstream {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        paid,
+    })
 }
 
 /// Shared handle type for the flow's dependencies.

@@ -1,3 +1,5 @@
-//! The OpenAI-facing surface: error bodies (and later SSE synthesis, model lists).
+//! The OpenAI-facing surface: error bodies, SSE synthesis, the model list.
 
 pub mod error;
+pub mod models;
+pub mod sse;

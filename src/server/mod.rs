@@ -1,14 +1,18 @@
 //! The HTTP/1.1 server apps talk to: accept loop, graceful shutdown, and the
 //! per-request pipeline (guard → route → identify app → read body → pay → relay).
 
+pub mod coalesce;
 pub mod guard;
 
 use crate::config::{Loaded, glob_match};
 use crate::error::ProxyError;
 use crate::ledger::Ledger;
-use crate::pay::{Body, BoxError, Call, Paid, Payer, WalletSlot};
+use crate::openai::models::{self, Tier};
+use crate::openai::sse;
+use crate::pay::{Body, BoxError, Call, Payer, WalletSlot};
 use crate::upstream::Client;
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderValue};
@@ -33,6 +37,47 @@ pub struct Shared {
     pub wallet: WalletSlot,
     pub local_port: u16,
     pub last_error: std::sync::Mutex<Option<String>>,
+    pub coalescer: coalesce::Coalescer,
+    catalog: RwLock<Arc<Vec<models::Model>>>,
+    /// Payment flows still running (they outlive their connections).
+    pub inflight: InFlight,
+}
+
+/// Counts running payment flows so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+    pub fn count(&self) -> usize {
+        self.n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// Waits until no flow runs.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Shared {
@@ -44,7 +89,56 @@ impl Shared {
             wallet: WalletSlot::new(),
             local_port,
             last_error: std::sync::Mutex::new(None),
+            coalescer: coalesce::Coalescer::default(),
+            catalog: RwLock::new(Arc::new(Vec::new())),
+            inflight: InFlight::default(),
         }
+    }
+
+    /// The upstream's model list as last fetched (empty until known).
+    pub fn catalog_models(&self) -> Arc<Vec<models::Model>> {
+        match self.catalog.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_catalog(&self, list: Vec<models::Model>) {
+        match self.catalog.write() {
+            Ok(mut g) => *g = Arc::new(list),
+            Err(p) => *p.into_inner() = Arc::new(list),
+        }
+    }
+
+    /// Refreshes the model list from the upstream without paying (a 402 is skipped).
+    pub async fn refresh_catalog(&self) -> Result<usize, String> {
+        let cfg = self.config();
+        let base = &cfg.upstream;
+        let uri = format!(
+            "{}://{}{}/v1/models",
+            base.scheme_str().unwrap_or("https"),
+            base.authority().map(|a| a.as_str()).unwrap_or(""),
+            base.path().trim_end_matches('/')
+        );
+        let req = Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("upstream answered {}", resp.status()));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 8 << 20)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let list = models::parse_catalog(&body)?;
+        let n = list.len();
+        self.set_catalog(list);
+        Ok(n)
     }
 
     pub fn config(&self) -> Arc<Loaded> {
@@ -135,7 +229,7 @@ fn route(method: &Method, path: &str) -> Option<Route> {
 }
 
 /// One request, start to end. Never fails: errors become OpenAI-shaped responses.
-pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let cfg = shared.config();
     let origin = match guard::check(&cfg, req.headers(), shared.local_port) {
         Ok(o) => o,
@@ -148,8 +242,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match pipeline(shared, &cfg, req).await {
-        Ok((mut r, paid)) => {
-            tracing::debug!(%method, %path, status = r.status().as_u16(), ?paid,
+        Ok(mut r) => {
+            tracing::debug!(%method, %path, status = r.status().as_u16(),
                 ms = started.elapsed().as_millis() as u64, "served");
             cors(&mut r, origin);
             r
@@ -162,10 +256,10 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn pipeline(
-    shared: &Shared,
-    cfg: &Loaded,
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
     req: Request<Incoming>,
-) -> Result<(Response<Body>, Paid), ProxyError> {
+) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let Some(route) = route(&parts.method, parts.uri.path()) else {
         return Err(ProxyError::NotFound {
@@ -186,24 +280,28 @@ async fn pipeline(
         .app_for_key(key)
         .ok_or(ProxyError::UnknownApp)?
         .to_string();
-
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let body = read_body(body, declared).await?;
+    let app_cfg = cfg.apps.get(&app).cloned().unwrap_or_default();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
 
-    let model = match route {
-        Route::Chat => {
-            let req: ChatRequest = serde_json::from_slice(&body)
-                .map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-            req.model
-        }
-        Route::Models => None,
-    };
-    if let (Some(model), Some(allowed)) =
-        (&model, cfg.apps.get(&app).and_then(|a| a.models.as_ref()))
+    if let Route::Models = route {
+        return models(shared, cfg, &app, &app_cfg, parts.headers, &query).await;
+    }
+
+    // Chat: look at the model (and stream flag); everything else passes through.
+    let req: ChatRequest =
+        serde_json::from_slice(&body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+    let model = req.model;
+    if let (Some(model), Some(allowed)) = (&model, app_cfg.models.as_ref())
         && !model_allowed(allowed, model)
     {
         return Err(ProxyError::ModelNotAllowed {
@@ -212,27 +310,297 @@ async fn pipeline(
             allowed: allowed.join(", "),
         });
     }
+    // Tier routing: plain /v1/chat/completions goes to the tier that serves the model.
+    let requested = Tier::from_path(parts.uri.path()).unwrap_or(Tier::Budget);
+    let tier = match (&model, requested) {
+        (Some(m), Tier::Budget) => models::tier_of(m, &cfg.config.tiers, &shared.catalog_models()),
+        _ => requested,
+    };
+    if let Some(tiers) = &app_cfg.tiers
+        && !tiers.contains(&tier)
+    {
+        return Err(ProxyError::ModelNotAllowed {
+            app,
+            model: model.unwrap_or_default().chars().take(200).collect(),
+            allowed: format!(
+                "the {} tier is not in this app's tiers [{}]",
+                tier.as_str(),
+                tiers
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    let stream = req.stream == Some(true);
+    let (upstream_body, include_usage) = if stream {
+        sse::unstream_request(&body).map_err(ProxyError::InvalidJson)?
+    } else {
+        (body, false)
+    };
 
+    let idempotency = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let is_retry = idempotency.is_some()
+        || parts
+            .headers
+            .get("x-stainless-retry-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .is_some_and(|n| n > 0);
+    let path = format!("{}{query}", tier.path());
+    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
     let call = Call {
         app,
         model,
         method: parts.method,
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into()),
+        path_and_query: path,
         headers: parts.headers,
-        body,
+        body: upstream_body,
     };
-    Payer {
-        cfg,
-        client: &shared.client,
-        ledger: &shared.ledger,
-        wallet: &shared.wallet,
+    let rx = match shared.coalescer.join(ckey, is_retry) {
+        coalesce::Join::Follower(rx) => {
+            tracing::info!(app = %call.app, "retry of a call in flight or just finished: reusing its result, not paying again");
+            rx
+        }
+        coalesce::Join::Leader(leader) => {
+            let rx = leader.subscribe();
+            // The flow runs on its own task: a client that hangs up mid-payment
+            // must not cancel it between "signed" and "outcome recorded".
+            let shared = shared.clone();
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                let _inflight = shared.inflight.enter();
+                let out = Payer {
+                    cfg: &cfg,
+                    client: &shared.client,
+                    ledger: &shared.ledger,
+                    wallet: &shared.wallet,
+                }
+                .run(call)
+                .await;
+                shared.coalescer.finish(leader, Arc::new(out));
+            });
+            rx
+        }
+    };
+    if !stream {
+        let o = coalesce::wait(rx).await;
+        return match o.as_ref() {
+            Ok(u) => Ok(u.clone().into_response()),
+            Err(_) => Err(shared_err(o)),
+        };
     }
-    .run(call)
-    .await
+    stream_response(rx, include_usage).await
+}
+
+/// An error shared by coalesced calls.
+fn shared_err(o: coalesce::Outcome) -> ProxyError {
+    match o.as_ref() {
+        Err(e) => e.clone(),
+        Ok(_) => ProxyError::Internal("not an error".into()),
+    }
+}
+
+/// How long a streaming call may take before the SSE headers go out anyway.
+const STREAM_HOLD: Duration = Duration::from_millis(1500);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+async fn stream_response(
+    rx: tokio::sync::watch::Receiver<Option<coalesce::Outcome>>,
+    include_usage: bool,
+) -> Result<Response<Body>, ProxyError> {
+    // Known quickly (the usual case, including over-budget and refusals): answer
+    // errors as plain HTTP errors, before any byte of the stream.
+    if let Ok(o) = tokio::time::timeout(STREAM_HOLD, coalesce::wait(rx.clone())).await {
+        return match o.as_ref() {
+            Err(_) => Err(shared_err(o)),
+            Ok(u) if !u.status.is_success() => Ok(u.clone().into_response()),
+            Ok(u) => match synthesize(u, include_usage) {
+                Ok(bytes) => Ok(sse_response(
+                    Some(u),
+                    BoxBody::new(Full::new(bytes).map_err(|n| match n {})),
+                )),
+                // A 2xx that is not a completion: relay it as it is.
+                Err(_) => Ok(u.clone().into_response()),
+            },
+        };
+    }
+    // Slow (paying, or a slow model): start the stream now and keep it alive.
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        let wait = coalesce::wait(rx);
+        tokio::pin!(wait);
+        let final_bytes = loop {
+            tokio::select! {
+                o = &mut wait => break stream_tail(&o, include_usage),
+                _ = beat.tick() => {
+                    if tx.send(Bytes::from_static(sse::HEARTBEAT)).await.is_err() {
+                        // The app hung up; the payment flow still finishes on its own task.
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tx.send(final_bytes).await;
+    });
+    Ok(sse_response(None, BoxBody::new(ChannelBody(body_rx))))
+}
+
+/// What ends a stream whose headers are already out: the chunks, or an error event.
+fn stream_tail(o: &coalesce::Outcome, include_usage: bool) -> Bytes {
+    match o.as_ref() {
+        Err(e) => {
+            let mut b = sse::error_event(&crate::openai::error::body(e)).to_vec();
+            b.extend_from_slice(sse::DONE);
+            Bytes::from(b)
+        }
+        Ok(u) if u.status.is_success() => match synthesize(u, include_usage) {
+            Ok(b) => b,
+            Err(msg) => Bytes::from(format!(
+                "data: {}\n\n",
+                serde_json::json!({"error": {"message": msg, "type": "upstream_error", "param": null, "code": "invalid_completion"}})
+            )),
+        },
+        Ok(u) => {
+            // The upstream's own error object when it has one.
+            let v: serde_json::Value = serde_json::from_slice(&u.body).unwrap_or_default();
+            let err = if v.get("error").is_some() {
+                v
+            } else {
+                serde_json::json!({"error": {"message": format!("upstream answered {}", u.status), "type": "upstream_error", "param": null, "code": null}})
+            };
+            sse::error_event(&err)
+        }
+    }
+}
+
+fn synthesize(u: &crate::pay::Upstream, include_usage: bool) -> Result<Bytes, String> {
+    let v: serde_json::Value = serde_json::from_slice(&u.body)
+        .map_err(|_| "the upstream completion is not JSON".to_string())?;
+    let mut out = Vec::with_capacity(u.body.len() * 2 + 64);
+    for c in sse::chunks(&v, include_usage)? {
+        out.extend_from_slice(&sse::event(&c));
+    }
+    out.extend_from_slice(sse::DONE);
+    Ok(Bytes::from(out))
+}
+
+fn sse_response(
+    u: Option<&crate::pay::Upstream>,
+    body: BoxBody<Bytes, BoxError>,
+) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    if let Some(u) = u {
+        for name in [
+            crate::pay::HDR_COST,
+            crate::pay::HDR_PAYMENT_ID,
+            crate::pay::HDR_PAYMENT_STATE,
+            "x-should-retry",
+            "x-request-id",
+            "openai-processing-ms",
+        ] {
+            if let Some(v) = u.headers.get(name) {
+                h.insert(hyper::header::HeaderName::from_static(name), v.clone());
+            }
+        }
+    }
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// A response body fed from a channel (the slow-stream case).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// `GET /v1/models`: one OpenAI list of what this app may use, with tiers.
+async fn models(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+    app: &str,
+    app_cfg: &crate::config::AppConfig,
+    headers: hyper::HeaderMap,
+    query: &str,
+) -> Result<Response<Body>, ProxyError> {
+    let mut catalog = shared.catalog_models();
+    if catalog.is_empty() {
+        // No list yet: ask the upstream (paying, like any call, if it wants money).
+        let u = Payer {
+            cfg,
+            client: &shared.client,
+            ledger: &shared.ledger,
+            wallet: &shared.wallet,
+        }
+        .run(Call {
+            app: app.to_string(),
+            model: None,
+            method: Method::GET,
+            path_and_query: format!("/v1/models{query}"),
+            headers,
+            body: Bytes::new(),
+        })
+        .await?;
+        match (u.status.is_success(), models::parse_catalog(&u.body)) {
+            (true, Ok(list)) => {
+                shared.set_catalog(list.clone());
+                catalog = Arc::new(list);
+            }
+            _ => return Ok(u.into_response()),
+        }
+    }
+    let allowed = |m: &models::Model| {
+        app_cfg
+            .models
+            .as_ref()
+            .is_none_or(|a| model_allowed(a, &m.id))
+            && app_cfg
+                .tiers
+                .as_ref()
+                .is_none_or(|t| t.contains(&models::tier_of(&m.id, &cfg.config.tiers, &catalog)))
+    };
+    let mut with_tiers: Vec<models::Model> = catalog.iter().cloned().collect();
+    for m in &mut with_tiers {
+        m.tier = models::tier_of(&m.id, &cfg.config.tiers, &catalog);
+    }
+    let body = models::list(&with_tiers, allowed).to_string();
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|n| -> BoxError { match n {} })
+            .boxed(),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(crate::pay::HDR_COST, HeaderValue::from_static("0"));
+    Ok(r)
 }
 
 /// Bodies up to this size are read to the end even when refused, so the client
@@ -271,6 +639,8 @@ async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, P
 struct ChatRequest {
     #[serde(default)]
     model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
 }
 
 /// A model matches an allow-list entry in either `vendor/model` or bare form.

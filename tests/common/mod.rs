@@ -15,8 +15,10 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// anvil dev key #1 (public test key; only ever used on loopback).
@@ -51,6 +53,8 @@ pub enum AfterPay {
     Reject,
     /// Takes the payment, then drops the connection without answering.
     Drop,
+    /// Takes the payment, then answers `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +79,14 @@ pub struct SellerCfg {
     pub paid_delay_ms: u64,
     /// Status for unpaid requests (402 normally).
     pub unpaid_status: u16,
+    /// Extra headers on a non-402 unpaid answer (e.g. `location` for a redirect).
+    pub unpaid_headers: Vec<(String, String)>,
+    /// When > 0, the unpaid 402's body is this many MiB, streamed lazily in 64 KiB
+    /// chunks (a v1 JSON document that never ends); `Counts::streamed_bytes` says how
+    /// much the seller got to write.
+    pub huge_body_mb: u64,
+    /// The unpaid 402 sends its headers and the start of a v1 body, then stalls forever.
+    pub stall_body: bool,
 }
 
 impl Default for SellerCfg {
@@ -94,14 +106,19 @@ impl Default for SellerCfg {
             free_models: true,
             paid_delay_ms: 0,
             unpaid_status: 402,
+            unpaid_headers: Vec::new(),
+            huge_body_mb: 0,
+            stall_body: false,
         }
     }
 }
 
 #[derive(Default, Debug, Clone)]
 pub struct Counts {
-    /// Every request that reached the seller.
+    /// Every request that reached the seller (except free model-list fetches).
     pub requests: usize,
+    /// Free `GET /v1/models` fetches (x402d refreshes its model list in the background).
+    pub models_requests: usize,
     /// Requests without a payment header.
     pub unpaid: usize,
     /// Requests carrying any payment header (valid or not).
@@ -118,6 +135,8 @@ pub struct Counts {
     pub bodies: Vec<Bytes>,
     /// Nonces of verified payments.
     pub nonces: Vec<B256>,
+    /// Bytes of streamed 402 bodies (`huge_body_mb`) actually handed to the socket.
+    pub streamed_bytes: u64,
 }
 
 pub struct Seller {
@@ -201,6 +220,82 @@ fn requirement(cfg: &SellerCfg, resource: &str) -> Value {
     r
 }
 
+/// Response body of the mock seller: buffered, or a lazy stream for hostile bodies.
+pub type SellerBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn boxed(r: Response<Full<Bytes>>) -> Response<SellerBody> {
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// A 402 body produced lazily: `prefix`, then `left` bytes of padding in 64 KiB
+/// chunks (or, with `stall`, nothing more ever). Counts what it hands out.
+struct HostileBody {
+    prefix: Option<Bytes>,
+    left: u64,
+    stall: bool,
+    chunk: Bytes,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl hyper::body::Body for HostileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        let data = if let Some(p) = self.prefix.take() {
+            p
+        } else if self.stall {
+            // Never ready and never woken: the body just stops arriving.
+            return Poll::Pending;
+        } else if self.left == 0 {
+            return Poll::Ready(None);
+        } else {
+            let n = self.left.min(self.chunk.len() as u64);
+            self.left -= n;
+            self.chunk.slice(..n as usize)
+        };
+        self.counts.lock().unwrap().streamed_bytes += data.len() as u64;
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.stall {
+            return hyper::body::SizeHint::default();
+        }
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        hyper::body::SizeHint::with_exact(prefix + self.left)
+    }
+}
+
+/// The unpaid 402, with the body replaced by a huge or stalled stream when configured.
+fn unpaid_402(
+    cfg: &SellerCfg,
+    resource: &str,
+    counts: &Arc<Mutex<Counts>>,
+) -> Response<SellerBody> {
+    let r = payment_required(cfg, resource, "Payment required");
+    if cfg.huge_body_mb == 0 && !cfg.stall_body {
+        return boxed(r);
+    }
+    let (mut parts, _) = r.into_parts();
+    parts.headers.remove("content-length");
+    // Looks like the start of a real v1 document, so only a size limit can stop it.
+    let prefix = Bytes::from_static(
+        b"{\"x402Version\":1,\"error\":\"Payment required\",\"accepts\":[],\"pad\":\"",
+    );
+    let body = HostileBody {
+        prefix: Some(prefix),
+        left: cfg.huge_body_mb * 1024 * 1024,
+        stall: cfg.stall_body,
+        chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        counts: counts.clone(),
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
 fn payment_required(cfg: &SellerCfg, resource: &str, error: &str) -> Response<Full<Bytes>> {
     let accepts = cfg
         .accepts
@@ -223,7 +318,11 @@ fn payment_required(cfg: &SellerCfg, resource: &str, error: &str) -> Response<Fu
             .raw_header
             .clone()
             .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(doc.to_string()));
-        b = b.header("payment-required", h);
+        // from_bytes: a hostile header may carry obs-text (bytes >= 0x80).
+        b = b.header(
+            "payment-required",
+            hyper::header::HeaderValue::from_bytes(h.as_bytes()).unwrap(),
+        );
         cfg.raw_body.clone().unwrap_or_else(|| b"{}".to_vec())
     };
     b.body(Full::new(Bytes::from(body))).unwrap()
@@ -334,7 +433,7 @@ async fn handle(
     cfg: Arc<Mutex<SellerCfg>>,
     counts: Arc<Mutex<Counts>>,
     used: Arc<Mutex<HashSet<B256>>>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> Result<Response<SellerBody>, std::io::Error> {
     let cfg = cfg.lock().unwrap().clone();
     let (parts, body) = req.into_parts();
     let body = body
@@ -353,7 +452,11 @@ async fn handle(
         .or_else(|| parts.headers.get("payment-signature"))
         .or_else(|| parts.headers.get("x-payment"))
         .map(|h| h.as_bytes().to_vec());
-    {
+    let free_models = parts.uri.path() == "/v1/models" && cfg.free_models && payment.is_none();
+    if free_models {
+        counts.lock().unwrap().models_requests += 1;
+    }
+    if !free_models {
         let mut c = counts.lock().unwrap();
         c.requests += 1;
         c.bodies.push(body.clone());
@@ -368,29 +471,37 @@ async fn handle(
     }
     let Some(payment) = payment else {
         if parts.uri.path() == "/v1/models" && cfg.free_models {
-            return Ok(Response::new(Full::new(Bytes::from_static(
+            return Ok(boxed(Response::new(Full::new(Bytes::from_static(
                 b"{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o-mini\",\"object\":\"model\",\"created\":0,\"owned_by\":\"openai\"}]}",
-            ))));
+            )))));
         }
         if cfg.unpaid_status != 402 {
-            return Ok(Response::builder()
-                .status(cfg.unpaid_status)
-                .body(Full::new(Bytes::from_static(
+            let mut b = Response::builder().status(cfg.unpaid_status);
+            for (k, v) in &cfg.unpaid_headers {
+                b = b.header(k.as_str(), v.as_str());
+            }
+            return Ok(boxed(
+                b.body(Full::new(Bytes::from_static(
                     b"{\"error\":{\"message\":\"upstream says no\"}}",
                 )))
-                .unwrap());
+                .unwrap(),
+            ));
         }
-        return Ok(payment_required(&cfg, &resource, "Payment required"));
+        return Ok(unpaid_402(&cfg, &resource, &counts));
     };
     match verify(&cfg, &payment, &used) {
         Err(e) => {
             counts.lock().unwrap().invalid.push(e.clone());
-            Ok(payment_required(&cfg, &resource, &e))
+            Ok(boxed(payment_required(&cfg, &resource, &e)))
         }
         Ok((nonce, amount)) => {
             if cfg.after_pay == AfterPay::Reject {
                 used.lock().unwrap().remove(&nonce);
-                return Ok(payment_required(&cfg, &resource, "insufficient_funds"));
+                return Ok(boxed(payment_required(
+                    &cfg,
+                    &resource,
+                    "insufficient_funds",
+                )));
             }
             {
                 let mut c = counts.lock().unwrap();
@@ -402,14 +513,23 @@ async fn handle(
                 tokio::time::sleep(Duration::from_millis(cfg.paid_delay_ms)).await;
             }
             match cfg.after_pay {
-                AfterPay::Fail500 => Ok(Response::builder()
-                    .status(500)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(
-                        b"{\"error\":{\"message\":\"model crashed\"}}",
-                    )))
-                    .unwrap()),
+                AfterPay::Fail500 => Ok(boxed(
+                    Response::builder()
+                        .status(500)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(
+                            b"{\"error\":{\"message\":\"model crashed\"}}",
+                        )))
+                        .unwrap(),
+                )),
                 AfterPay::Drop => Err(std::io::Error::other("drop")),
+                AfterPay::Redirect(location) => Ok(boxed(
+                    Response::builder()
+                        .status(302)
+                        .header("location", location.as_str())
+                        .body(Full::new(Bytes::from_static(b"moved")))
+                        .unwrap(),
+                )),
                 _ => {
                     let tx = keccak256(nonce.as_slice());
                     let settle = json!({"success": true, "payer": PAYER, "transaction": tx.to_string(), "network": cfg.network});
@@ -418,15 +538,18 @@ async fn handle(
                     } else {
                         "payment-response"
                     };
-                    Ok(Response::builder()
-                        .status(200)
-                        .header("content-type", "application/json")
-                        .header(
-                            name,
-                            base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
-                        )
-                        .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
-                        .unwrap())
+                    Ok(boxed(
+                        Response::builder()
+                            .status(200)
+                            .header("content-type", "application/json")
+                            .header(
+                                name,
+                                base64::engine::general_purpose::STANDARD
+                                    .encode(settle.to_string()),
+                            )
+                            .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
+                            .unwrap(),
+                    ))
                 }
             }
         }
@@ -468,6 +591,10 @@ pub struct Daemon {
     pub config: PathBuf,
     pub log: Arc<Mutex<String>>,
     pub service: String,
+    /// Extra environment for the daemon (and `wallet import`), e.g. `RUST_LOG=trace`.
+    pub env: Vec<(String, String)>,
+    /// stdout + stderr of the `wallet import` run at start, if any.
+    pub import_log: String,
 }
 
 impl Daemon {
@@ -478,6 +605,21 @@ impl Daemon {
     }
 
     pub fn start_with(upstream: &str, extra: &str, import_key: bool) -> Daemon {
+        Self::start_full(upstream, extra, import_key, &[])
+    }
+
+    /// Like `start`, with extra environment for `wallet import` and the daemon
+    /// (it overrides the default `RUST_LOG=info`).
+    pub fn start_env(upstream: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full(upstream, extra, true, env)
+    }
+
+    fn start_full(upstream: &str, extra: &str, import_key: bool, env: &[(&str, &str)]) -> Daemon {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut import_log = String::new();
         let dir = TempDir::new("d");
         let mut b = [0u8; 6];
         getrandom::fill(&mut b).unwrap();
@@ -491,6 +633,7 @@ impl Daemon {
         std::fs::write(&config, text).unwrap();
         if import_key {
             let mut c = x402d(&["--config", config.to_str().unwrap(), "wallet", "import"])
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -508,13 +651,18 @@ impl Daemon {
                 String::from_utf8_lossy(&out.stderr)
             );
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), PAYER);
+            import_log.push_str(&String::from_utf8_lossy(&out.stdout));
+            import_log.push_str(&String::from_utf8_lossy(&out.stderr));
         }
-        Self::spawn(dir, config, service)
+        let mut d = Self::spawn(dir, config, service, env);
+        d.import_log = import_log;
+        d
     }
 
-    fn spawn(dir: TempDir, config: PathBuf, service: String) -> Daemon {
+    fn spawn(dir: TempDir, config: PathBuf, service: String, env: Vec<(String, String)>) -> Daemon {
         let mut child = x402d(&["--config", config.to_str().unwrap(), "serve"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -556,6 +704,8 @@ impl Daemon {
             config,
             log,
             service,
+            env,
+            import_log: String::new(),
         }
     }
 
@@ -566,8 +716,9 @@ impl Daemon {
         let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
         let config = self.config.clone();
         let service = self.service.clone();
+        let env = std::mem::take(&mut self.env);
         std::mem::forget(self);
-        Self::spawn(dir, config, service)
+        Self::spawn(dir, config, service, env)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -577,7 +728,10 @@ impl Daemon {
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut a = vec!["--config", self.config.to_str().unwrap()];
         a.extend_from_slice(args);
-        x402d(&a).output().unwrap()
+        x402d(&a)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
     }
 
     pub fn payments(&self) -> Vec<Value> {

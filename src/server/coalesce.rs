@@ -1,0 +1,177 @@
+//! Retries without double payment. SDKs retry 408/409/429/≥500 and timeouts
+//! (marking each retry with `x-stainless-retry-count`); tools like Cursor
+//! re-send on their own. A request that is identical to one in flight or
+//! finished in the last 60 s (same app, path and body) *and* says it is a retry
+//! (retry count > 0, or the same `Idempotency-Key`) gets the first call's
+//! result instead of a second payment. Identical requests without a retry
+//! marker are new calls: people do ask the same question twice.
+
+use crate::error::ProxyError;
+use crate::pay::Upstream;
+use alloy_primitives::{B256, keccak256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a finished call can absorb retries.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+pub type Outcome = Arc<Result<Upstream, ProxyError>>;
+
+struct Entry {
+    rx: watch::Receiver<Option<Outcome>>,
+    finished: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Coalescer {
+    map: Mutex<HashMap<B256, Entry>>,
+}
+
+/// The key of a logical call.
+pub fn key(app: &str, path: &str, idempotency_key: Option<&str>, body: &[u8]) -> B256 {
+    let mut buf = Vec::with_capacity(app.len() + path.len() + body.len() + 64);
+    for part in [
+        app.as_bytes(),
+        path.as_bytes(),
+        idempotency_key.unwrap_or("").as_bytes(),
+    ] {
+        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        buf.extend_from_slice(part);
+    }
+    buf.extend_from_slice(body);
+    keccak256(&buf)
+}
+
+pub enum Join {
+    /// Run the call and publish its outcome.
+    Leader(Leader),
+    /// Wait for the first call's outcome.
+    Follower(watch::Receiver<Option<Outcome>>),
+}
+
+pub struct Leader {
+    key: B256,
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl Leader {
+    pub fn subscribe(&self) -> watch::Receiver<Option<Outcome>> {
+        self.tx.subscribe()
+    }
+}
+
+impl Coalescer {
+    pub fn join(&self, key: B256, is_retry: bool) -> Join {
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let now = Instant::now();
+        map.retain(|_, e| e.finished.is_none_or(|t| now.duration_since(t) < WINDOW));
+        if is_retry && let Some(e) = map.get(&key) {
+            return Join::Follower(e.rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key, Entry { rx, finished: None });
+        Join::Leader(Leader { key, tx })
+    }
+
+    /// Publishes the leader's outcome. Outcomes where nothing was paid and a retry
+    /// could help are forgotten, so the retry really runs again.
+    pub fn finish(&self, leader: Leader, outcome: Outcome) {
+        let forget = matches!(&*outcome, Err(e) if e.should_retry());
+        {
+            let mut map = match self.map.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            if forget {
+                map.remove(&leader.key);
+            } else if let Some(e) = map.get_mut(&leader.key) {
+                e.finished = Some(Instant::now());
+            }
+        }
+        let _ = leader.tx.send(Some(outcome));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Waits for a published outcome.
+pub async fn wait(mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
+    loop {
+        if let Some(o) = rx.borrow_and_update().clone() {
+            return o;
+        }
+        if rx.changed().await.is_err() {
+            return Arc::new(Err(ProxyError::Internal(
+                "the first call was abandoned".into(),
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pay::Paid;
+
+    fn ok() -> Outcome {
+        Arc::new(Ok(Upstream {
+            status: hyper::StatusCode::OK,
+            headers: Default::default(),
+            body: bytes::Bytes::from_static(b"x"),
+            paid: Paid::Settled,
+        }))
+    }
+
+    #[tokio::test]
+    async fn retries_join_and_new_calls_do_not() {
+        let c = Coalescer::default();
+        let k = key("a", "/p", None, b"{}");
+        assert_ne!(k, key("b", "/p", None, b"{}"));
+        assert_ne!(k, key("a", "/p", Some("idem"), b"{}"));
+        let Join::Leader(l) = c.join(k, false) else {
+            panic!()
+        };
+        // A retry while in flight follows.
+        let Join::Follower(rx) = c.join(k, true) else {
+            panic!()
+        };
+        let w = tokio::spawn(wait(rx));
+        c.finish(l, ok());
+        assert_eq!(w.await.unwrap().as_ref().as_ref().unwrap().body, "x");
+        // A retry after completion follows too.
+        let Join::Follower(rx) = c.join(k, true) else {
+            panic!()
+        };
+        assert!(wait(rx).await.is_ok());
+        // The same request without a retry marker is a new call.
+        assert!(matches!(c.join(k, false), Join::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_forgotten() {
+        let c = Coalescer::default();
+        let k = key("a", "/p", None, b"{}");
+        let Join::Leader(l) = c.join(k, false) else {
+            panic!()
+        };
+        c.finish(
+            l,
+            Arc::new(Err(ProxyError::UpstreamUnreachable {
+                upstream: "u".into(),
+                reason: "r".into(),
+            })),
+        );
+        assert!(matches!(c.join(k, true), Join::Leader(_)));
+    }
+}
