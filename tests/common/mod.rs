@@ -79,6 +79,10 @@ pub struct SellerCfg {
     pub paid_delay_ms: u64,
     /// Status for unpaid requests (402 normally).
     pub unpaid_status: u16,
+    /// Body of the free `GET /v1/models` (default: one budget model).
+    pub models_body: Option<String>,
+    /// Completion body for paid calls (default: `COMPLETION`).
+    pub completion: Option<String>,
     /// Extra headers on a non-402 unpaid answer (e.g. `location` for a redirect).
     pub unpaid_headers: Vec<(String, String)>,
     /// When > 0, the unpaid 402's body is this many MiB, streamed lazily in 64 KiB
@@ -106,6 +110,8 @@ impl Default for SellerCfg {
             free_models: true,
             paid_delay_ms: 0,
             unpaid_status: 402,
+            models_body: None,
+            completion: None,
             unpaid_headers: Vec::new(),
             huge_body_mb: 0,
             stall_body: false,
@@ -135,6 +141,8 @@ pub struct Counts {
     pub bodies: Vec<Bytes>,
     /// Nonces of verified payments.
     pub nonces: Vec<B256>,
+    /// Path of each counted request.
+    pub paths: Vec<String>,
     /// Bytes of streamed 402 bodies (`huge_body_mb`) actually handed to the socket.
     pub streamed_bytes: u64,
 }
@@ -459,6 +467,7 @@ async fn handle(
     if !free_models {
         let mut c = counts.lock().unwrap();
         c.requests += 1;
+        c.paths.push(parts.uri.path().to_string());
         c.bodies.push(body.clone());
         if parts.headers.contains_key("authorization") {
             c.saw_authorization += 1;
@@ -471,9 +480,10 @@ async fn handle(
     }
     let Some(payment) = payment else {
         if parts.uri.path() == "/v1/models" && cfg.free_models {
-            return Ok(boxed(Response::new(Full::new(Bytes::from_static(
-                b"{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o-mini\",\"object\":\"model\",\"created\":0,\"owned_by\":\"openai\"}]}",
-            )))));
+            let list = cfg.models_body.clone().unwrap_or_else(|| {
+                "{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o-mini\",\"object\":\"model\",\"created\":0,\"owned_by\":\"openai\"}]}".into()
+            });
+            return Ok(boxed(Response::new(Full::new(Bytes::from(list)))));
         }
         if cfg.unpaid_status != 402 {
             let mut b = Response::builder().status(cfg.unpaid_status);
@@ -547,7 +557,11 @@ async fn handle(
                                 base64::engine::general_purpose::STANDARD
                                     .encode(settle.to_string()),
                             )
-                            .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
+                            .body(Full::new(Bytes::from(
+                                cfg.completion
+                                    .clone()
+                                    .unwrap_or_else(|| COMPLETION.to_string()),
+                            )))
                             .unwrap(),
                     ))
                 }
