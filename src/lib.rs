@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod chain;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod money;
 pub mod openai;
 pub mod pay;

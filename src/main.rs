@@ -14,6 +14,28 @@ use x402d::server::{self, Shared};
 use x402d::{admin, chain, upstream, wallet};
 use zeroize::Zeroizing;
 
+/// Writes to stdout; a closed pipe (`x402d payments | head`) ends the program quietly.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 /// Local x402 payment proxy for OpenAI-compatible tools.
 #[derive(Parser)]
 #[command(name = "x402d", version, about, long_about = None)]
@@ -43,6 +65,23 @@ enum Cmd {
     Status(JsonArg),
     /// Make the running daemon re-read its config.
     Reload,
+    /// Check config, wallet, state, ledger, upstream, chain and service; say how to fix each.
+    Doctor,
+    /// Write the systemd unit for this binary and reload systemd.
+    InstallService(InstallArgs),
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// A user unit (`systemctl --user`; the default): the wallet is in your keyring.
+    #[arg(long, conflicts_with = "system")]
+    user: bool,
+    /// A system unit for servers: the wallet comes from an encrypted systemd credential.
+    #[arg(long)]
+    system: bool,
+    /// Print the unit and where it would go, change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -142,18 +181,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Config(ConfigCmd::Check) => {
             let cfg = load_config(&cli)?;
             match &cfg.file {
-                Some(p) if p.exists() => println!("# {} is valid", p.display()),
-                _ => println!("# no config file; built-in defaults"),
+                Some(p) if p.exists() => outln!("# {} is valid", p.display()),
+                _ => outln!("# no config file; built-in defaults"),
             }
-            println!("# state_dir = {:?}", cfg.state_dir.display().to_string());
-            print!("{}", toml::to_string_pretty(&cfg.config)?);
+            outln!("# state_dir = {:?}", cfg.state_dir.display().to_string());
+            out!("{}", toml::to_string_pretty(&cfg.config)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Spend(a) => spend_cmd(&cli, a).await,
         Cmd::Payments(a) => payments_cmd(&cli, a).await,
         Cmd::Status(a) => status_cmd(&cli, a.json).await,
+        Cmd::Doctor => doctor_cmd(&cli).await,
+        Cmd::InstallService(a) => install_service(a).await,
         Cmd::Reload => {
-            let cfg = load_config(&cli)?;
+            let cfg = config::load(cli.config.as_deref()).map_err(|e| {
+                Fail(
+                    1,
+                    format!("reload refused, the old config stays in force: {e}"),
+                )
+            })?;
             match admin::call(&cfg.state_dir, Method::POST, "/reload").await? {
                 None => Err(Fail(
                     3,
@@ -162,7 +208,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fail> {
                 Some(v) => {
                     let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
                     if v.get("ok").and_then(Value::as_bool) == Some(true) {
-                        println!("reloaded: {msg}");
+                        outln!("reloaded: {msg}");
                         Ok(ExitCode::SUCCESS)
                     } else {
                         Err(Fail(
@@ -176,14 +222,45 @@ async fn run(cli: Cli) -> Result<ExitCode, Fail> {
     }
 }
 
+/// Logs go to the journal (structured fields: APP, MODEL, AMOUNT, STATE, TX…) when
+/// systemd connected stderr to it, else plain text on stderr.
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if stderr_is_journal()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        let journald = journald
+            .with_field_prefix(None)
+            .with_syslog_identifier("x402d".into());
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// `$JOURNAL_STREAM` is `DEV:INODE` of the journal stream systemd gave us.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let Ok(m) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino())
 }
 
 fn ensure_state_dir(cfg: &Loaded) -> Result<(), Fail> {
@@ -205,6 +282,12 @@ fn ensure_state_dir(cfg: &Loaded) -> Result<(), Fail> {
 
 async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
     init_tracing();
+    // No core dumps: a dump would contain the key.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
     let cfg = load_config(cli)?;
     ensure_state_dir(&cfg)?;
     let ledger_path = cfg.state_dir.join("ledger.redb");
@@ -223,18 +306,30 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
         );
     }
     let client = upstream::client()?;
-    let listener = tokio::net::TcpListener::bind(cfg.config.listen).await.map_err(|e| {
-        Fail(
-            1,
-            format!(
-                "cannot listen on {}: {e} (is another x402d running? change `listen` in the config)",
-                cfg.config.listen
-            ),
-        )
-    })?;
+    let listener = match socket_activated()? {
+        Some(l) => {
+            tracing::info!("using the socket passed by systemd (socket activation)");
+            l
+        }
+        None => tokio::net::TcpListener::bind(cfg.config.listen).await.map_err(|e| {
+            Fail(
+                1,
+                format!(
+                    "cannot listen on {}: {e} (is another x402d running? change `listen` in the config)",
+                    cfg.config.listen
+                ),
+            )
+        })?,
+    };
     let listen = listener.local_addr()?;
     let port = listen.port();
     let shared = Arc::new(Shared::new(cfg, client, ledger, port));
+    {
+        let h = shared.metrics.ledger_commit_seconds.clone();
+        shared
+            .ledger
+            .observe_commits(Box::new(move |s| h.observe(s)));
+    }
 
     let wallet_line = match shared.wallet.get(&shared.config().key_location()).await {
         Ok(w) => format!("wallet {}", w.address()),
@@ -340,13 +435,92 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
         false,
         &[
             sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&format!("listening on {listen}; {wallet_line}")),
+            sd_notify::NotifyState::Status(
+                &status_line(&shared, &listen.to_string(), &wallet_line).await,
+            ),
         ],
     );
+    spawn_watchdog_and_status(shared.clone(), listen.to_string(), wallet_line.clone());
     server::serve(listener, shared.clone(), stop_rx, Duration::from_secs(30)).await;
     let _ = std::fs::remove_file(admin::socket_path(&shared.config().state_dir));
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listening socket passed by systemd (`LISTEN_FDS`), if any.
+fn socket_activated() -> Result<Option<tokio::net::TcpListener>, Fail> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let std_listener = fds.take_tcp_listener(0).map_err(|e| {
+        Fail(
+            1,
+            format!("the socket passed by systemd is not a TCP listener: {e}"),
+        )
+    })?;
+    let Some(l) = std_listener else {
+        return Ok(None);
+    };
+    l.set_nonblocking(true)?;
+    Ok(Some(tokio::net::TcpListener::from_std(l)?))
+}
+
+/// Watchdog pings from the runtime (a wedged runtime stops them) and a STATUS=
+/// line with today's spend.
+fn spawn_watchdog_and_status(shared: Arc<Shared>, listen: String, wallet_line: String) {
+    // Like sd_watchdog_enabled(3): WATCHDOG_USEC set, and WATCHDOG_PID (if set) is us.
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
+    let (watchdog, usec) = match usec {
+        Some(u) if for_us && u > 0 => (true, u),
+        _ => (false, 0),
+    };
+    let ping_every = if watchdog {
+        Duration::from_micros(usec / 2).max(Duration::from_millis(100))
+    } else {
+        Duration::from_secs(30)
+    };
+    tokio::spawn(async move {
+        let mut last_status = std::time::Instant::now();
+        loop {
+            if watchdog {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+            if last_status.elapsed() >= Duration::from_secs(30) {
+                last_status = std::time::Instant::now();
+                let line = status_line(&shared, &listen, &wallet_line).await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&line)]);
+            }
+            tokio::time::sleep(ping_every).await;
+        }
+    });
+}
+
+async fn status_line(shared: &Arc<Shared>, listen: &str, wallet_line: &str) -> String {
+    let ledger = shared.ledger.clone();
+    let all = tokio::task::spawn_blocking(move || ledger.all())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let cfg = shared.config();
+    let rows = report::spend(
+        &all,
+        &report::Limits::from_config(&cfg, x402d::now_ms()),
+        None,
+        0,
+    );
+    let today = rows
+        .iter()
+        .find(|r| r.app == report::WALLET && r.window == "today")
+        .map(|r| format!("${} today (${} at risk)", r.settled, r.at_risk))
+        .unwrap_or_default();
+    format!("listening on {listen}; {wallet_line}; {today}")
 }
 
 /// Re-reads the config; on any error the old config stays in force.
@@ -452,7 +626,7 @@ async fn wallet_cmd(cli: &Cli, cmd: &WalletCmd) -> Result<ExitCode, Fail> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    println!("{out}");
+    outln!("{out}");
     if matches!(cmd, WalletCmd::New | WalletCmd::Import) {
         eprintln!("stored in the {where_}; a running x402d picks it up on the next call");
     }
@@ -514,7 +688,7 @@ async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail> {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     let s = |v: &Value, k: &str| match &v[k] {
@@ -569,7 +743,7 @@ async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode, Fail> {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     let s = |v: &Value, k: &str| match &v[k] {
@@ -609,9 +783,9 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
     match admin::call(&cfg.state_dir, Method::GET, "/status").await? {
         None => {
             if json {
-                println!("{}", serde_json::json!({"running": false}));
+                outln!("{}", serde_json::json!({"running": false}));
             } else {
-                println!(
+                outln!(
                     "x402d is not running (state dir {})",
                     cfg.state_dir.display()
                 );
@@ -620,7 +794,7 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
         }
         Some(v) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let g = |k: &str| match &v[k] {
@@ -628,10 +802,10 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
                 Value::Null => "-".into(),
                 o => o.to_string(),
             };
-            println!("x402d {} running (pid {})", g("version"), g("pid"));
-            println!("  listen:     {}", g("listen"));
-            println!("  upstream:   {}", g("upstream"));
-            println!(
+            outln!("x402d {} running (pid {})", g("version"), g("pid"));
+            outln!("  listen:     {}", g("listen"));
+            outln!("  upstream:   {}", g("upstream"));
+            outln!(
                 "  wallet:     {}",
                 if v["wallet"].is_null() {
                     "none (run `x402d wallet import`)".into()
@@ -639,8 +813,8 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
                     g("wallet")
                 }
             );
-            println!("  at-risk:    ${}", g("at_risk"));
-            println!("  last error: {}", g("last_error"));
+            outln!("  at-risk:    ${}", g("at_risk"));
+            outln!("  last error: {}", g("last_error"));
             let mut t = vec![vec![
                 "APP".to_string(),
                 "WINDOW".into(),
@@ -672,6 +846,122 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
     }
 }
 
+async fn doctor_cmd(cli: &Cli) -> Result<ExitCode, Fail> {
+    use x402d::doctor::Level;
+    let cfg = match config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            outln!("FAIL config: {e}");
+            outln!("     fix: edit the file; `x402d config check` shows the effective config");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let running = matches!(
+        admin::call(&cfg.state_dir, Method::GET, "/status").await,
+        Ok(Some(_))
+    );
+    let checks = x402d::doctor::run(&cfg, running).await;
+    let mut failed = false;
+    outln!(
+        "{:<4} {:<10} daemon {}",
+        "",
+        "",
+        if running { "running" } else { "not running" }
+    );
+    for c in &checks {
+        let tag = match c.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => {
+                failed = true;
+                "FAIL"
+            }
+            Level::Skip => "skip",
+        };
+        outln!("{tag} {:<10} {}", c.name, c.detail);
+        if let Some(fix) = &c.fix {
+            outln!("     {:<10} fix: {fix}", "");
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+const USER_UNIT: &str = include_str!("../systemd/x402d.service");
+const SYSTEM_UNIT: &str = include_str!("../systemd/x402d-system.service");
+
+async fn install_service(a: &InstallArgs) -> Result<ExitCode, Fail> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Fail(1, format!("cannot find this binary's path: {e}")))?;
+    let exe = exe.display().to_string();
+    let (template, path, scope) = if a.system {
+        (
+            SYSTEM_UNIT,
+            PathBuf::from("/etc/systemd/system/x402d.service"),
+            "",
+        )
+    } else {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .ok_or_else(|| Fail(1, "neither XDG_CONFIG_HOME nor HOME is set".into()))?;
+        (
+            USER_UNIT,
+            base.join("systemd/user/x402d.service"),
+            "--user ",
+        )
+    };
+    let unit = template.replace("/usr/local/bin/x402d", &exe);
+    if a.dry_run {
+        outln!("# would write {}", path.display());
+        out!("{unit}");
+        outln!("# then: systemctl {scope}daemon-reload && systemctl {scope}enable --now x402d");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Fail(1, format!("cannot create {}: {e}", dir.display())))?;
+    }
+    std::fs::write(&path, &unit).map_err(|e| {
+        Fail(
+            1,
+            format!(
+                "cannot write {}: {e}{}",
+                path.display(),
+                if a.system { " (run as root)" } else { "" }
+            ),
+        )
+    })?;
+    outln!("wrote {}", path.display());
+    let mut cmd = tokio::process::Command::new("systemctl");
+    if !a.system {
+        cmd.arg("--user");
+    }
+    match cmd.arg("daemon-reload").status().await {
+        Ok(s) if s.success() => outln!("systemd reloaded"),
+        Ok(s) => {
+            eprintln!("warning: `systemctl {scope}daemon-reload` exited with {s}; run it yourself")
+        }
+        Err(e) => eprintln!(
+            "warning: cannot run systemctl ({e}); run `systemctl {scope}daemon-reload` yourself"
+        ),
+    }
+    if a.system {
+        outln!(
+            "next: put the key in the credential (see the README), then: systemctl enable --now x402d"
+        );
+    } else {
+        outln!(
+            "next: systemctl --user enable --now x402d   (and `loginctl enable-linger $USER` to run without a login)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
@@ -688,6 +978,6 @@ fn print_table(rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
 }

@@ -113,6 +113,17 @@ pub struct Payer<'a> {
     pub client: &'a Client,
     pub ledger: &'a Ledger,
     pub wallet: &'a WalletSlot,
+    pub metrics: &'a crate::metrics::Metrics,
+    /// Time spent waiting on the upstream during this call, in microseconds.
+    pub upstream_us: std::sync::atomic::AtomicU64,
+}
+
+/// A reserved payment, for recording its outcome.
+struct Pending<'c> {
+    id: u64,
+    app: &'c str,
+    network: &'static str,
+    amount: Usd,
 }
 
 /// What happened, for logs and metrics.
@@ -201,6 +212,12 @@ impl Payer<'_> {
             }
             Err(e) => return Err(ProxyError::Ledger(e.to_string())),
         };
+        let pending = Pending {
+            id,
+            app: &call.app,
+            network: choice.network.caip2,
+            amount: choice.amount,
+        };
 
         // 6. Signed: sign, then persist nonce/amount/validBefore before the request leaves.
         let valid_before = (now / 1000) as u64 + choice.timeout_seconds;
@@ -221,7 +238,7 @@ impl Payer<'_> {
         let signature = match wallet.sign(&auth, &domain) {
             Ok(s) => s,
             Err(e) => {
-                self.release(id, "signing failed").await;
+                self.release(&pending, "signing failed").await;
                 return Err(ProxyError::Wallet(e.to_string()));
             }
         };
@@ -237,7 +254,8 @@ impl Payer<'_> {
             .await
         {
             // Not persisted, so not sent: the signature is dropped unused.
-            self.release(id, "could not persist the signature").await;
+            self.release(&pending, "could not persist the signature")
+                .await;
             return Err(ProxyError::Ledger(e.to_string()));
         }
         let payment = x402::header::encode_payment(&pr, &choice, &auth, &signature);
@@ -262,7 +280,7 @@ impl Payer<'_> {
             Err(SendError::Connect(reason)) => {
                 // No connection was made, so the signature never left the process.
                 self.finish(
-                    id,
+                    &pending,
                     Outcome::Released {
                         reason: format!("not sent: {reason}"),
                     },
@@ -279,13 +297,13 @@ impl Payer<'_> {
                     SendError::Connect(r) | SendError::Other(r) => r,
                 };
                 self.finish(
-                    id,
+                    &pending,
                     Outcome::AtRisk {
                         reason: reason.clone(),
                     },
                 )
                 .await;
-                tracing::warn!(id, %reason, "paid request failed; payment at risk");
+                tracing::warn!(id, app = %call.app, %amount, state = "at_risk", %reason, "paid request failed; payment at risk");
                 return Err(ProxyError::PaymentOutcomeUnknown {
                     reason,
                     amount: amount.to_string(),
@@ -301,8 +319,13 @@ impl Payer<'_> {
                 .or_else(|| resp.headers().get(x402::HDR_X_PAYMENT_RESPONSE))
                 .and_then(|v| parse::parse_settle_response(v.as_bytes()));
             let tx = settle.and_then(|s| s.transaction);
-            self.finish(id, Outcome::Settled { tx: tx.clone() }).await;
-            tracing::info!(id, %amount, tx = tx.as_deref().unwrap_or("-"), "payment settled");
+            self.finish(&pending, Outcome::Settled { tx: tx.clone() })
+                .await;
+            tracing::info!(
+                id, app = %call.app, model = call.model.as_deref().unwrap_or("-"), %amount,
+                network = choice.network.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
+                "payment settled"
+            );
             return buffer(resp, amount, Some(id), Paid::Settled, timeout).await;
         }
         if status == StatusCode::PAYMENT_REQUIRED {
@@ -321,13 +344,13 @@ impl Payer<'_> {
                 .and_then(|p| p.error)
                 .unwrap_or_else(|| "no reason given".into());
             self.finish(
-                id,
+                &pending,
                 Outcome::Rejected {
                     reason: reason.clone(),
                 },
             )
             .await;
-            tracing::warn!(id, %reason, "seller rejected the payment");
+            tracing::warn!(id, app = %call.app, %amount, state = "rejected", %reason, "seller rejected the payment");
             return Err(ProxyError::PaymentRejected {
                 reason,
                 valid_before,
@@ -336,13 +359,13 @@ impl Payer<'_> {
         // Any other answer after the signature left: the seller may have settled.
         let reason = format!("upstream answered {status} to the paid request");
         self.finish(
-            id,
+            &pending,
             Outcome::AtRisk {
                 reason: reason.clone(),
             },
         )
         .await;
-        tracing::warn!(id, %reason, "payment at risk");
+        tracing::warn!(id, app = %call.app, %amount, state = "at_risk", %reason, "payment at risk");
         buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await
     }
 
@@ -398,7 +421,15 @@ impl Payer<'_> {
             let v = HeaderValue::from_str(&value).map_err(|e| SendError::Other(e.to_string()))?;
             h.insert(HeaderName::from_static(name), v);
         }
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(timeout, self.client.request(req)).await;
+        let took = started.elapsed();
+        self.metrics.upstream_seconds.observe(took.as_secs_f64());
+        self.upstream_us.fetch_add(
+            took.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match res {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(describe_client_error(&e))),
@@ -406,12 +437,21 @@ impl Payer<'_> {
         }
     }
 
-    async fn release(&self, id: u64, why: &str) {
-        self.finish(id, Outcome::Released { reason: why.into() })
+    async fn release(&self, p: &Pending<'_>, why: &str) {
+        self.finish(p, Outcome::Released { reason: why.into() })
             .await;
     }
 
-    async fn finish(&self, id: u64, outcome: Outcome) {
+    async fn finish(&self, p: &Pending<'_>, outcome: Outcome) {
+        let id = p.id;
+        let state = match &outcome {
+            Outcome::Settled { .. } => crate::ledger::State::Settled,
+            Outcome::Rejected { .. } => crate::ledger::State::Rejected,
+            Outcome::AtRisk { .. } => crate::ledger::State::AtRisk,
+            Outcome::Released { .. } => crate::ledger::State::Released,
+        };
+        self.metrics
+            .payment(p.app, p.network, state, p.amount.atomic());
         if let Err(e) = self.ledger.finish(id, outcome, crate::now_ms()).await {
             // The record keeps its last durable state (Signed → at-risk at next start):
             // fail closed, never lose spend.

@@ -193,12 +193,16 @@ enum Op {
     SetTimezone(TimeZone, oneshot::Sender<Result<(), LedgerError>>),
 }
 
+/// Called with the duration of each commit (seconds), for metrics.
+pub type CommitObserver = Box<dyn Fn(f64) + Send + Sync>;
+
 /// Handle to the ledger; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Op>,
     db: Arc<Database>,
     path: PathBuf,
+    observer: Arc<std::sync::OnceLock<CommitObserver>>,
 }
 
 impl Ledger {
@@ -219,18 +223,26 @@ impl Ledger {
         let index = Index::build(&db, tz)?;
         let (tx, rx) = mpsc::channel();
         let wdb = db.clone();
+        let observer: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
+        let wobs = observer.clone();
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer(wdb, index, rx))
+            .spawn(move || writer(wdb, index, rx, wobs))
             .map_err(storage)?;
         Ok((
             Ledger {
                 tx,
                 db,
                 path: path.to_path_buf(),
+                observer,
             },
             recovery,
         ))
+    }
+
+    /// Installs the commit-time observer (once).
+    pub fn observe_commits(&self, f: CommitObserver) {
+        let _ = self.observer.set(f);
     }
 
     pub fn path(&self) -> &Path {
@@ -540,7 +552,12 @@ impl Index {
     }
 }
 
-fn writer(db: Arc<Database>, mut index: Index, rx: mpsc::Receiver<Op>) {
+fn writer(
+    db: Arc<Database>,
+    mut index: Index,
+    rx: mpsc::Receiver<Op>,
+    observer: Arc<std::sync::OnceLock<CommitObserver>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -549,7 +566,11 @@ fn writer(db: Arc<Database>, mut index: Index, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         run_batch(&db, &mut index, batch);
+        if let Some(f) = observer.get() {
+            f(started.elapsed().as_secs_f64());
+        }
     }
 }
 

@@ -41,6 +41,7 @@ pub struct Shared {
     catalog: RwLock<Arc<Vec<models::Model>>>,
     /// Payment flows still running (they outlive their connections).
     pub inflight: InFlight,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Counts running payment flows so shutdown can wait for them.
@@ -92,6 +93,19 @@ impl Shared {
             coalescer: coalesce::Coalescer::default(),
             catalog: RwLock::new(Arc::new(Vec::new())),
             inflight: InFlight::default(),
+            metrics: crate::metrics::Metrics::new(),
+        }
+    }
+
+    /// A payment flow for one call under `cfg`.
+    pub fn payer<'a>(&'a self, cfg: &'a Loaded) -> Payer<'a> {
+        Payer {
+            cfg,
+            client: &self.client,
+            ledger: &self.ledger,
+            wallet: &self.wallet,
+            metrics: &self.metrics,
+            upstream_us: Default::default(),
         }
     }
 
@@ -173,7 +187,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -185,7 +199,7 @@ pub async fn serve(
                 let shared = shared.clone();
                 let svc = service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                    async move { Ok::<_, Infallible>(handle(&shared, req, Some(peer)).await) }
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
@@ -216,6 +230,7 @@ pub async fn serve(
 enum Route {
     Chat,
     Models,
+    Metrics,
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
@@ -224,24 +239,72 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         | (&Method::POST, "/v1/pro/chat/completions")
         | (&Method::POST, "/v1/premium/chat/completions") => Some(Route::Chat),
         (&Method::GET, "/v1/models") => Some(Route::Models),
+        (&Method::GET, "/metrics") => Some(Route::Metrics),
         _ => None,
     }
 }
 
 /// One request, start to end. Never fails: errors become OpenAI-shaped responses.
-pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Option<std::net::SocketAddr>,
+) -> Response<Body> {
     let cfg = shared.config();
     let origin = match guard::check(&cfg, req.headers(), shared.local_port) {
         Ok(o) => o,
         Err(e) => return error_response(shared, &e, None),
     };
+    if req.uri().path() == "/metrics" && peer.is_some_and(|p| !p.ip().is_loopback()) {
+        return error_response(
+            shared,
+            &ProxyError::NotFound {
+                method: req.method().to_string(),
+                path: "/metrics".into(),
+            },
+            origin,
+        );
+    }
+    let app_label = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .and_then(|k| cfg.keys.get(k.trim()).cloned())
+        .unwrap_or_else(|| crate::config::DEFAULT_APP.to_string());
+    let route_label = match route(req.method(), req.uri().path()) {
+        Some(_) => req.uri().path().to_string(),
+        None => "other".to_string(),
+    };
+    let resp = handle_inner(shared, &cfg, req, origin).await;
+    shared
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            app: app_label,
+            route: route_label,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+async fn handle_inner(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+    req: Request<Incoming>,
+    origin: Option<String>,
+) -> Response<Body> {
     if req.method() == Method::OPTIONS && origin.is_some() {
         return preflight(origin);
     }
     let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match pipeline(shared, &cfg, req).await {
+    match pipeline(shared, cfg, req).await {
         Ok(mut r) => {
             tracing::debug!(%method, %path, status = r.status().as_u16(),
                 ms = started.elapsed().as_millis() as u64, "served");
@@ -267,6 +330,9 @@ async fn pipeline(
             path: parts.uri.path().chars().take(200).collect(),
         });
     };
+    if let Route::Metrics = route {
+        return metrics_response(shared, cfg).await;
+    }
     let key = parts
         .headers
         .get(AUTHORIZATION)
@@ -375,14 +441,16 @@ async fn pipeline(
             let cfg = cfg.clone();
             tokio::spawn(async move {
                 let _inflight = shared.inflight.enter();
-                let out = Payer {
-                    cfg: &cfg,
-                    client: &shared.client,
-                    ledger: &shared.ledger,
-                    wallet: &shared.wallet,
-                }
-                .run(call)
-                .await;
+                let started = std::time::Instant::now();
+                let payer = shared.payer(&cfg);
+                let out = payer.run(call).await;
+                let upstream = std::time::Duration::from_micros(
+                    payer.upstream_us.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                shared
+                    .metrics
+                    .overhead_seconds
+                    .observe(started.elapsed().saturating_sub(upstream).as_secs_f64());
                 shared.coalescer.finish(leader, Arc::new(out));
             });
             rx
@@ -539,6 +607,33 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// `GET /metrics`: Prometheus text (the listener is loopback-only unless `allow_remote`,
+/// and then only loopback peers may read it; see `handle`).
+async fn metrics_response(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+) -> Result<Response<Body>, ProxyError> {
+    let ledger = shared.ledger.clone();
+    let all = tokio::task::spawn_blocking(move || ledger.all())
+        .await
+        .map_err(|e| ProxyError::Internal(e.to_string()))?
+        .map_err(|e| ProxyError::Ledger(e.to_string()))?;
+    let text = shared.metrics.render(
+        &all,
+        &crate::ledger::report::Limits::from_config(cfg, crate::now_ms()),
+    );
+    let mut r = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|n| -> BoxError { match n {} })
+            .boxed(),
+    );
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(r)
+}
+
 /// `GET /v1/models`: one OpenAI list of what this app may use, with tiers.
 async fn models(
     shared: &Arc<Shared>,
@@ -551,21 +646,17 @@ async fn models(
     let mut catalog = shared.catalog_models();
     if catalog.is_empty() {
         // No list yet: ask the upstream (paying, like any call, if it wants money).
-        let u = Payer {
-            cfg,
-            client: &shared.client,
-            ledger: &shared.ledger,
-            wallet: &shared.wallet,
-        }
-        .run(Call {
-            app: app.to_string(),
-            model: None,
-            method: Method::GET,
-            path_and_query: format!("/v1/models{query}"),
-            headers,
-            body: Bytes::new(),
-        })
-        .await?;
+        let u = shared
+            .payer(cfg)
+            .run(Call {
+                app: app.to_string(),
+                model: None,
+                method: Method::GET,
+                path_and_query: format!("/v1/models{query}"),
+                headers,
+                body: Bytes::new(),
+            })
+            .await?;
         match (u.status.is_success(), models::parse_catalog(&u.body)) {
             (true, Ok(list)) => {
                 shared.set_catalog(list.clone());

@@ -95,7 +95,13 @@ fn from_value(v: Value, expect: Option<Version>) -> Result<PaymentRequired, Pars
     let version = match obj.get("x402Version") {
         Some(Value::Number(n)) if n.as_u64() == Some(1) => Version::V1,
         Some(Value::Number(n)) if n.as_u64() == Some(2) => Version::V2,
-        Some(other) => return Err(ParseError::UnsupportedVersion(other.to_string())),
+        // Seller-controlled: clipped, as it ends up in the app's error message and the log.
+        Some(other) => {
+            return Err(ParseError::UnsupportedVersion(truncate(
+                &other.to_string(),
+                32,
+            )));
+        }
         None => match expect {
             Some(v) => v,
             None => return Err(ParseError::NotX402),
@@ -333,6 +339,30 @@ mod tests {
             pr.accepts[0].as_ref().unwrap_err(),
             "`maxAmountRequired` is not a string"
         );
+    }
+
+    #[test]
+    fn unsupported_version_is_clipped() {
+        // Found by the hostile suite: a 40 KB `x402Version` came back whole in the error.
+        let doc = format!(
+            r#"{{"x402Version":"{}é","accepts":[{{}}]}}"#,
+            "v".repeat(40_000)
+        );
+        let h = base64::engine::general_purpose::STANDARD.encode(&doc);
+        for e in [
+            parse_402(Some(h.as_bytes()), b"").unwrap_err(),
+            parse_402(None, doc.as_bytes()).unwrap_err(),
+        ] {
+            let ParseError::UnsupportedVersion(v) = &e else {
+                panic!("{e:?}")
+            };
+            assert!(v.starts_with("\"vvv") && v.ends_with('…'), "{v}");
+            assert!(e.to_string().len() < 100, "{e}");
+        }
+        // Multi-byte characters at the cut are not split.
+        let doc = format!(r#"{{"x402Version":"{}","accepts":[]}}"#, "é".repeat(100));
+        let e = parse_402(None, doc.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("éé…"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,323 @@
+//! `x402d doctor`: checks in order, each with what to do when it fails.
+
+use crate::config::Loaded;
+use crate::money::Usd;
+use crate::wallet::{self, WalletError};
+use crate::x402::{parse, select};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub level: Level,
+    pub name: &'static str,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        level: Level::Ok,
+        name,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        level: Level::Fail,
+        name,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        level: Level::Warn,
+        name,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+fn skip(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        level: Level::Skip,
+        name,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+/// Runs every check after the config one (which the caller did by loading `cfg`).
+pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
+    let mut out = Vec::new();
+    let file = match &cfg.file {
+        Some(p) if p.exists() => p.display().to_string(),
+        _ => "built-in defaults (no config file)".into(),
+    };
+    out.push(ok("config", file));
+
+    // Wallet.
+    let loc = cfg.key_location();
+    let loaded = tokio::task::spawn_blocking(move || wallet::load(&loc)).await;
+    let wallet = match loaded {
+        Ok(Ok(w)) => {
+            out.push(ok(
+                "wallet",
+                format!("{} ({:?} source)", w.address(), cfg.config.wallet.source),
+            ));
+            Some(w)
+        }
+        Ok(Err(e @ WalletError::Missing { .. })) => {
+            out.push(fail(
+                "wallet",
+                e.to_string(),
+                "x402d wallet import   (or: x402d wallet new, then fund it)",
+            ));
+            None
+        }
+        Ok(Err(e)) => {
+            out.push(fail(
+                "wallet",
+                e.to_string(),
+                "run inside a login session or `keyctl session - x402d doctor`; for system services use wallet.source = \"systemd-credential\"",
+            ));
+            None
+        }
+        Err(e) => {
+            out.push(fail("wallet", e.to_string(), "report this bug"));
+            None
+        }
+    };
+
+    // State dir.
+    let probe = cfg.state_dir.join(".doctor-probe");
+    match std::fs::create_dir_all(&cfg.state_dir).and_then(|_| std::fs::write(&probe, b"x")) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            out.push(ok("state dir", cfg.state_dir.display().to_string()));
+        }
+        Err(e) => out.push(fail(
+            "state dir",
+            format!("{}: {e}", cfg.state_dir.display()),
+            "set `state_dir` to a writable directory",
+        )),
+    }
+
+    // Ledger.
+    let path = cfg.state_dir.join("ledger.redb");
+    if daemon_running {
+        out.push(ok(
+            "ledger",
+            format!("{} (held by the running daemon)", path.display()),
+        ));
+    } else if !path.exists() {
+        out.push(ok(
+            "ledger",
+            format!("{} (created on first start)", path.display()),
+        ));
+    } else {
+        match crate::ledger::open_offline(&path).and_then(|db| crate::ledger::read_all(&db)) {
+            Ok(all) => out.push(ok(
+                "ledger",
+                format!("{} ({} payments)", path.display(), all.len()),
+            )),
+            Err(e) => out.push(fail(
+                "ledger",
+                e.to_string(),
+                "move the file aside and restart; report the error",
+            )),
+        }
+    }
+
+    // Upstream: reachable, and its 402 is one we would pay.
+    let client = match crate::upstream::client() {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(fail("upstream", e, "report this bug"));
+            return out;
+        }
+    };
+    out.push(upstream_check(cfg, &client).await);
+
+    // Chain: RPC reachable and the balance covers today's caps.
+    for net in &cfg.networks {
+        let Some(rpc) = cfg.rpc_url(net) else {
+            out.push(warn(
+                "chain",
+                format!(
+                    "{}: no RPC configured; at-risk payments stay counted until one is",
+                    net.caip2
+                ),
+                format!("set [payment.rpc] \"{}\" = \"https://…\"", net.caip2),
+            ));
+            continue;
+        };
+        let Some(w) = &wallet else {
+            out.push(skip("chain", format!("{}: no wallet to check", net.caip2)));
+            continue;
+        };
+        match crate::chain::balance_of(&client, &rpc, net.usdc, w.address()).await {
+            Ok(bal) => {
+                let bal = u64::try_from(bal).unwrap_or(u64::MAX);
+                let need = daily_need(cfg);
+                let line = format!("{}: USDC balance ${} via {rpc}", net.caip2, Usd(bal));
+                if need.is_some_and(|n| Usd(bal) < n) {
+                    out.push(warn(
+                        "chain",
+                        format!("{line}, below today's caps (${})", need.unwrap_or_default()),
+                        "fund the wallet or lower the daily caps",
+                    ));
+                } else {
+                    out.push(ok("chain", line));
+                }
+            }
+            Err(e) => out.push(fail(
+                "chain",
+                format!("{}: {e}", net.caip2),
+                format!("check [payment.rpc] \"{}\"", net.caip2),
+            )),
+        }
+    }
+
+    out.push(unit_check().await);
+    out
+}
+
+/// The most that could be spent today under the caps.
+fn daily_need(cfg: &Loaded) -> Option<Usd> {
+    let apps: Option<u64> = cfg.apps.values().map(|a| a.daily.map(|d| d.atomic())).sum();
+    match (cfg.config.limits.daily, apps) {
+        (Some(w), Some(a)) => Some(Usd(w.atomic().min(a))),
+        (Some(w), None) => Some(w),
+        (None, a) => a.map(Usd),
+    }
+}
+
+async fn upstream_check(cfg: &Loaded, client: &crate::upstream::Client) -> Check {
+    let base = &cfg.upstream;
+    let uri = format!(
+        "{}://{}{}/v1/chat/completions",
+        base.scheme_str().unwrap_or("https"),
+        base.authority().map(|a| a.as_str()).unwrap_or(""),
+        base.path().trim_end_matches('/')
+    );
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}]}"#;
+    let req = match hyper::Request::post(&uri)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+    {
+        Ok(r) => r,
+        Err(e) => return fail("upstream", e.to_string(), "fix `upstream`"),
+    };
+    let resp = match tokio::time::timeout(Duration::from_secs(15), client.request(req)).await {
+        Err(_) => {
+            return fail(
+                "upstream",
+                format!("{uri}: no answer in 15 s"),
+                "check the network and `upstream`",
+            );
+        }
+        Ok(Err(e)) => {
+            return fail(
+                "upstream",
+                format!("{uri}: {e}"),
+                "check the network and `upstream`",
+            );
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    if status != hyper::StatusCode::PAYMENT_REQUIRED {
+        return warn(
+            "upstream",
+            format!("{uri} answered {status} to an unpaid call (expected 402)"),
+            "check that `upstream` is an x402-priced OpenAI-compatible server",
+        );
+    }
+    let header = resp
+        .headers()
+        .get(crate::x402::HDR_PAYMENT_REQUIRED)
+        .map(|v| v.as_bytes().to_vec());
+    let body = Limited::new(resp.into_body(), parse::MAX_REQUIREMENTS_BYTES)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let pr = match parse::parse_402(header.as_deref(), &body) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                "upstream",
+                format!("its 402 is unusable: {e}"),
+                "contact the seller",
+            );
+        }
+    };
+    let ceiling = cfg
+        .apps
+        .get(crate::config::DEFAULT_APP)
+        .and_then(|a| a.max_per_call)
+        .map_or(cfg.config.payment.max_per_call, |a| {
+            a.min(cfg.config.payment.max_per_call)
+        });
+    let policy = select::Policy {
+        networks: cfg.networks.clone(),
+        ceiling,
+        max_timeout_seconds: cfg.config.payment.max_timeout_seconds,
+        pay_to: cfg.pay_to.clone(),
+    };
+    match select::choose(&pr, &policy) {
+        Ok(c) => ok(
+            "upstream",
+            format!(
+                "{uri} asks ${} on {}; x402d would pay it",
+                c.amount, c.network.caip2
+            ),
+        ),
+        Err(refusals) => fail(
+            "upstream",
+            format!(
+                "x402d would refuse every offer: {}",
+                refusals
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            "adjust payment.networks / max_per_call, or the app's max_per_call",
+        ),
+    }
+}
+
+async fn unit_check() -> Check {
+    let run = |args: &'static [&'static str]| async move {
+        tokio::process::Command::new("systemctl")
+            .args(args)
+            .output()
+            .await
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let user = run(&["--user", "is-enabled", "x402d.service"]).await;
+    let system = run(&["is-enabled", "x402d.service"]).await;
+    match (user.as_deref(), system.as_deref()) {
+        (None, None) => skip("service", "systemctl not available"),
+        (Some("enabled"), _) => ok("service", "user unit x402d.service is enabled"),
+        (_, Some("enabled")) => ok("service", "system unit x402d.service is enabled"),
+        _ => warn(
+            "service",
+            "x402d.service is not installed or not enabled",
+            "x402d install-service --user   (then: systemctl --user enable --now x402d)",
+        ),
+    }
+}

@@ -1,0 +1,154 @@
+//! Prometheus metrics, served as text on `GET /metrics` (loopback listener only).
+
+use crate::ledger::{Payment, State, report};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicI64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub app: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PaymentLabels {
+    pub app: String,
+    pub network: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub app: String,
+    pub window: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub payments: Family<PaymentLabels, Counter>,
+    pub paid_atomic: Family<AppLabels, Counter>,
+    pub at_risk_atomic: Gauge<i64, AtomicI64>,
+    pub cap_remaining_atomic: Family<CapLabels, Gauge<i64, AtomicI64>>,
+    pub upstream_seconds: Histogram,
+    pub overhead_seconds: Histogram,
+    pub ledger_commit_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("x402d");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let payments = Family::<PaymentLabels, Counter>::default();
+        let paid_atomic = Family::<AppLabels, Counter>::default();
+        let at_risk_atomic = Gauge::<i64, AtomicI64>::default();
+        let cap_remaining_atomic = Family::<CapLabels, Gauge<i64, AtomicI64>>::default();
+        let upstream_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let overhead_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        let ledger_commit_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "requests",
+            "Requests by app, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "payments",
+            "Payment outcomes by app, network and state",
+            payments.clone(),
+        );
+        registry.register(
+            "paid_atomic_units",
+            "USDC paid (settled), in atomic units (1e-6 USD)",
+            paid_atomic.clone(),
+        );
+        registry.register(
+            "at_risk_atomic_units",
+            "USDC signed whose outcome is unknown or rejected-but-unexpired",
+            at_risk_atomic.clone(),
+        );
+        registry.register(
+            "cap_remaining_atomic_units",
+            "Budget left per app and window (atomic units)",
+            cap_remaining_atomic.clone(),
+        );
+        registry.register(
+            "upstream_seconds",
+            "Upstream round-trip time per leg",
+            upstream_seconds.clone(),
+        );
+        registry.register(
+            "overhead_seconds",
+            "Time x402d itself adds to a call (total minus upstream time)",
+            overhead_seconds.clone(),
+        );
+        registry.register(
+            "ledger_commit_seconds",
+            "Ledger write-transaction commit time (one fsync per group commit)",
+            ledger_commit_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            payments,
+            paid_atomic,
+            at_risk_atomic,
+            cap_remaining_atomic,
+            upstream_seconds,
+            overhead_seconds,
+            ledger_commit_seconds,
+        }
+    }
+
+    pub fn payment(&self, app: &str, network: &str, state: State, amount: u64) {
+        self.payments
+            .get_or_create(&PaymentLabels {
+                app: app.into(),
+                network: network.into(),
+                state: state.as_str().into(),
+            })
+            .inc();
+        if state == State::Settled {
+            self.paid_atomic
+                .get_or_create(&AppLabels { app: app.into() })
+                .inc_by(amount);
+        }
+    }
+
+    /// Renders the text exposition, refreshing the ledger-derived gauges first.
+    pub fn render(&self, payments: &[Payment], limits: &report::Limits<'_>) -> String {
+        self.at_risk_atomic
+            .set(report::at_risk_total(payments).atomic() as i64);
+        for row in report::spend(payments, limits, None, 0) {
+            if let Some(rem) = row.remaining {
+                self.cap_remaining_atomic
+                    .get_or_create(&CapLabels {
+                        app: row.app.clone(),
+                        window: row.window.clone(),
+                    })
+                    .set(rem.atomic() as i64);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
