@@ -24,9 +24,34 @@ struct Entry {
     finished: Option<Instant>,
 }
 
+/// Most finished calls kept for retries (memory stays bounded under load).
+pub const MAX_FINISHED: usize = 4096;
+
 #[derive(Default)]
 pub struct Coalescer {
-    map: Mutex<HashMap<B256, Entry>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<B256, Entry>,
+    /// Finished keys, oldest first, for expiry.
+    finished: std::collections::VecDeque<(Instant, B256)>,
+}
+
+impl Inner {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, k)) = self.finished.front() {
+            if now.duration_since(t) < WINDOW && self.finished.len() <= MAX_FINISHED {
+                break;
+            }
+            self.finished.pop_front();
+            // Only drop the entry if it is still that finished call (not a newer one).
+            if self.map.get(&k).is_some_and(|e| e.finished == Some(t)) {
+                self.map.remove(&k);
+            }
+        }
+    }
 }
 
 /// The key of a logical call.
@@ -64,17 +89,16 @@ impl Leader {
 
 impl Coalescer {
     pub fn join(&self, key: B256, is_retry: bool) -> Join {
-        let mut map = match self.map.lock() {
+        let mut inner = match self.inner.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        let now = Instant::now();
-        map.retain(|_, e| e.finished.is_none_or(|t| now.duration_since(t) < WINDOW));
-        if is_retry && let Some(e) = map.get(&key) {
+        inner.expire(Instant::now());
+        if is_retry && let Some(e) = inner.map.get(&key) {
             return Join::Follower(e.rx.clone());
         }
         let (tx, rx) = watch::channel(None);
-        map.insert(key, Entry { rx, finished: None });
+        inner.map.insert(key, Entry { rx, finished: None });
         Join::Leader(Leader { key, tx })
     }
 
@@ -83,21 +107,33 @@ impl Coalescer {
     pub fn finish(&self, leader: Leader, outcome: Outcome) {
         let forget = matches!(&*outcome, Err(e) if e.should_retry());
         {
-            let mut map = match self.map.lock() {
+            let mut inner = match self.inner.lock() {
                 Ok(m) => m,
                 Err(p) => p.into_inner(),
             };
-            if forget {
-                map.remove(&leader.key);
-            } else if let Some(e) = map.get_mut(&leader.key) {
-                e.finished = Some(Instant::now());
+            // The entry may already belong to a newer call with the same key.
+            let mine = inner
+                .map
+                .get(&leader.key)
+                .is_some_and(|e| e.rx.same_channel(&leader.tx.subscribe()));
+            if mine {
+                if forget {
+                    inner.map.remove(&leader.key);
+                } else {
+                    let now = Instant::now();
+                    if let Some(e) = inner.map.get_mut(&leader.key) {
+                        e.finished = Some(now);
+                    }
+                    inner.finished.push_back((now, leader.key));
+                    inner.expire(now);
+                }
             }
         }
         let _ = leader.tx.send(Some(outcome));
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.inner.lock().map(|m| m.map.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,6 +192,24 @@ mod tests {
         assert!(wait(rx).await.is_ok());
         // The same request without a retry marker is a new call.
         assert!(matches!(c.join(k, false), Join::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn finished_calls_are_bounded() {
+        let c = Coalescer::default();
+        for i in 0..(MAX_FINISHED + 100) {
+            let k = key("a", "/p", None, &i.to_le_bytes());
+            let Join::Leader(l) = c.join(k, false) else {
+                panic!()
+            };
+            c.finish(l, ok());
+        }
+        assert_eq!(c.len(), MAX_FINISHED);
+        // The oldest were evicted; the newest still coalesce.
+        let oldest = key("a", "/p", None, &0usize.to_le_bytes());
+        assert!(matches!(c.join(oldest, true), Join::Leader(_)));
+        let newest = key("a", "/p", None, &(MAX_FINISHED + 99).to_le_bytes());
+        assert!(matches!(c.join(newest, true), Join::Follower(_)));
     }
 
     #[tokio::test]
