@@ -88,6 +88,9 @@ pub struct PaymentConfig {
     /// JSON-RPC URL per network, for checking at-risk payments on chain.
     #[serde(default)]
     pub rpc: BTreeMap<String, String>,
+    /// How often at-risk and rejected payments are checked on chain.
+    #[serde(default = "default_resolve_every")]
+    pub resolve_every_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -150,6 +153,9 @@ fn default_networks() -> Vec<String> {
 fn default_max_per_call() -> Usd {
     Usd(500_000)
 }
+fn default_resolve_every() -> u64 {
+    30
+}
 fn default_max_timeout() -> u64 {
     3600
 }
@@ -175,6 +181,7 @@ impl Default for PaymentConfig {
             max_timeout_seconds: default_max_timeout(),
             pay_to: Vec::new(),
             rpc: BTreeMap::new(),
+            resolve_every_secs: default_resolve_every(),
         }
     }
 }
@@ -446,6 +453,13 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         return Err(err(
             Some("payment"),
             "max_timeout_seconds",
+            "must be between 1 and 86400".into(),
+        ));
+    }
+    if config.payment.resolve_every_secs == 0 || config.payment.resolve_every_secs > 86_400 {
+        return Err(err(
+            Some("payment"),
+            "resolve_every_secs",
             "must be between 1 and 86400".into(),
         ));
     }

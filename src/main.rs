@@ -372,6 +372,7 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
     {
         let shared = shared.clone();
         tokio::spawn(async move {
+            let mut warned_no_rpc = false;
             loop {
                 let cfg = shared.config();
                 let r = chain::resolve(&shared.client, &shared.ledger, |n| cfg.rpc_url(n)).await;
@@ -382,7 +383,15 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
                         "resolved at-risk payments"
                     );
                 }
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                if r.no_rpc > 0 && !warned_no_rpc {
+                    tracing::warn!(
+                        payments = r.no_rpc,
+                        "payments with an unknown outcome stay counted against caps: no [payment.rpc] URL for their network"
+                    );
+                }
+                warned_no_rpc = r.no_rpc > 0;
+                tokio::time::sleep(Duration::from_secs(cfg.config.payment.resolve_every_secs))
+                    .await;
             }
         });
     }
