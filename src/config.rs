@@ -584,6 +584,11 @@ pub fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(d).join("x402d");
     }
+    // root operating the system service (`sudo x402d status`): its StateDirectory.
+    let system = PathBuf::from("/var/lib/x402d");
+    if rustix::process::geteuid().is_root() && system.join("admin.sock").exists() {
+        return system;
+    }
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/state/x402d"),
         None => PathBuf::from("/var/lib/x402d"),

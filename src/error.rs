@@ -183,6 +183,16 @@ impl ProxyError {
         )
     }
 
+    /// Whether a signed authorization left the process before this error.
+    pub fn signature_sent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::PaymentRejected { .. }
+                | ProxyError::PaymentOutcomeUnknown { .. }
+                | ProxyError::UpstreamBody { paid: true, .. }
+        )
+    }
+
     /// The `param` field, where one applies.
     pub fn param(&self) -> Option<&'static str> {
         match self {

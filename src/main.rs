@@ -79,6 +79,9 @@ struct InstallArgs {
     /// A system unit for servers: the wallet comes from an encrypted systemd credential.
     #[arg(long)]
     system: bool,
+    /// Also install `x402d.socket` (socket activation on 127.0.0.1:8402).
+    #[arg(long)]
+    socket: bool,
     /// Print the unit and where it would go, change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -901,11 +904,32 @@ async fn doctor_cmd(cli: &Cli) -> Result<ExitCode, Fail> {
 
 const USER_UNIT: &str = include_str!("../systemd/x402d.service");
 const SYSTEM_UNIT: &str = include_str!("../systemd/x402d-system.service");
+const SOCKET_UNIT: &str = include_str!("../systemd/x402d.socket");
+
+/// A path as a unit-file word: `%` escaped, quoted when it has spaces.
+fn unit_path(p: &str) -> String {
+    let p = p.replace('%', "%%");
+    if p.contains(char::is_whitespace) || p.contains('"') {
+        format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        p
+    }
+}
 
 async fn install_service(a: &InstallArgs) -> Result<ExitCode, Fail> {
     let exe = std::env::current_exe()
         .map_err(|e| Fail(1, format!("cannot find this binary's path: {e}")))?;
     let exe = exe.display().to_string();
+    if a.system && (exe.starts_with("/home/") || exe.starts_with("/root/")) {
+        return Err(Fail(
+            2,
+            format!(
+                "{exe} is under /home or /root, which the system unit's sandbox hides (ProtectHome=yes); \
+                 install the binary first: `sudo install -m 0755 {exe} /usr/local/bin/x402d`, then run \
+                 `sudo /usr/local/bin/x402d install-service --system`"
+            ),
+        ));
+    }
     let (template, path, scope) = if a.system {
         (
             SYSTEM_UNIT,
@@ -924,12 +948,27 @@ async fn install_service(a: &InstallArgs) -> Result<ExitCode, Fail> {
             "--user ",
         )
     };
-    let unit = template.replace("/usr/local/bin/x402d", &exe);
+    let unit = template.replace("/usr/local/bin/x402d", &unit_path(&exe));
+    let socket_path = path.with_file_name("x402d.socket");
+    let what = if a.socket { "x402d.socket" } else { "x402d" };
     if a.dry_run {
         outln!("# would write {}", path.display());
         out!("{unit}");
-        outln!("# then: systemctl {scope}daemon-reload && systemctl {scope}enable --now x402d");
+        if a.socket {
+            outln!("# would write {}", socket_path.display());
+            out!("{SOCKET_UNIT}");
+        }
+        outln!("# then: systemctl {scope}daemon-reload && systemctl {scope}enable --now {what}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if a.socket {
+        if let Some(dir) = socket_path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Fail(1, format!("cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(&socket_path, SOCKET_UNIT)
+            .map_err(|e| Fail(1, format!("cannot write {}: {e}", socket_path.display())))?;
+        outln!("wrote {}", socket_path.display());
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)

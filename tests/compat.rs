@@ -361,3 +361,34 @@ async fn sdk_style_retries_after_a_paid_500_do_not_pay_again() {
     assert_eq!(seller.counts().payment_attempts, 1);
     assert_eq!(d.payments().len(), 1);
 }
+
+#[tokio::test]
+async fn retries_after_an_unpaid_transient_error_really_retry() {
+    let seller = Seller::start(SellerCfg {
+        unpaid_status: 503,
+        ..Default::default()
+    })
+    .await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    let send = |retry: &'static str| {
+        let url = d.url("/v1/chat/completions");
+        async move {
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer k"),
+                    ("x-stainless-retry-count", retry),
+                ],
+                CHAT,
+            )
+            .await
+        }
+    };
+    assert_eq!(send("0").await.status, 503);
+    seller.set(|c| c.unpaid_status = 402);
+    // Nothing was signed for the first attempt, so the retry goes upstream again and pays.
+    assert_eq!(send("1").await.status, 200);
+    assert_eq!(seller.counts().requests, 3);
+    assert_eq!(seller.counts().verified, 1);
+}

@@ -102,10 +102,14 @@ impl Coalescer {
         Join::Leader(Leader { key, tx })
     }
 
-    /// Publishes the leader's outcome. Outcomes where nothing was paid and a retry
-    /// could help are forgotten, so the retry really runs again.
+    /// Publishes the leader's outcome. Only outcomes where money moved (or may
+    /// have) are kept for retries; when nothing was signed, a retry runs again
+    /// (it cannot pay twice, and it may succeed where a transient error did not).
     pub fn finish(&self, leader: Leader, outcome: Outcome) {
-        let forget = matches!(&*outcome, Err(e) if e.should_retry());
+        let forget = match &*outcome {
+            Ok(u) => u.paid == crate::pay::Paid::Nothing,
+            Err(e) => !e.signature_sent(),
+        };
         {
             let mut inner = match self.inner.lock() {
                 Ok(m) => m,
@@ -210,6 +214,25 @@ mod tests {
         assert!(matches!(c.join(oldest, true), Join::Leader(_)));
         let newest = key("a", "/p", None, &(MAX_FINISHED + 99).to_le_bytes());
         assert!(matches!(c.join(newest, true), Join::Follower(_)));
+    }
+
+    #[tokio::test]
+    async fn unpaid_outcomes_are_forgotten() {
+        let c = Coalescer::default();
+        let k = key("a", "/p", None, b"{}");
+        let Join::Leader(l) = c.join(k, false) else {
+            panic!()
+        };
+        c.finish(
+            l,
+            Arc::new(Ok(Upstream {
+                status: hyper::StatusCode::SERVICE_UNAVAILABLE,
+                headers: Default::default(),
+                body: bytes::Bytes::new(),
+                paid: Paid::Nothing,
+            })),
+        );
+        assert!(matches!(c.join(k, true), Join::Leader(_)));
     }
 
     #[tokio::test]

@@ -543,7 +543,9 @@ fn stream_tail(o: &coalesce::Outcome, include_usage: bool) -> Bytes {
             } else {
                 serde_json::json!({"error": {"message": format!("upstream answered {}", u.status), "type": "upstream_error", "param": null, "code": null}})
             };
-            sse::error_event(&err)
+            let mut b = sse::error_event(&err).to_vec();
+            b.extend_from_slice(sse::DONE);
+            Bytes::from(b)
         }
     }
 }

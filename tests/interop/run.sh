@@ -3,12 +3,12 @@
 #
 #   anvil (chain id 84532) -> TestUSDC (EIP-3009) at the Base Sepolia USDC address + MiniMulticall3
 #   -> facilitator (@x402/core + @x402/evm) -> seller (@x402/express v2, OpenAI-shaped, priced)
-#   -> x402d (the real binary, wallet in the kernel keyring) <- real OpenAI SDKs (Python + Node)
+#   -> x402d (the real binary, wallet in the kernel keyring) <- real OpenAI SDKs (Python + Node) and LangChain
+#   retry-seller.mjs (takes the payment, then 500 / drops / is slow) <- a second x402d ("retry") <- the SDKs
 #
 # Usage:  bash tests/interop/run.sh
 # Env:    X402D_BIN      x402d binary (default <repo>/target/debug/x402d; built with `cargo build` if missing)
 #         RUN_V1=1       also run the legacy x402 v1 seller (x402-express 1.2.0; installs v1/, ~680 MB)
-#         EXPECT_STREAM=1  streaming must work (otherwise a clean OpenAI-shaped error is accepted)
 #         CHECK_TIMEOUT  seconds per check (default 120);  VERBOSE=1 prints a failing check's log tail
 # Output: "ok   <name>" / "FAIL <name>: <reason>" per check, then "N passed, N failed". Logs: tests/interop/.work/
 set -u
@@ -51,6 +51,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 finish() {
+  [ -f "$WORK/timings.tsv" ] && log "slowest checks: $(sort -t$'\t' -k2 -rn "$WORK/timings.tsv" | head -5 | tr '\t\n' ' ,')"
   log "logs in $WORK ($(( $(date +%s) - T_START ))s)"
   echo "$PASS passed, $FAIL failed"
   [ "$FAIL" = 0 ]; exit $?
@@ -93,10 +94,11 @@ wait_tcp() { # PORT NAME [tries]
 # check NAME CMD...: run a check script; it prints "REASON: ..." last on failure, "NOTE: ..." for remarks.
 check() {
   local name=$1; shift
-  local out="$WORK/checks/$name.log" rc reason
+  local out="$WORK/checks/$name.log" rc reason t0=$(date +%s%N)
   # In the background + wait, so a signal to the runner interrupts the wait and the EXIT trap kills the check too.
   timeout -k 5 "${CHECK_TIMEOUT:-120}" "$@" >"$out" 2>&1 </dev/null &
   CHECK_PID=$!; wait "$CHECK_PID"; rc=$?; CHECK_PID=""
+  printf '%s\t%d.%02d\n' "$name" $(( ($(date +%s%N) - t0) / 1000000000 )) $(( ($(date +%s%N) - t0) / 10000000 % 100 )) >>"$WORK/timings.tsv"
   if [ $rc = 0 ]; then
     echo "ok   $name"; PASS=$((PASS + 1))
   else
@@ -152,14 +154,16 @@ if [ -z "$X402D_PROBLEM" ]; then
 fi
 
 # ---- ports and URLs ----
-read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT < <(node lib/free-ports.mjs 7)
+read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT < <(node lib/free-ports.mjs 9)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
 export X402D_MAIN_URL="http://127.0.0.1:$X_MAIN_PORT" X402D_MAIN_CONFIG="$WORK/x402d-main/config.toml"
 export X402D_CAP_URL="http://127.0.0.1:$X_CAP_PORT" X402D_CAP_CONFIG="$WORK/x402d-cap/config.toml"
 export X402D_V1_URL="http://127.0.0.1:$X_V1_PORT" X402D_V1_CONFIG="$WORK/x402d-v1/config.toml"
-log "node $(node --version), $($PY -c 'import sys,openai; print("python %d.%d.%d" % sys.version_info[:3], "openai", openai.__version__)'), x402d $X402D_BIN"
+export RETRY_SELLER_PORT RETRY_SELLER_URL="http://127.0.0.1:$RETRY_SELLER_PORT"
+export X402D_RETRY_URL="http://127.0.0.1:$X_RETRY_PORT" X402D_RETRY_CONFIG="$WORK/x402d-retry/config.toml"
+log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"))'), x402d $X402D_BIN"
 
 # ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
 start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$RPC_PORT" --chain-id 84532 --silent
@@ -170,6 +174,8 @@ start facilitator node facilitator.mjs
 STACK_ERR=$(wait_http "$FACILITATOR_URL/supported" facilitator) || { failed stack-up "facilitator: $STACK_ERR"; finish; }
 start seller node seller.mjs
 STACK_ERR=$(wait_http "$SELLER_URL/v1/models" seller) || { failed stack-up "seller: $STACK_ERR"; finish; }
+start retry-seller node retry-seller.mjs
+STACK_ERR=$(wait_http "$RETRY_SELLER_URL/v1/models" retry-seller) || { failed stack-up "retry-seller: $STACK_ERR"; finish; }
 if [ "${RUN_V1:-0}" = 1 ]; then
   SELLER_TAP="$SELLER_V1_TAP" start seller-v1 node v1/seller-v1.mjs
   STACK_ERR=$(wait_http "$SELLER_V1_URL/v1/models" seller-v1) || { failed stack-up "seller-v1: $STACK_ERR"; finish; }
@@ -182,7 +188,11 @@ check stack-direct-replay node checks/stack.mjs direct-replay
 
 # ---- x402d ----
 X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-paid openai-python-premium
-  stream-openai-python stream-openai-node sequential-20 replay-rejected ledger-nonces-unique capped-app-budget)
+  tier-routing-premium tier-routing-pro stream-openai-python stream-openai-node stream-tools-python stream-tools-node
+  langchain-chatopenai sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
+  retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
+  retry-transient-python retry-transient-node
+  stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
 X402D_CHECKS+=(facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
@@ -217,6 +227,7 @@ api_key = "sk-capped"
 max_per_call = "0.01"
 daily = "0.003"'
 write_config v1 "$X_V1_PORT" "$SELLER_V1_URL"
+write_config retry "$X_RETRY_PORT" "$RETRY_SELLER_URL"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
 PAYER_KEY=$(node --input-type=module -e 'import {X402D_PAYER_KEY} from "./lib/common.mjs"; console.log(X402D_PAYER_KEY)')
@@ -233,9 +244,10 @@ check x402d-wallet bash -c wallet_check
 
 start x402d-main "$X402D_BIN" --config "$X402D_MAIN_CONFIG" serve
 start x402d-cap "$X402D_BIN" --config "$X402D_CAP_CONFIG" serve
+start x402d-retry "$X402D_BIN" --config "$X402D_RETRY_CONFIG" serve
 [ "${RUN_V1:-0}" = 1 ] && start x402d-v1 "$X402D_BIN" --config "$X402D_V1_CONFIG" serve
 X_ERR=""
-for inst in main cap $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
+for inst in main cap retry $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
   port_var="X_${inst^^}_PORT"
   e=$(wait_tcp "${!port_var}" "x402d-$inst") || X_ERR="$X_ERR x402d-$inst: $e;"
 done
@@ -246,16 +258,50 @@ if [ -n "$X_ERR" ]; then
 fi
 echo "ok   x402d-up"; PASS=$((PASS + 1))
 
+# Retry group: its own x402d ("retry") and retry-seller.mjs, nothing settles on chain, so it runs in the background
+# beside the main checks (mostly waiting on the seller's 2.5 s delays); its lines are printed after them.
+retry_group() {
+  PASS=0; FAIL=0; CHECK_PID=""
+  trap '[ -n "$CHECK_PID" ] && kill "$CHECK_PID" 2>/dev/null' EXIT
+  trap 'exit 130' INT TERM
+  check retry-500-python      node checks/retry.mjs sdk --driver py --mode 500
+  check retry-500-node        node checks/retry.mjs sdk --driver node --mode 500
+  check retry-drop-python     node checks/retry.mjs sdk --driver py --mode drop
+  check retry-drop-node       node checks/retry.mjs sdk --driver node --mode drop
+  check retry-timeout-python  node checks/retry.mjs sdk --driver py --mode slow
+  check retry-timeout-node    node checks/retry.mjs sdk --driver node --mode slow
+  check retry-transient-python node checks/retry.mjs sdk --driver py --mode flaky
+  check retry-transient-node  node checks/retry.mjs sdk --driver node --mode flaky
+  check stream-heartbeat-python node checks/retry.mjs sdk --driver py --mode slow --stream
+  check stream-heartbeat-node node checks/retry.mjs sdk --driver node --mode slow --stream
+  check stream-late-error-python node checks/retry.mjs sdk --driver py --mode slow500 --stream
+  check stream-late-error-node node checks/retry.mjs sdk --driver node --mode slow500 --stream
+  check retry-coalesce-raw    node checks/retry.mjs raw
+  echo "$PASS $FAIL" >"$WORK/retry-group.counts"
+}
+retry_group >"$WORK/retry-group.out" 2>&1 </dev/null &
+RETRY_GROUP_PID=$!; PIDS+=("$RETRY_GROUP_PID")
+
 check models-free           node checks/models.mjs
 check openai-python-paid    node checks/chat.mjs --driver py
 check openai-node-paid      node checks/chat.mjs --driver node
-check openai-python-premium node checks/chat.mjs --driver py --tier premium
+check openai-python-premium node checks/chat.mjs --driver py --base premium
+check tier-routing-premium  node checks/chat.mjs --driver py --model claude-opus-4
+check tier-routing-pro      node checks/chat.mjs --driver node --model gpt-4o
 check stream-openai-python  node checks/chat.mjs --driver py --stream
-check stream-openai-node    node checks/chat.mjs --driver node --stream
+check stream-openai-node    node checks/chat.mjs --driver node --stream --usage
+check stream-tools-python   node checks/chat.mjs --driver py --stream --tools --usage
+check stream-tools-node     node checks/chat.mjs --driver node --stream --tools
+check langchain-chatopenai  node checks/langchain.mjs
 check sequential-20         node checks/sequential.mjs 20
 check replay-rejected       node checks/replay.mjs seller
 check ledger-nonces-unique  node checks/replay.mjs ledger
 check capped-app-budget     node checks/capped.mjs
+# The retry group's lines (it ran beside the checks above).
+wait "$RETRY_GROUP_PID" 2>/dev/null
+cat "$WORK/retry-group.out"
+if read -r rp rf <"$WORK/retry-group.counts" 2>/dev/null; then PASS=$((PASS + rp)); FAIL=$((FAIL + rf))
+else failed retry-group "the retry group did not finish (see $WORK/retry-group.out)"; fi
 [ "${RUN_V1:-0}" = 1 ] && check v1-seller-paid node checks/chat.mjs --driver py --instance v1
 # Last: stop the facilitator, then a paid call must fail cleanly without settling anything.
 stop facilitator

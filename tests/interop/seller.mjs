@@ -1,7 +1,10 @@
 // Paid OpenAI-shaped upstream using the @x402/express v2 middleware (Coinbase's package, unmodified).
-//   POST /v1/chat/completions          $0.001 on eip155:84532
-//   POST /v1/premium/chat/completions  $0.003 on eip155:84532
-//   GET  /v1/models                    free
+//   POST /v1/chat/completions          $0.001 on eip155:84532  (budget tier)
+//   POST /v1/pro/chat/completions      $0.002                  (pro tier)
+//   POST /v1/premium/chat/completions  $0.003                  (premium tier)
+//   GET  /v1/models                    free; each model with its "tier" (gpt-4o-mini budget, gpt-4o pro, claude-opus-4 premium)
+// Like the real upstream it never streams: `stream: true` gets the same plain JSON completion. With `tools` the
+// completion is a deterministic tool call (lib/seller-common.mjs).
 // Every finished request is appended to $SELLER_TAP (JSONL) for the checks.
 import express from "express";
 import { paymentMiddleware, x402ResourceServer } from "@x402/express";
@@ -18,9 +21,11 @@ app.use(tapMiddleware(process.env.SELLER_TAP));
 app.use(express.json());
 app.use(paymentMiddleware({
   [`POST ${PRICES.base.path}`]: route(PRICES.base, "Chat completion"),
+  [`POST ${PRICES.pro.path}`]: route(PRICES.pro, "Pro chat completion"),
   [`POST ${PRICES.premium.path}`]: route(PRICES.premium, "Premium chat completion"),
 }, resourceServer));
 app.post(PRICES.base.path, chatHandler("v2"));
+app.post(PRICES.pro.path, chatHandler("v2-pro"));
 app.post(PRICES.premium.path, chatHandler("v2-premium"));
 app.get("/v1/models", modelsHandler);
 app.listen(PORT, "127.0.0.1", () => console.log(`x402 v2 seller on http://127.0.0.1:${PORT} payTo ${PAY_TO} facilitator ${FACILITATOR_URL}`));

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { b64json } from "./common.mjs";
+import { b64json, snapshot, authLogsSince, transfersSince, PAY_TO, NETWORK, X402D_PAYER } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, "..");
@@ -14,6 +14,9 @@ export class CheckFailure extends Error {}
 export const fail = (msg) => { throw new CheckFailure(msg); };
 export const assert = (cond, msg) => { if (!cond) fail(typeof msg === "function" ? msg() : msg); };
 export const note = (msg) => console.log(`NOTE: ${msg}`);
+/** Key-order-independent JSON (x402d re-serializes a body it rewrites, e.g. stream -> false, with sorted keys). */
+export const canon = (v) => JSON.stringify(v, (_k, x) => (x && typeof x === "object" && !Array.isArray(x)
+  ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, x[k]])) : x));
 /** JSON.stringify that renders BigInt as a decimal string. */
 export const js = (v) => JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
 export const info = (label, obj) => console.log(`${label}: ${typeof obj === "string" ? obj : js(obj)}`);
@@ -39,10 +42,10 @@ function run(cmd, args, { timeout = 120_000 } = {}) {
   });
 }
 
-/** Run an SDK driver ("py" | "node") with the given options; returns the parsed per-call records. */
+/** Run an SDK driver ("py" | "node" | "langchain") with the given options; returns the parsed per-call records. */
 export async function driver(kind, opts) {
-  const [cmd, script] = kind === "py"
-    ? [env("PY"), path.join(ROOT, "drivers/openai_call.py")]
+  const [cmd, script] = kind === "py" ? [env("PY"), path.join(ROOT, "drivers/openai_call.py")]
+    : kind === "langchain" ? [env("PY"), path.join(ROOT, "drivers/langchain_call.py")]
     : [process.execPath, path.join(ROOT, "drivers/openai_call.mjs")];
   const r = await run(cmd, [script, JSON.stringify(opts)]);
   const recs = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
@@ -142,14 +145,57 @@ export class Problems {
   }
 }
 
-/** Per-instance settings exported by run.sh (instance: "main" | "cap" | "v1"). */
+/** Per-instance settings exported by run.sh (instance: "main" | "cap" | "v1" | "retry"). */
 export function instance(name = "main") {
   const up = name.toUpperCase();
   return {
     name,
     url: env(`X402D_${up}_URL`),
     config: env(`X402D_${up}_CONFIG`),
-    tap: name === "v1" ? env("SELLER_V1_TAP") : env("SELLER_TAP"),
-    sellerUrl: name === "v1" ? env("SELLER_V1_URL") : env("SELLER_URL"),
+    tap: name === "v1" ? env("SELLER_V1_TAP") : name === "retry" ? null : env("SELLER_TAP"),
+    sellerUrl: name === "v1" ? env("SELLER_V1_URL") : name === "retry" ? env("RETRY_SELLER_URL") : env("SELLER_URL"),
   };
+}
+
+/** The on-chain / seller / ledger cross-check of ONE paid call made after snapshot `s0` and tap index `tap0`:
+ *  exactly `price.atomic` moved payer -> payTo in one AuthorizationUsed + one Transfer; the seller saw exactly one
+ *  paid request, on `price.path`, whose PAYMENT-RESPONSE tx is that on-chain tx; x402d's ledger has it `settled`
+ *  with the same tx, nonce, amount, network, pay_to and `model`. `cost`: the x-x402d-cost header (undefined: not
+ *  checked). Failures go into `p` (a Problems); returns { paid, chainTx, moved }. */
+export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, label = "" }) {
+  const s1 = await snapshot();
+  const logs = await authLogsSince(s0);
+  const transfers = await transfersSince(s0);
+  const moved = { payer: s0.payerBal - s1.payerBal, payTo: s1.payToBal - s0.payToBal };
+  info(`chain${label}`, { moved, authorizationUsed: logs.map((l) => ({ tx: l.transactionHash, nonce: l.args.nonce })) });
+  p.expect(moved.payer === price.atomic && moved.payTo === price.atomic,
+    `balance deltas payer -${moved.payer} payTo +${moved.payTo}, expected exactly ${price.atomic} ($${price.usd} on ${price.path})`);
+  p.expect(logs.length === 1, `${logs.length} AuthorizationUsed logs by ${X402D_PAYER}, expected 1`);
+  p.expect(transfers.length === 1 && transfers[0].args.value === price.atomic, `transfers payer->payTo: [${transfers.map((t) => t.args.value)}], expected [${price.atomic}]`);
+  const chainTx = logs.at(-1)?.transactionHash;
+  const chainNonce = logs.at(-1)?.args.nonce;
+
+  const paid = await tapWaitPaid(tap0, 1, inst.tap);
+  info(`seller saw${label}`, paid.map((r) => ({ path: r.path, status: r.status, retryCount: r.retryCount, settle: r.settle })));
+  p.expect(paid.length === 1, `seller saw ${paid.length} paid requests, expected 1`);
+  const settle = paid.at(-1)?.settle;
+  p.expect(settle?.success && settle.transaction, `seller PAYMENT-RESPONSE ${JSON.stringify(settle)}`);
+  p.expect(settle?.transaction && settle.transaction === chainTx, `seller PAYMENT-RESPONSE tx ${settle?.transaction} != on-chain AuthorizationUsed tx ${chainTx}`);
+  p.expect(paid.at(-1)?.path === price.path, `seller paid path ${paid.at(-1)?.path}, expected ${price.path}`);
+  if (cost !== undefined) p.expect(usdToAtomic(cost) === price.atomic, `x-x402d-cost ${JSON.stringify(cost)}, expected ${price.usd}`);
+
+  if (chainTx) await p.attempt(async () => {
+    const ledger = await paymentsWait(inst.config, (a) => a.some((e) => eqAddr(e.tx, chainTx) && e.state === "settled"));
+    const e = ledger.find((x) => eqAddr(x.tx, chainTx));
+    info(`ledger entry${label}`, e ?? null);
+    if (!e) fail(`ledger: no payment with tx ${chainTx} in \`x402d payments --json\` (newest: ${JSON.stringify(ledger[0] ?? null)})`);
+    p.expect(e.state === "settled", `ledger state ${e.state}, expected settled`);
+    p.expect(e.amount_atomic === String(price.atomic) && usdToAtomic(e.amount) === price.atomic, `ledger amount ${e.amount}/${e.amount_atomic}, expected ${price.usd}/${price.atomic}`);
+    p.expect(e.network === NETWORK, `ledger network ${e.network}, expected ${NETWORK}`);
+    p.expect(eqAddr(e.pay_to, PAY_TO), `ledger pay_to ${e.pay_to}, expected ${PAY_TO}`);
+    p.expect(eqAddr(e.nonce, chainNonce), `ledger nonce ${e.nonce} != on-chain nonce ${chainNonce}`);
+    p.expect(e.route === undefined || e.route === price.path, `ledger route ${e.route}, expected ${price.path}`);
+    if (model !== undefined) p.expect(e.model === model, `ledger model ${JSON.stringify(e.model)}, expected ${JSON.stringify(model)}`);
+  });
+  return { paid, chainTx, moved };
 }

@@ -22,9 +22,10 @@ export const X402D_PAYER_KEY = process.env.X402D_PAYER_KEY || "0x7c852118294e51e
 export const X402D_PAYER = privateKeyToAccount(X402D_PAYER_KEY).address;
 export const STACK_PAYER = privateKeyToAccount(STACK_PAYER_KEY).address;
 
-// Seller prices (USD and atomic USDC, 6 decimals).
+// Seller prices (USD and atomic USDC, 6 decimals), one per tier (the seller lists each model's tier in GET /v1/models).
 export const PRICES = {
   base: { usd: "0.001", atomic: 1000n, path: "/v1/chat/completions" },
+  pro: { usd: "0.002", atomic: 2000n, path: "/v1/pro/chat/completions" },
   premium: { usd: "0.003", atomic: 3000n, path: "/v1/premium/chat/completions" },
 };
 

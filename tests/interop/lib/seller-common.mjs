@@ -2,7 +2,11 @@
 // request/response tap (JSONL) so checks can see the exact PAYMENT-SIGNATURE / PAYMENT-RESPONSE exchanged.
 import fs from "node:fs";
 
-export const MODELS = ["gpt-4o-mini", "gpt-4o", "interop-echo"];
+import crypto from "node:crypto";
+
+// The seller's model list, with the tier that serves each model (like the real upstream's GET /v1/models).
+export const MODEL_TIERS = { "gpt-4o-mini": "budget", "gpt-4o": "pro", "claude-opus-4": "premium", "interop-echo": "budget" };
+export const MODELS = Object.keys(MODEL_TIERS);
 
 /** Text of the last user message (string content or array of text parts). */
 export function lastUserText(body) {
@@ -14,34 +18,44 @@ export function lastUserText(body) {
   return "";
 }
 
-/** Deterministic chat completion: content is "echo: <last user message>"; `stream: true` gives SSE chunks. */
+/** The one tool the drivers offer with "tools": true (drivers/openai_call.py and langchain_call.py carry the same). */
+export const TOOLS = [{ type: "function", function: {
+  name: "get_weather", description: "Current weather for a city",
+  parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
+
+/** Deterministic usage for a completion with this content (checks recompute it). */
+export const usageFor = (content) => ({ prompt_tokens: 5, completion_tokens: [...String(content ?? "")].length, total_tokens: 5 + [...String(content ?? "")].length });
+
+/** Deterministic tool call for a request that has `tools`: the first tool, its first parameter (or "input") set to
+ *  the last user message, id "call_" + sha256(name + message)[:24]. Checks recompute it from the request. */
+export function toolCallFor(body) {
+  const tools = Array.isArray(body?.tools) ? body.tools : [];
+  const fn = tools.map((t) => t?.function).find((f) => f?.name);
+  if (!fn) return null;
+  const msg = lastUserText(body);
+  const params = fn.parameters?.properties ? Object.keys(fn.parameters.properties) : [];
+  const arg = (fn.parameters?.required || [])[0] || params[0] || "input";
+  const id = "call_" + crypto.createHash("sha256").update(`${fn.name}\n${msg}`).digest("hex").slice(0, 24);
+  return { id, type: "function", function: { name: fn.name, arguments: JSON.stringify({ [arg]: msg }) } };
+}
+
+/** Deterministic chat completion, always plain JSON like the real upstream (which has no streaming): `stream` and
+ *  `stream_options` are ignored. Content is "echo: <last user message>"; with `tools` the message is a tool call
+ *  (content null, finish_reason "tool_calls"). */
 export function chatHandler(tag) {
   return (req, res) => {
     const model = req.body?.model || "interop-echo";
-    const content = `echo: ${lastUserText(req.body)}`;
-    const id = `chatcmpl-interop-${tag}-${Date.now()}`;
-    const created = Math.floor(Date.now() / 1000);
-    const usage = { prompt_tokens: 5, completion_tokens: content.length, total_tokens: 5 + content.length };
-    if (req.body?.stream) {
-      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-      const chunk = (delta, finish_reason = null, extra = {}) =>
-        res.write(`data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices: [{ index: 0, delta, finish_reason }], ...extra })}\n\n`);
-      // Split into several pieces (word boundaries, keeping spaces) so reassembly is actually exercised.
-      const pieces = content.match(/\S+\s*|\s+/g) || [""];
-      pieces.forEach((p, i) => chunk(i === 0 ? { role: "assistant", content: p } : { content: p }));
-      chunk({}, "stop");
-      if (req.body?.stream_options?.include_usage)
-        res.write(`data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices: [], usage })}\n\n`);
-      res.write("data: [DONE]\n\n");
-      return res.end();
-    }
-    res.json({ id, object: "chat.completion", created, model,
-      choices: [{ index: 0, message: { role: "assistant", content }, logprobs: null, finish_reason: "stop" }], usage });
+    const call = toolCallFor(req.body);
+    const content = call ? null : `echo: ${lastUserText(req.body)}`;
+    const message = call ? { role: "assistant", content: null, tool_calls: [call], refusal: null } : { role: "assistant", content, refusal: null };
+    res.json({ id: `chatcmpl-interop-${tag}-${Date.now()}`, object: "chat.completion", created: Math.floor(Date.now() / 1000), model,
+      system_fingerprint: "fp_interop", choices: [{ index: 0, message, logprobs: null, finish_reason: call ? "tool_calls" : "stop" }],
+      usage: usageFor(call ? call.function.arguments : content) });
   };
 }
 
 export function modelsHandler(_req, res) {
-  res.json({ object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1700000000, owned_by: "interop" })) });
+  res.json({ object: "list", data: MODELS.map((id) => ({ id, object: "model", created: 1700000000, owned_by: "interop", tier: MODEL_TIERS[id] })) });
 }
 
 /** Appends one JSON line per finished request to `file` (request payment headers, response status/headers). */
@@ -53,7 +67,7 @@ export function tapMiddleware(file) {
       const rec = {
         t: new Date(t0).toISOString(), ms: Date.now() - t0, method: req.method, path: req.originalUrl,
         body: req.body && typeof req.body === "object" && Object.keys(req.body).length ? req.body : null,
-        auth: req.headers["authorization"] || null,
+        auth: req.headers["authorization"] || null, retryCount: req.headers["x-stainless-retry-count"] ?? null,
         paymentSignature: req.headers["payment-signature"] || null, xPayment: req.headers["x-payment"] || null,
         status: res.statusCode, paymentRequired: h("payment-required"), paymentResponse: h("payment-response"),
         xPaymentResponse: h("x-payment-response"), contentType: h("content-type"),
