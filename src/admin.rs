@@ -141,13 +141,18 @@ pub fn payment_json(p: &crate::ledger::Payment) -> Value {
     })
 }
 
-async fn spend(shared: &Arc<Shared>, app: Option<&str>, days: u32) -> Result<Value, String> {
-    let cfg = shared.config();
+/// Every ledger record (read off the async threads).
+async fn all_payments(shared: &Arc<Shared>) -> Result<Vec<crate::ledger::Payment>, String> {
     let ledger = shared.ledger.clone();
-    let all = tokio::task::spawn_blocking(move || ledger.all())
+    tokio::task::spawn_blocking(move || ledger.all())
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+async fn spend(shared: &Arc<Shared>, app: Option<&str>, days: u32) -> Result<Value, String> {
+    let cfg = shared.config();
+    let all = all_payments(shared).await?;
     let rows = report::spend(
         &all,
         &report::Limits::from_config(&cfg, crate::now_ms()),
@@ -165,11 +170,7 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         .await
         .ok()
         .map(|w| w.address().to_string());
-    let ledger = shared.ledger.clone();
-    let all = tokio::task::spawn_blocking(move || ledger.all())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let all = all_payments(shared).await?;
     let rows = report::spend(
         &all,
         &report::Limits::from_config(&cfg, crate::now_ms()),

@@ -249,13 +249,19 @@ impl Ledger {
         &self.path
     }
 
+    /// Sends one op to the writer and waits for its (durable) answer.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, LedgerError>>) -> Op,
+    ) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(op(tx)).map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
     /// Holds budget for a payment, or says which cap refuses it.
     pub async fn reserve(&self, r: Reserve) -> Result<Result<u64, CapExceeded>, LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Reserve(r, tx))
-            .map_err(|_| LedgerError::Closed)?;
-        rx.await.map_err(|_| LedgerError::Closed)?
+        self.ask(|tx| Op::Reserve(r, tx)).await
     }
 
     /// Records the signed authorization. Must complete before the request leaves.
@@ -267,41 +273,31 @@ impl Ledger {
         valid_before: u64,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Signed {
-                id,
-                payer,
-                nonce,
-                valid_before,
-                now_ms,
-                reply: tx,
-            })
-            .map_err(|_| LedgerError::Closed)?;
-        rx.await.map_err(|_| LedgerError::Closed)?
+        self.ask(|reply| Op::Signed {
+            id,
+            payer,
+            nonce,
+            valid_before,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
     /// Records how a reservation or payment ended.
     pub async fn finish(&self, id: u64, outcome: Outcome, now_ms: i64) -> Result<(), LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Finish {
-                id,
-                outcome,
-                now_ms,
-                reply: tx,
-            })
-            .map_err(|_| LedgerError::Closed)?;
-        rx.await.map_err(|_| LedgerError::Closed)?
+        self.ask(|reply| Op::Finish {
+            id,
+            outcome,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
     /// Re-keys the windows after a time-zone change.
     pub async fn set_timezone(&self, tz: TimeZone) -> Result<(), LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Op::SetTimezone(tz, tx))
-            .map_err(|_| LedgerError::Closed)?;
-        rx.await.map_err(|_| LedgerError::Closed)?
+        self.ask(|tx| Op::SetTimezone(tz, tx)).await
     }
 
     /// Payments, newest first (blocking read; readers never wait for the writer).
