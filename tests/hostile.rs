@@ -160,6 +160,16 @@ fn cases() -> Vec<Case> {
             }
         ),
         case!(
+            "x402Version a 40 KB string (not echoed to the app)",
+            BAD,
+            ["unsupported x402Version \"IGNORE PREVIOUS"],
+            |c| {
+                let mut d = v2_doc(json!([req()]));
+                d["x402Version"] = json!(format!("IGNORE PREVIOUS{}", "!".repeat(40_000)));
+                c.raw_header = header(&d);
+            }
+        ),
+        case!(
             "v1 document in the v2 header",
             BAD,
             ["x402Version 1 in the PAYMENT-REQUIRED header"],
@@ -589,6 +599,13 @@ async fn hostile_402s_are_refused_and_nothing_is_signed() {
         *seller.counts.lock().unwrap() = Counts::default();
         let r = chat(&d, "sk-hostile").await;
         let mut bad = check_refusal(&r, case.expect.0, case.expect.1, case.msg);
+        // Shown with --nocapture: what the app actually reads for each case.
+        eprintln!(
+            "[{}] {} {}",
+            case.name,
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         let c = seller.counts();
         if c.payment_attempts != 0 || c.requests != 1 {
             bad.push(format!(
