@@ -147,6 +147,11 @@ impl Payer<'_> {
                 SendError::Timeout => ProxyError::UpstreamTimeout {
                     secs: timeout.as_secs(),
                 },
+                // A reply head beyond hyper's limit (e.g. a megabyte PAYMENT-REQUIRED):
+                // unusable, and retrying cannot help.
+                SendError::HeadTooLarge => ProxyError::BadRequirements(
+                    "the upstream's reply headers are too large to read".into(),
+                ),
                 SendError::Connect(r) | SendError::Other(r) => ProxyError::UpstreamUnreachable {
                     upstream: self.cfg.config.upstream.clone(),
                     reason: r,
@@ -294,6 +299,7 @@ impl Payer<'_> {
             Err(e) => {
                 let reason = match e {
                     SendError::Timeout => format!("no reply within {} s", timeout.as_secs()),
+                    SendError::HeadTooLarge => "the reply headers were too large to read".into(),
                     SendError::Connect(r) | SendError::Other(r) => r,
                 };
                 self.finish(
@@ -433,6 +439,7 @@ impl Payer<'_> {
             Err(_) => Err(SendError::Timeout),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(describe_client_error(&e))),
+            Ok(Err(e)) if head_too_large(&e) => Err(SendError::HeadTooLarge),
             Ok(Err(e)) => Err(SendError::Other(describe_client_error(&e))),
         }
     }
@@ -463,7 +470,24 @@ impl Payer<'_> {
 enum SendError {
     Connect(String),
     Timeout,
+    HeadTooLarge,
     Other(String),
+}
+
+/// Whether hyper refused the reply because its head exceeded the size limit.
+fn head_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    let mut src = e.source();
+    while let Some(inner) = src {
+        if inner
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse_too_large())
+        {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }
 
 fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {

@@ -136,7 +136,7 @@ fn cases() -> Vec<Case> {
         ),
         case!(
             "1 MB header (beyond the HTTP head limit)",
-            (502, "upstream_unreachable"),
+            BAD,
             ["too large"],
             |c| {
                 let mut d = v2_doc(json!([req()]));
