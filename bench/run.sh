@@ -3,26 +3,29 @@
 # benchmark (figures printed, never asserted) and ends with one Markdown table:
 # figure | target | measured | command.
 #
-#   bash bench/run.sh                    # everything (~6-8 min on 2 cores, after the build)
+#   bash bench/run.sh                    # everything (~15 min on 2 cores after the build)
 #   BENCH_RUNS=5 BENCH_SECS=5 bash bench/run.sh
 #   BENCH_ONLY="paid ledger" bash bench/run.sh
 #   BENCH_COLD_BUILD=1 bash bench/run.sh # also time a cold `cargo build --release` (minutes)
-#   BENCH_REAL_STACK=1 bash bench/run.sh # also bench/real-stack.sh (needs tests/interop deps)
+#   BENCH_REAL_STACK=0 bash bench/run.sh # skip bench/real-stack.sh (runs by default when
+#                                        # tests/interop's npm/venv deps are installed)
 #
 # Needs: Rust (rust-toolchain.toml), keyutils (`keyctl`), binutils (`strip`).
-# Logs: target/bench/<name>.log. Machine load matters (2 shared cores here):
+# Logs: target/bench/<name>.log (or $CARGO_TARGET_DIR/bench). Machine load matters (2 shared cores here):
 # every figure is reported as median with min..max over BENCH_RUNS (default 3) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=$ROOT/target/bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$TARGET/bench
 mkdir -p "$OUT"
 : "${BENCH_RUNS:=3}" "${BENCH_SECS:=3}"
 export BENCH_RUNS BENCH_SECS
 ONLY=${BENCH_ONLY:-"passthrough paid ledger footprint"}
-RESULTS=$OUT/results.psv
-: > "$RESULTS"
-row() { printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >> "$RESULTS"; }
+RESULTS=$OUT/results.psv      # rows from the benches, in run order
+BUILD_ROWS=$OUT/build.psv     # binary size and build time (printed after the benches)
+: > "$RESULTS"; : > "$BUILD_ROWS"
+row() { printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >> "$BUILD_ROWS"; }
 
 machine() {
   printf 'nproc=%s; cpu=%s; kernel=%s; loadavg=%s' "$(nproc)" \
@@ -62,7 +65,7 @@ t0=$(date +%s.%N)
 cargo build --release --locked
 t1=$(date +%s.%N)
 printf 'release build (warm/incremental): %.1f s\n' "$(echo "$t1 - $t0" | bc)"
-BIN=$ROOT/target/release/x402d
+BIN=$TARGET/release/x402d
 export X402D_BIN=$BIN
 
 # 4. Binary size.
@@ -80,27 +83,31 @@ for b in $ONLY; do
   echo
   echo "== cargo bench --bench $b   (log: target/bench/$b.log)"
   if cargo bench --locked --bench "$b" 2>&1 | tee "$OUT/$b.log"; then :; else
-    echo "!! bench $b failed (see $OUT/$b.log)"; row "bench $b" "—" "FAILED (see target/bench/$b.log)" "cargo bench --bench $b"
+    echo "!! bench $b failed (see $OUT/$b.log)"
+    printf '%s|%s|%s|%s\n' "bench $b" "—" "FAILED (see target/bench/$b.log)" "cargo bench --bench $b" >> "$RESULTS"
   fi
   grep '^RESULT|' "$OUT/$b.log" | cut -d'|' -f2- >> "$RESULTS" || true
 done
 
-if [ "${BENCH_REAL_STACK:-0}" = 1 ]; then
+# 5. Real stack: runs when tests/interop's deps are installed (BENCH_REAL_STACK=0 skips it).
+if [ "${BENCH_REAL_STACK:-auto}" != 0 ] && { [ "${BENCH_REAL_STACK:-auto}" = 1 ] || [ -x tests/interop/.venv/bin/python ]; }; then
   echo; echo "== bench/real-stack.sh"
   if bash bench/real-stack.sh 2>&1 | tee "$OUT/real-stack.log"; then :; else echo "!! real-stack failed"; fi
   grep '^RESULT|' "$OUT/real-stack.log" | cut -d'|' -f2- >> "$RESULTS" || true
 else
-  row "real x402 stack (openai-python via x402d vs @x402/fetch)" "—" "not run (BENCH_REAL_STACK=1; see bench/real-stack.sh)" "bash bench/real-stack.sh"
+  printf '%s|%s|%s|%s\n' "real x402 stack (openai-python via x402d vs @x402/fetch)" "—" \
+    "not run (tests/interop deps missing or BENCH_REAL_STACK=0; see bench/real-stack.sh)" "bash bench/real-stack.sh" >> "$RESULTS"
 fi
 
 echo
 echo "## Results"
 echo
 echo "Machine: $(machine). Median over runs with (min, max); latencies in µs. Loopback only; the"
-echo "load generator and mock upstreams share the same cores as x402d, so throughput is whole-system."
+echo "load generator and mock upstreams share the same cores as x402d, so throughput is whole-system;"
+echo "\"other processes\" is the share of all CPUs used by unrelated work during the measurement."
 echo
 echo "| figure | target | measured | command |"
 echo "|---|---|---|---|"
 while IFS='|' read -r fig target measured cmd; do
   printf '| %s | %s | %s | `%s` |\n' "$fig" "$target" "$measured" "$cmd"
-done < "$RESULTS"
+done < <(cat "$RESULTS" "$BUILD_ROWS")

@@ -68,6 +68,22 @@ async fn payment(l: &Ledger) -> [f64; 3] {
     [a, b, c]
 }
 
+/// Opens the ledger, waiting for a previous handle's writer thread to let go;
+/// returns the ledger and the ms the successful open took.
+fn open_timed(path: &std::path::Path) -> (Ledger, f64) {
+    let t = std::time::Instant::now();
+    loop {
+        let t1 = std::time::Instant::now();
+        match Ledger::open(path, jiff::tz::TimeZone::UTC, x402d::now_ms()) {
+            Ok((l, _)) => return (l, t1.elapsed().as_secs_f64() * 1e3),
+            Err(x402d::ledger::LedgerError::Locked(_)) if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+}
+
 fn fsync_baseline(dir: &std::path::Path, n: usize) -> f64 {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -174,6 +190,51 @@ fn main() {
         // Let the writer thread see the closed channel and release the file.
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Whole-ledger scans as the ledger grows: `unresolved()` (the at-risk resolver runs
+    // it every 30 s) and `Ledger::open` (recovery + index rebuild at every start).
+    let dir = TempDir::new("ledger-scan");
+    let path = dir.0.join("ledger.redb");
+    let mut have = 0u64;
+    for target in [10_000u64, 50_000] {
+        let (ledger, _) = open_timed(&path);
+        let ledger = Arc::new(ledger);
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for w in 0..64u64 {
+                let l = ledger.clone();
+                let n = (target - have) / 64 + u64::from(w < (target - have) % 64);
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..n {
+                        payment(&l).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        have = target;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let open = ledger.unresolved().unwrap();
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            assert!(open.is_empty());
+            figs.push(&format!("unresolved() scan, {target} payments"), "ms", ms);
+        }
+        drop(ledger);
+        for _ in 0..3 {
+            let (l, ms) = open_timed(&path);
+            figs.push(&format!("Ledger::open, {target} payments"), "ms", ms);
+            drop(l);
+        }
+        println!(
+            "ledger with {target} payments: unresolved() {:.1} ms, Ledger::open {:.1} ms (medians of 3)",
+            figs.get(&format!("unresolved() scan, {target} payments"))
+                .med,
+            figs.get(&format!("Ledger::open, {target} payments")).med
+        );
+    }
+
     println!("\nsummary over {} runs:", runs());
     figs.print();
     let g = |n: &str| figs.get(n);
@@ -198,6 +259,20 @@ fn main() {
         ),
         CMD,
     );
+    for n in [10_000, 50_000] {
+        result(
+            &format!(
+                "ledger with {n} payments: full scan by unresolved() (every 30 s) / Ledger::open at start"
+            ),
+            "—",
+            &format!(
+                "{:.1} ms / {:.1} ms (medians of 3)",
+                g(&format!("unresolved() scan, {n} payments")).med,
+                g(&format!("Ledger::open, {n} payments")).med
+            ),
+            CMD,
+        );
+    }
     result(
         "raw write+fdatasync on the bench file system (context)",
         "—",

@@ -32,6 +32,9 @@ struct Load {
     lat: Vec<f64>,
     elapsed: f64,
     cpu: f64,
+    sys: f64,
+    me: f64,
+    others: f64,
 }
 
 /// Runs `conc` workers for `warm` + `secs`; only the measured window counts.
@@ -74,19 +77,29 @@ async fn load(d: &Daemon, conc: usize, body: Bytes, warm: f64, secs: f64) -> Loa
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
-    let cpu0 = d.cpu_secs();
+    // With BENCH_CALLGRIND, profile only the measured window.
+    callgrind_control("-z", d.pid());
+    let busy = Busy::start(Some(d.pid()));
+    let cpu0 = cpu_split(d.pid());
+    let me0 = cpu_secs(std::process::id());
     let t0 = Instant::now();
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = d.cpu_secs();
+    let cpu1 = cpu_split(d.pid());
+    let me1 = cpu_secs(std::process::id());
+    let others = busy.others_pct();
+    callgrind_control("-d", d.pid());
     let mut out = Load {
         ok: 0,
         errors: 0,
         lat: Vec::new(),
         elapsed,
-        cpu: cpu1 - cpu0,
+        cpu: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
+        sys: cpu1.1 - cpu0.1,
+        me: me1 - me0,
+        others,
     };
     for t in tasks {
         let (ok, errors, lat, first_error) = t.await.unwrap();
@@ -146,14 +159,17 @@ fn main() {
                 let lat = sorted(l.lat);
                 let rate = l.ok as f64 / l.elapsed;
                 let cpu_us = l.cpu * 1e6 / l.ok.max(1) as f64;
+                let sys_us = l.sys * 1e6 / l.ok.max(1) as f64;
+                let me_us = l.me * 1e6 / l.ok.max(1) as f64;
                 total_ok += l.ok;
                 println!(
-                    "run {run} c={conc}: {} paid in {:.2} s = {rate:.0}/s, {} errors; x402d CPU {:.3} s = {cpu_us:.0} µs/call ({:.0}% of one core)\n    latency {}",
+                    "run {run} c={conc}: {} paid in {:.2} s = {rate:.0}/s, {} errors; x402d CPU {:.3} s = {cpu_us:.0} µs/call (of which kernel {sys_us:.0}; {:.0}% of one core); bench process (load + verifying seller) {me_us:.0} µs/call; other processes {:.0}% of the machine\n    latency {}",
                     l.ok,
                     l.elapsed,
                     l.errors,
                     l.cpu,
                     100.0 * l.cpu / l.elapsed,
+                    l.others,
                     lat_line(&lat)
                 );
                 let k = format!("c={conc}");
@@ -162,7 +178,10 @@ fn main() {
                 figs.push(&format!("{k} latency p95"), "µs", pct(&lat, 95.0));
                 figs.push(&format!("{k} latency p99"), "µs", pct(&lat, 99.0));
                 figs.push(&format!("{k} x402d CPU per paid call"), "µs", cpu_us);
+                figs.push(&format!("{k} x402d kernel CPU per paid call"), "µs", sys_us);
+                figs.push(&format!("{k} bench-process CPU per paid call"), "µs", me_us);
                 figs.push(&format!("{k} errors"), "", l.errors as f64);
+                figs.push(&format!("{k} other processes"), "% CPU", l.others);
             }
         }
         let verified = seller.verified.load(Ordering::Relaxed) - verified0;
@@ -184,7 +203,11 @@ fn main() {
             result(
                 &format!("paid calls/s, {k}"),
                 if conc >= 16 { "≥ 2,000/s" } else { "—" },
-                &rate.show(0, "/s"),
+                &format!(
+                    "{}; other processes used {:.0}% of the CPUs",
+                    rate.show(0, "/s"),
+                    figs.get(&format!("{k} other processes")).med
+                ),
                 CMD,
             );
             result(
@@ -196,7 +219,12 @@ fn main() {
             result(
                 &format!("x402d CPU per paid call, {k}"),
                 "—",
-                &cpu.show(0, "µs"),
+                &format!(
+                    "{} (kernel {:.0}); load generator + verifying seller {:.0} µs/call",
+                    cpu.show(0, "µs"),
+                    figs.get(&format!("{k} x402d kernel CPU per paid call")).med,
+                    figs.get(&format!("{k} bench-process CPU per paid call")).med
+                ),
                 CMD,
             );
         }

@@ -96,7 +96,7 @@ fn main() {
     );
     let rt = runtime();
     rt.block_on(async {
-        let mock = instant_mock().await;
+        let (mock, model_hits) = instant_mock().await;
         let d = Daemon::start(&format!("http://{mock}"), BENCH_APP, false);
         println!(
             "mock {mock}; x402d pid {} on {}; load generator: hyper http1 keep-alive, 1 conn per worker per target",
@@ -118,18 +118,38 @@ fn main() {
         for run in 0..runs() {
             for conc in [1usize, 16] {
                 for (name, method, path, body) in &cases {
+                    let busy = Busy::start(Some(d.pid()));
+                    let cpu0 = d.cpu_secs();
+                    let hits0 = model_hits.load(std::sync::atomic::Ordering::Relaxed);
+                    callgrind_control("-z", d.pid());
                     let s = phase(mock, d.addr, conc, method, path, body.clone(), secs).await;
+                    let cpu = d.cpu_secs() - cpu0;
+                    callgrind_control("-d", d.pid());
+                    let others = busy.others_pct();
+                    let hits = model_hits.load(std::sync::atomic::Ordering::Relaxed) - hits0;
                     let dir = sorted(s.direct);
                     let pro = sorted(s.proxied);
                     let pair = sorted(s.paired);
                     let key = format!("c={conc} {name}");
+                    let cpu_us = cpu * 1e6 / pro.len().max(1) as f64;
                     println!(
-                        "run {run} {key}: {} pairs, {} errors\n    direct  {}\n    proxied {}",
+                        "run {run} {key}: {} pairs, {} errors; x402d CPU {cpu_us:.0} µs per proxied request; other processes {others:.0}% of the machine\n    direct  {}\n    proxied {}",
                         dir.len(),
                         s.errors,
                         lat_line(&dir),
                         lat_line(&pro)
                     );
+                    if *method == "GET" {
+                        // Direct calls hit the mock once each; the rest came through x402d.
+                        let forwarded = hits.saturating_sub(dir.len() as u64 + conc as u64);
+                        println!(
+                            "    GET /v1/models forwarded by x402d to the upstream: {forwarded} of {} proxied",
+                            pro.len()
+                        );
+                        figs.push(&format!("{key} forwarded"), "", forwarded as f64);
+                    }
+                    figs.push(&format!("{key} x402d CPU per request"), "µs", cpu_us);
+                    figs.push(&format!("{key} other processes"), "% CPU", others);
                     for p in [50.0, 95.0, 99.0] {
                         figs.push(
                             &format!("{key} overhead p{p}"),
@@ -155,12 +175,26 @@ fn main() {
                 let key = format!("c={conc} {name}");
                 let g = |p: &str| figs.get(&format!("{key} overhead {p}"));
                 let (p50, p95, p99) = (g("p50"), g("p95"), g("p99"));
+                let note = if name.starts_with("GET")
+                    && figs.get(&format!("{key} forwarded")).max < 1.0
+                {
+                    " [answered from x402d's cached catalog, not forwarded]"
+                } else {
+                    ""
+                };
                 result(
-                    &format!("pass-through overhead, {key} (p50 / p95 / p99)"),
+                    &format!("pass-through overhead, {key} (p50 / p95 / p99){note}"),
                     "—",
                     &format!(
-                        "+{:.0} / +{:.0} / +{:.0} µs (p50 range {:.0}..{:.0}; n={})",
-                        p50.med, p95.med, p99.med, p50.min, p50.max, p50.n
+                        "{:+.0} / {:+.0} / {:+.0} µs (p50 range {:.0}..{:.0}; n={}); x402d CPU {:.0} µs/req; other processes {:.0}% of the CPUs",
+                        p50.med,
+                        p95.med,
+                        p99.med,
+                        p50.min,
+                        p50.max,
+                        p50.n,
+                        figs.get(&format!("{key} x402d CPU per request")).med,
+                        figs.get(&format!("{key} other processes")).med
                     ),
                     CMD,
                 );

@@ -207,13 +207,19 @@ fn status_field(pid: u32, key: &str) -> u64 {
 
 /// utime + stime of the whole process (all threads), in seconds.
 pub fn cpu_secs(pid: u32) -> f64 {
+    let (u, s) = cpu_split(pid);
+    u + s
+}
+
+/// (utime, stime) of the whole process (all threads), in seconds.
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`; utime and stime are fields 14 and 15 overall.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // rest[0] is field 3 (state), so field n is rest[n - 3].
-    (ticks(11) + ticks(12)) as f64 / clk_tck()
+    (ticks(11) as f64 / clk_tck(), ticks(12) as f64 / clk_tck())
 }
 
 fn clk_tck() -> f64 {
@@ -226,6 +232,59 @@ fn clk_tck() -> f64 {
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// How busy the machine was with OTHER processes during a phase: system-wide
+/// busy CPU time (/proc/stat) minus this bench process and x402d.
+pub struct Busy {
+    t: Instant,
+    sys: f64,
+    me: f64,
+    pid: Option<u32>,
+    daemon: f64,
+}
+
+fn sys_busy_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let g = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    (g(0) + g(1) + g(2) + g(5) + g(6) + g(7)) / clk_tck()
+}
+
+impl Busy {
+    pub fn start(daemon: Option<u32>) -> Busy {
+        Busy {
+            t: Instant::now(),
+            sys: sys_busy_secs(),
+            me: cpu_secs(std::process::id()),
+            pid: daemon,
+            daemon: daemon.map_or(0.0, cpu_secs),
+        }
+    }
+    /// Percent of all CPUs used by other processes since `start`.
+    pub fn others_pct(&self) -> f64 {
+        let el = self.t.elapsed().as_secs_f64();
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let sys = sys_busy_secs() - self.sys;
+        let me = cpu_secs(std::process::id()) - self.me;
+        let d = self.pid.map_or(0.0, cpu_secs) - self.daemon;
+        (100.0 * (sys - me - d) / (el * ncpu)).max(0.0)
+    }
+}
+
+/// Samples how busy the machine is with other work for `secs` (printed in headers).
+pub fn background_load(secs: f64) -> f64 {
+    let b = Busy::start(None);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    b.others_pct()
 }
 
 // ---------------------------------------------------------------------------
@@ -350,7 +409,18 @@ impl Daemon {
         if with_key {
             import_key(&config);
         }
-        let mut cmd = x402d(&["--config", config.to_str().unwrap(), "serve"]);
+        let mut cmd = match std::env::var("X402D_WRAP") {
+            // e.g. X402D_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
+            Ok(w) if !w.trim().is_empty() => {
+                let mut c = Command::new("keyctl");
+                c.args(["session", "-"])
+                    .args(w.split_whitespace())
+                    .arg(bin());
+                c.args(["--config", config.to_str().unwrap(), "serve"]);
+                c
+            }
+            _ => x402d(&["--config", config.to_str().unwrap(), "serve"]),
+        };
         if let Some(l) = std::env::var_os("BENCH_RUST_LOG") {
             cmd.env("RUST_LOG", l);
         } else {
@@ -389,7 +459,7 @@ impl Daemon {
                 l.push_back(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Some(a)) => a,
             _ => {
                 let _ = child.kill();
@@ -432,10 +502,34 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// SIGTERM (graceful: a profiler wrapper gets to write its output), then
+    /// SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < grace {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let grace = if std::env::var_os("X402D_WRAP").is_some() {
+            Duration::from_secs(120)
+        } else {
+            Duration::from_secs(5)
+        };
+        self.stop(grace);
         remove_key(&self.config);
     }
 }
@@ -485,20 +579,30 @@ pub const MODELS: &[u8] = b"{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o-mini
 pub const COMPLETION: &[u8] = b"{\"id\":\"chatcmpl-x402d\",\"object\":\"chat.completion\",\"created\":1764115200,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n";
 
 /// An upstream that answers 200 at once: the model list, or a completion.
-pub async fn instant_mock() -> SocketAddr {
-    serve(|req: Request<Incoming>| async move {
-        let models = req.uri().path() == "/v1/models";
-        let _ = req.into_body().collect().await;
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(if models {
-                MODELS
-            } else {
-                COMPLETION
-            })))
-            .unwrap()
+/// The counter counts `GET /v1/models` requests that reached it.
+pub async fn instant_mock() -> (SocketAddr, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    let addr = serve(move |req: Request<Incoming>| {
+        let h = h.clone();
+        async move {
+            let models = req.uri().path() == "/v1/models";
+            if models {
+                h.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = req.into_body().collect().await;
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(if models {
+                    MODELS
+                } else {
+                    COMPLETION
+                })))
+                .unwrap()
+        }
     })
-    .await
+    .await;
+    (addr, hits)
 }
 
 /// A chat request body of exactly `size` bytes (padding in the user message).
@@ -788,6 +892,23 @@ pub fn lat_line(sorted_us: &[f64]) -> String {
         sorted_us.last().copied().unwrap_or(f64::NAN),
         sorted_us.len()
     )
+}
+
+/// `callgrind_control -z|-d <pid>` when BENCH_CALLGRIND is set (x402d started under
+/// `X402D_WRAP="valgrind --tool=callgrind ..."`), so a profile covers one phase only.
+pub fn callgrind_control(arg: &str, pid: u32) {
+    if std::env::var_os("BENCH_CALLGRIND").is_none() {
+        return;
+    }
+    let out = Command::new("callgrind_control")
+        .args([arg, &pid.to_string()])
+        .output();
+    if let Ok(o) = out {
+        println!(
+            "    callgrind_control {arg}: {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+    }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

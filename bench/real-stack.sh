@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Benchmark 5 (optional): a paid call on the REAL x402 stack, all on loopback:
+#   anvil (chain 84532, TestUSDC) -> facilitator (@x402/core + @x402/evm) -> seller (@x402/express v2)
+# reusing tests/interop's files as they are (never edited from here), then
+#   A. openai-python (the real SDK) -> x402d (release binary) -> seller      [x402d pays]
+#   B. @x402/fetch (Coinbase's client) -> seller directly                      [the JS client pays]
+# N sequential paid calls each (BENCH_REAL_N, default 20) per run, BENCH_RUNS runs (default 3), A and B
+# alternating per run. Per-call wall time is measured inside the driver (interpreter start-up excluded).
+# x402d's CPU per paid call = delta of its threads' on-CPU time (/proc/<pid>/task/*/schedstat, ns) / calls in A.
+# Every paid call settles on the local chain (facilitator waits for the receipt, 50 ms polling),
+# so both paths are dominated by the stack, not by the client.
+#
+# Needs tests/interop's installed deps: run `bash tests/interop/run.sh` once (npm ci + .venv), keyutils.
+#   bash bench/real-stack.sh            # X402D_BIN defaults to target/release/x402d
+# Prints RESULT|figure|target|measured|command lines for bench/run.sh.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+IT=$ROOT/tests/interop
+CMD="bash bench/real-stack.sh"
+
+if [ "${X402D_BENCH_IN_SESSION:-}" != 1 ]; then
+  command -v keyctl >/dev/null || { echo "keyctl missing (apt-get install -y keyutils)" >&2; exit 1; }
+  X402D_BENCH_IN_SESSION=1 exec keyctl session - bash "$HERE/real-stack.sh" "$@"
+fi
+
+N=${BENCH_REAL_N:-20}
+RUNS=${BENCH_RUNS:-3}
+X402D_BIN=${X402D_BIN:-$ROOT/target/release/x402d}
+PY=$IT/.venv/bin/python
+ANVIL_BIN=$(ls "$IT"/node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -1 || true)
+missing=""
+[ -x "$X402D_BIN" ] || missing="$missing x402d ($X402D_BIN: cargo build --release);"
+[ -d "$IT/node_modules/@x402/fetch" ] || missing="$missing tests/interop/node_modules;"
+[ -x "$PY" ] && "$PY" -c 'import openai' 2>/dev/null || missing="$missing tests/interop/.venv with openai;"
+[ -x "${ANVIL_BIN:-/nonexistent}" ] || missing="$missing anvil (tests/interop/node_modules/@foundry-rs);"
+[ -f "$IT/sol/TestUSDC.json" ] || missing="$missing tests/interop/sol/TestUSDC.json;"
+if [ -n "$missing" ]; then
+  echo "real-stack: not run, missing:$missing (run bash tests/interop/run.sh once to install)"
+  echo "RESULT|real x402 stack (openai-python via x402d vs @x402/fetch)|—|not run: missing$missing|$CMD"
+  exit 0
+fi
+
+echo "== real x402 stack: openai-python -> x402d vs @x402/fetch direct"
+echo "machine: nproc=$(nproc); cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel=$(uname -r); loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "command: $CMD  (BENCH_REAL_N=$N BENCH_RUNS=$RUNS X402D_BIN=$X402D_BIN)"
+echo "node $(node --version), $("$PY" -c 'import sys,openai; print("python %d.%d.%d" % sys.version_info[:3], "openai", openai.__version__)')"
+
+WORK=$(mktemp -d /tmp/x402d-realstack.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+  rm -f "$HERE/real-stack/node_modules"
+}
+trap cleanup EXIT
+start() { local name=$1; shift; "$@" >"$WORK/$name.log" 2>&1 & PIDS+=($!); eval "PID_$name=$!"; }
+wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null --max-time 2 "$1" && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
+
+ln -sfn "$IT/node_modules" "$HERE/real-stack/node_modules"
+read -r RPC_PORT FAC_PORT SELLER_PORT X_PORT < <(cd "$IT" && node lib/free-ports.mjs 4)
+export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
+export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller.tap.jsonl" WORK
+
+cd "$IT"
+start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$RPC_PORT" --chain-id 84532 --silent
+wait_http "$RPC_URL"
+node chain-setup.mjs >"$WORK/chain-setup.log" 2>&1 || { tail "$WORK/chain-setup.log"; exit 1; }
+start facilitator node facilitator.mjs
+wait_http "$FACILITATOR_URL/supported"
+start seller node seller.mjs
+wait_http "$SELLER_URL/v1/models"
+PAYER_KEY=$(node --input-type=module -e 'import {X402D_PAYER_KEY} from "./lib/common.mjs"; console.log(X402D_PAYER_KEY)')
+STACK_KEY=$(node --input-type=module -e 'import {STACK_PAYER_KEY} from "./lib/common.mjs"; console.log(STACK_PAYER_KEY)')
+cd "$ROOT"
+
+mkdir -p "$WORK/x402d/state"
+cat >"$WORK/x402d/config.toml" <<TOML
+listen = "127.0.0.1:$X_PORT"
+upstream = "$SELLER_URL"
+state_dir = "$WORK/x402d/state"
+
+[wallet]
+keyring_service = "x402d-bench-realstack"
+
+[payment]
+networks = ["eip155:84532"]
+
+[payment.rpc]
+"eip155:84532" = "$RPC_URL"
+
+[apps.bench]
+api_key = "sk-bench"
+daily = "1000"
+TOML
+printf '%s\n' "$PAYER_KEY" | "$X402D_BIN" --config "$WORK/x402d/config.toml" wallet import >/dev/null
+start x402d "$X402D_BIN" --config "$WORK/x402d/config.toml" serve
+for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$X_PORT") 2>/dev/null && break; sleep 0.05; done
+XPID=$PID_x402d
+# x402d CPU time in ns: the sum of its threads' /proc/<pid>/task/*/schedstat (ns resolution;
+# /proc/<pid>/stat ticks are 10 ms, too coarse for ~20 calls). Its threads live for the whole run.
+cpu() { cat /proc/"$XPID"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+
+# Warm-up (connections, JIT, the facilitator's first settle).
+"$PY" "$HERE/real-stack/openai_bench.py" "http://127.0.0.1:$X_PORT/v1" 2 >/dev/null
+(cd "$HERE/real-stack" && node x402fetch_bench.mjs "$SELLER_URL" 2 "$STACK_KEY" >/dev/null)
+
+stats() { # JSON line on stdin -> "n p50 p95 max mean errors"
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s.trim().split("\n").pop());
+  const a=j.ms.sort((x,y)=>x-y);const p=q=>a.length?a[Math.min(a.length-1,Math.ceil(q*a.length)-1)]:NaN;
+  const mean=a.reduce((x,y)=>x+y,0)/Math.max(1,a.length);
+  console.log([a.length,p(.5),p(.95),a[a.length-1],mean,j.errors].map(v=>typeof v==="number"?+v.toFixed(1):v).join(" "))})'
+}
+A50=(); B50=(); CPU=()
+for r in $(seq 1 "$RUNS"); do
+  c0=$(cpu)
+  a=$("$PY" "$HERE/real-stack/openai_bench.py" "http://127.0.0.1:$X_PORT/v1" "$N" | stats)
+  c1=$(cpu)
+  b=$(cd "$HERE/real-stack" && node x402fetch_bench.mjs "$SELLER_URL" "$N" "$STACK_KEY" | stats)
+  read -r an a50 a95 amax amean aerr <<<"$a"
+  read -r bn b50 b95 bmax bmean berr <<<"$b"
+  cpu_us=$(echo "scale=0; ($c1 - $c0) / 1000 / ($an + 0.000001)" | bc)
+  echo "run $r: openai-python via x402d: $an ok/$aerr err, p50 $a50 ms, p95 $a95 ms, max $amax ms; x402d CPU $cpu_us µs/paid call"
+  echo "run $r: @x402/fetch direct:     $bn ok/$berr err, p50 $b50 ms, p95 $b95 ms, max $bmax ms"
+  A50+=("$a50"); B50+=("$b50"); CPU+=("$cpu_us")
+done
+mmm() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%s (min %s, max %s; n=%d)", m, v[1], v[NR], NR}'; }
+echo "summary: per-run p50 over $RUNS runs of $N calls"
+echo "RESULT|real stack: paid call p50, openai-python → x402d → @x402/express seller (settled on anvil)|—|$(mmm "${A50[@]}") ms|$CMD"
+echo "RESULT|real stack: paid call p50, @x402/fetch → seller directly|—|$(mmm "${B50[@]}") ms|$CMD"
+echo "RESULT|real stack: x402d CPU per paid call|—|$(mmm "${CPU[@]}") µs|$CMD"
+"$X402D_BIN" --config "$WORK/x402d/config.toml" wallet remove --yes >/dev/null 2>&1 || true
