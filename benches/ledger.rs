@@ -216,7 +216,7 @@ fn main() {
         have = target;
         for _ in 0..3 {
             let t = std::time::Instant::now();
-            let open = ledger.unresolved().unwrap();
+            let open = rt.block_on(ledger.unresolved()).unwrap();
             let ms = t.elapsed().as_secs_f64() * 1e3;
             assert!(open.is_empty());
             figs.push(&format!("unresolved() scan, {target} payments"), "ms", ms);

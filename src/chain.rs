@@ -109,10 +109,9 @@ pub async fn resolve(
     rpc_for: impl Fn(&networks::Network) -> Option<String>,
 ) -> Resolved {
     let mut out = Resolved::default();
-    let ledger2 = ledger.clone();
-    let open = match tokio::task::spawn_blocking(move || ledger2.unresolved()).await {
-        Ok(Ok(v)) => v,
-        _ => return out,
+    let open = match ledger.unresolved().await {
+        Ok(v) => v,
+        Err(_) => return out,
     };
     for p in open {
         match resolve_one(client, ledger, &p, &rpc_for).await {

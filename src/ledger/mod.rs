@@ -191,6 +191,10 @@ enum Op {
         reply: oneshot::Sender<Result<(), LedgerError>>,
     },
     SetTimezone(TimeZone, oneshot::Sender<Result<(), LedgerError>>),
+    /// Read-only: answered from memory, outside any transaction.
+    Unresolved(oneshot::Sender<Result<Vec<Payment>, LedgerError>>),
+    /// Read-only: wallet-wide counted spend today and the amount without a final outcome.
+    Summary(i64, oneshot::Sender<Result<(Usd, Usd), LedgerError>>),
 }
 
 /// Called with the duration of each commit (seconds), for metrics.
@@ -310,13 +314,16 @@ impl Ledger {
         read_all(&*self.db)
     }
 
-    /// Payments still waiting for an outcome (at-risk, rejected-not-expired).
-    pub fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
-        Ok(self
-            .all()?
-            .into_iter()
-            .filter(|p| matches!(p.state, State::AtRisk | State::Rejected))
-            .collect())
+    /// Wallet-wide spend counted today (settled + pending + at-risk) and the part of
+    /// all spend that has no final outcome yet; from memory, no scan.
+    pub async fn summary(&self, now_ms: i64) -> Result<(Usd, Usd), LedgerError> {
+        self.ask(|tx| Op::Summary(now_ms, tx)).await
+    }
+
+    /// Payments still waiting for an outcome (at-risk, rejected-not-expired),
+    /// from the writer's in-memory index: no scan of the file.
+    pub async fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
+        self.ask(Op::Unresolved).await
     }
 }
 
@@ -554,13 +561,39 @@ fn writer(
     rx: mpsc::Receiver<Op>,
     observer: Arc<std::sync::OnceLock<CommitObserver>>,
 ) {
+    let answer = |op: Op, index: &Index, batch: &mut Vec<Op>| match op {
+        Op::Unresolved(reply) => {
+            let open = index
+                .open
+                .values()
+                .filter(|p| matches!(p.state, State::AtRisk | State::Rejected))
+                .cloned()
+                .collect();
+            let _ = reply.send(Ok(open));
+        }
+        Op::Summary(now_ms, reply) => {
+            let today = window::day(now_ms, &index.tz);
+            let counted = index
+                .day
+                .get(&(ALL.to_string(), today))
+                .copied()
+                .unwrap_or(0);
+            let pending: u64 = index.open.values().map(|p| p.amount).sum();
+            let _ = reply.send(Ok((Usd(counted), Usd(pending))));
+        }
+        op => batch.push(op),
+    };
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+        let mut batch = Vec::new();
+        answer(first, &index, &mut batch);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(op) => answer(op, &index, &mut batch),
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let started = std::time::Instant::now();
         run_batch(&db, &mut index, batch);
@@ -652,6 +685,13 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
                     } => {
                         let res = transition(index, &mut table, id, now_ms, |p| finish(p, outcome));
                         replies.push(Reply::Unit(reply, res));
+                    }
+                    // Never batched (answered in `writer`); kept exhaustive.
+                    Op::Unresolved(reply) => {
+                        let _ = reply.send(Ok(Vec::new()));
+                    }
+                    Op::Summary(_, reply) => {
+                        let _ = reply.send(Ok((Usd::ZERO, Usd::ZERO)));
                     }
                     Op::SetTimezone(tz, reply) => {
                         replies.push(Reply::Unit(reply, Ok(())));

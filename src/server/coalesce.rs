@@ -8,8 +8,8 @@
 
 use crate::error::ProxyError;
 use crate::pay::Upstream;
-use alloy_primitives::{B256, keccak256};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -26,6 +26,8 @@ struct Entry {
 
 /// Most finished calls kept for retries (memory stays bounded under load).
 pub const MAX_FINISHED: usize = 4096;
+/// Most bytes of finished replies kept for retries.
+pub const MAX_FINISHED_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct Coalescer {
@@ -34,18 +36,23 @@ pub struct Coalescer {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<B256, Entry>,
-    /// Finished keys, oldest first, for expiry.
-    finished: std::collections::VecDeque<(Instant, B256)>,
+    map: HashMap<Key, Entry>,
+    /// Finished keys (and the size of their replies), oldest first, for expiry.
+    finished: std::collections::VecDeque<(Instant, Key, usize)>,
+    finished_bytes: usize,
 }
 
 impl Inner {
     fn expire(&mut self, now: Instant) {
-        while let Some(&(t, k)) = self.finished.front() {
-            if now.duration_since(t) < WINDOW && self.finished.len() <= MAX_FINISHED {
+        while let Some(&(t, k, size)) = self.finished.front() {
+            if now.duration_since(t) < WINDOW
+                && self.finished.len() <= MAX_FINISHED
+                && self.finished_bytes <= MAX_FINISHED_BYTES
+            {
                 break;
             }
             self.finished.pop_front();
+            self.finished_bytes -= size;
             // Only drop the entry if it is still that finished call (not a newer one).
             if self.map.get(&k).is_some_and(|e| e.finished == Some(t)) {
                 self.map.remove(&k);
@@ -54,19 +61,36 @@ impl Inner {
     }
 }
 
-/// The key of a logical call.
-pub fn key(app: &str, path: &str, idempotency_key: Option<&str>, body: &[u8]) -> B256 {
-    let mut buf = Vec::with_capacity(app.len() + path.len() + body.len() + 64);
+/// Identity of a logical call: 128 bits of SipHash under two per-process random
+/// keys (an outsider cannot aim for collisions; no cryptographic hash needed).
+pub type Key = u128;
+
+type Hashers = (
+    std::collections::hash_map::RandomState,
+    std::collections::hash_map::RandomState,
+);
+
+fn hashers() -> &'static Hashers {
+    static H: std::sync::OnceLock<Hashers> = std::sync::OnceLock::new();
+    H.get_or_init(Default::default)
+}
+
+/// The key of a logical call (length-prefixed parts, hashed in place).
+pub fn key(app: &str, path: &str, idempotency_key: Option<&str>, body: &[u8]) -> Key {
+    let (a, b) = hashers();
+    let (mut h1, mut h2) = (a.build_hasher(), b.build_hasher());
     for part in [
         app.as_bytes(),
         path.as_bytes(),
         idempotency_key.unwrap_or("").as_bytes(),
+        body,
     ] {
-        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        buf.extend_from_slice(part);
+        for h in [&mut h1, &mut h2] {
+            h.write_u64(part.len() as u64);
+            h.write(part);
+        }
     }
-    buf.extend_from_slice(body);
-    keccak256(&buf)
+    (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
 }
 
 pub enum Join {
@@ -77,7 +101,7 @@ pub enum Join {
 }
 
 pub struct Leader {
-    key: B256,
+    key: Key,
     tx: watch::Sender<Option<Outcome>>,
 }
 
@@ -88,7 +112,7 @@ impl Leader {
 }
 
 impl Coalescer {
-    pub fn join(&self, key: B256, is_retry: bool) -> Join {
+    pub fn join(&self, key: Key, is_retry: bool) -> Join {
         let mut inner = match self.inner.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
@@ -128,7 +152,12 @@ impl Coalescer {
                     if let Some(e) = inner.map.get_mut(&leader.key) {
                         e.finished = Some(now);
                     }
-                    inner.finished.push_back((now, leader.key));
+                    let size = match &*outcome {
+                        Ok(u) => u.body.len() + 64 * u.headers.len(),
+                        Err(_) => 256,
+                    };
+                    inner.finished.push_back((now, leader.key, size));
+                    inner.finished_bytes += size;
                     inner.expire(now);
                 }
             }
