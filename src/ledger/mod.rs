@@ -222,9 +222,10 @@ impl Ledger {
             }
             Err(e) => return Err(storage(e)),
         };
-        let recovery = recover(&db, now_ms)?;
+        // One decoding pass over the file: the index, then recovery of its open records.
+        let mut index = Index::build(&db, tz)?;
+        let recovery = recover(&db, &mut index, now_ms)?;
         let db = Arc::new(db);
-        let index = Index::build(&db, tz)?;
         let (tx, rx) = mpsc::channel();
         let wdb = db.clone();
         let observer: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
@@ -391,36 +392,49 @@ fn encode(p: &Payment) -> Result<Vec<u8>, LedgerError> {
 /// Startup recovery: a crash can leave reservations that never signed (safe to
 /// release: nothing left the process) and signed payments without an outcome
 /// (the request may have reached the seller: at-risk).
-fn recover(db: &Database, now_ms: i64) -> Result<Recovery, LedgerError> {
+fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, LedgerError> {
     let mut rec = Recovery::default();
+    // Only non-final records can need fixing, and the index already holds them all.
+    let fixes: Vec<Payment> = index
+        .open
+        .values()
+        .filter(|p| matches!(p.state, State::Reserved | State::Signed))
+        .cloned()
+        .collect();
     let wtx = db.begin_write().map_err(storage)?;
     {
         let mut table = wtx.open_table(PAYMENTS).map_err(storage)?;
         wtx.open_table(META).map_err(storage)?;
-        let mut fixes = Vec::new();
-        for item in table.iter().map_err(storage)? {
-            let (_, v) = item.map_err(storage)?;
-            let mut p = decode(v.value())?;
-            match p.state {
-                State::Reserved => {
-                    p.state = State::Released;
-                    p.note = Some("released at startup: never signed".into());
-                    rec.released += 1;
+        for mut p in fixes {
+            let outcome = if p.state == State::Reserved {
+                rec.released += 1;
+                Outcome::Released {
+                    reason: "released at startup: never signed".into(),
                 }
-                State::Signed => {
-                    p.state = State::AtRisk;
-                    p.note = Some("at-risk at startup: signed, outcome unknown".into());
-                    rec.at_risk += 1;
+            } else {
+                rec.at_risk += 1;
+                Outcome::AtRisk {
+                    reason: "at-risk at startup: signed, outcome unknown".into(),
                 }
-                _ => continue,
-            }
+            };
+            let before = p.state;
+            finish(&mut p, outcome).map_err(|to| LedgerError::BadTransition {
+                id: p.id,
+                from: before.as_str(),
+                to: to.as_str(),
+            })?;
             p.updated_ms = now_ms;
-            fixes.push(p);
-        }
-        for p in fixes {
             table
                 .insert(p.id, encode(&p)?.as_slice())
                 .map_err(storage)?;
+            if !p.state.counts() {
+                index.apply(&p, -(p.amount as i128));
+            }
+            if p.state.is_final() {
+                index.open.remove(&p.id);
+            } else {
+                index.open.insert(p.id, p);
+            }
         }
     }
     wtx.commit().map_err(storage)?;
