@@ -259,6 +259,18 @@ impl Loaded {
         }
     }
 
+    /// The upstream URL for a path (and query) such as `/v1/models`, under its prefix.
+    pub fn upstream_url(&self, path_and_query: &str) -> String {
+        let base = &self.upstream;
+        format!(
+            "{}://{}{}{}",
+            base.scheme_str().unwrap_or("https"),
+            base.authority().map(|a| a.as_str()).unwrap_or(""),
+            base.path().trim_end_matches('/'),
+            path_and_query
+        )
+    }
+
     pub fn rpc_url(&self, net: &Network) -> Option<String> {
         for (k, v) in &self.config.payment.rpc {
             if networks::lookup(k).map(|n| n.caip2) == Some(net.caip2) {

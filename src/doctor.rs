@@ -204,13 +204,7 @@ fn daily_need(cfg: &Loaded) -> Option<Usd> {
 }
 
 async fn upstream_check(cfg: &Loaded, client: &crate::upstream::Client) -> Check {
-    let base = &cfg.upstream;
-    let uri = format!(
-        "{}://{}{}/v1/chat/completions",
-        base.scheme_str().unwrap_or("https"),
-        base.authority().map(|a| a.as_str()).unwrap_or(""),
-        base.path().trim_end_matches('/')
-    );
+    let uri = cfg.upstream_url("/v1/chat/completions");
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}]}"#;
     let req = match hyper::Request::post(&uri)
         .header("content-type", "application/json")

@@ -391,16 +391,9 @@ impl Payer<'_> {
     }
 
     fn upstream_uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
-        let base = &self.cfg.upstream;
-        let prefix = base.path().trim_end_matches('/');
-        let s = format!(
-            "{}://{}{}{}",
-            base.scheme_str().unwrap_or("https"),
-            base.authority().map(|a| a.as_str()).unwrap_or(""),
-            prefix,
-            path_and_query
-        );
-        s.parse()
+        self.cfg
+            .upstream_url(path_and_query)
+            .parse()
             .map_err(|_| ProxyError::Internal("cannot build the upstream URL".into()))
     }
 

@@ -126,14 +126,7 @@ impl Shared {
 
     /// Refreshes the model list from the upstream without paying (a 402 is skipped).
     pub async fn refresh_catalog(&self) -> Result<usize, String> {
-        let cfg = self.config();
-        let base = &cfg.upstream;
-        let uri = format!(
-            "{}://{}{}/v1/models",
-            base.scheme_str().unwrap_or("https"),
-            base.authority().map(|a| a.as_str()).unwrap_or(""),
-            base.path().trim_end_matches('/')
-        );
+        let uri = self.config().upstream_url("/v1/models");
         let req = Request::get(uri)
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
@@ -265,15 +258,8 @@ pub async fn handle(
             origin,
         );
     }
-    let app_label = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .and_then(|k| cfg.keys.get(k.trim()).cloned())
+    let app_label = bearer(req.headers())
+        .and_then(|k| cfg.keys.get(k).cloned())
         .unwrap_or_else(|| crate::config::DEFAULT_APP.to_string());
     let route_label = match route(req.method(), req.uri().path()) {
         Some(_) => req.uri().path().to_string(),
@@ -333,15 +319,7 @@ async fn pipeline(
     if let Route::Metrics = route {
         return metrics_response(shared, cfg).await;
     }
-    let key = parts
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let key = bearer(&parts.headers);
     let app = cfg
         .app_for_key(key)
         .ok_or(ProxyError::UnknownApp)?
@@ -734,6 +712,18 @@ struct ChatRequest {
     model: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
+}
+
+/// The API key an app sent (`Authorization: Bearer <key>`), which names the app.
+fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// A model matches an allow-list entry in either `vendor/model` or bare form.
