@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use alloy_primitives::{Address, B256, U256, keccak256};
-use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+use alloy_sol_types::Eip712Domain;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -619,16 +619,8 @@ pub fn chat_body(size: usize) -> Bytes {
     Bytes::from(s)
 }
 
-sol! {
-    struct TransferWithAuthorization {
-        address from;
-        address to;
-        uint256 value;
-        uint256 validAfter;
-        uint256 validBefore;
-        bytes32 nonce;
-    }
-}
+#[path = "../../tests/common/verify.rs"]
+mod verify;
 
 /// An instant x402 v2 seller: unpaid → 402 with requirements; paid → verify
 /// (recover signer = from, payTo, amount, validAfter/validBefore, unused nonce)
@@ -763,65 +755,21 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// The same checks as the test harness's seller (tests/common/mod.rs `verify`).
+/// The same checks as the test harness's seller (one shared verifier).
 fn verify(st: &SellerState, header: &[u8]) -> Result<B256, String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(header)
-        .map_err(|_| "payment header is not base64")?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| "payment header is not JSON")?;
-    if v["x402Version"] != json!(2) {
-        return Err(format!("wrong x402Version {}", v["x402Version"]));
-    }
-    if v["accepted"]["payTo"] != json!(PAY_TO) {
-        return Err("accepted does not echo the requirement".into());
-    }
-    let a = &v["payload"]["authorization"];
-    let s = |k: &str| a[k].as_str().ok_or(format!("missing {k}"));
-    let from: Address = s("from")?.parse().map_err(|_| "bad from")?;
-    let to: Address = s("to")?.parse().map_err(|_| "bad to")?;
-    let value: U256 = s("value")?.parse().map_err(|_| "bad value")?;
-    let valid_after: u64 = s("validAfter")?.parse().map_err(|_| "bad validAfter")?;
-    let valid_before: u64 = s("validBefore")?.parse().map_err(|_| "bad validBefore")?;
-    let nonce: B256 = s("nonce")?.parse().map_err(|_| "bad nonce")?;
-    let sig_hex = v["payload"]["signature"]
-        .as_str()
-        .ok_or("missing signature")?;
-    let sig_bytes =
-        hex::decode(sig_hex.trim_start_matches("0x")).map_err(|_| "bad signature hex")?;
-    let sig =
-        alloy_primitives::Signature::try_from(sig_bytes.as_slice()).map_err(|_| "bad signature")?;
-    let msg = TransferWithAuthorization {
-        from,
-        to,
-        value,
-        validAfter: U256::from(valid_after),
-        validBefore: U256::from(valid_before),
-        nonce,
-    };
-    let hash = msg.eip712_signing_hash(&st.domain);
-    let signer = sig
-        .recover_address_from_prehash(&hash)
-        .map_err(|_| "signature does not recover")?;
-    if signer != from {
-        return Err(format!("signer {signer} is not from {from}"));
-    }
-    if to != st.pay_to {
-        return Err("wrong payTo".into());
-    }
-    if value != st.amount {
-        return Err(format!("wrong amount {value}"));
-    }
-    let t = unix_now();
-    if valid_after > t {
-        return Err("not yet valid".into());
-    }
-    if valid_before <= t || valid_before > t + st.max_timeout + 5 {
-        return Err(format!("validBefore {valid_before} out of range (now {t})"));
-    }
-    if !st.used.lock().unwrap().insert(nonce) {
-        return Err("invalid_exact_evm_nonce_already_used".into());
-    }
-    Ok(nonce)
+    verify::verify_payment(
+        header,
+        &verify::Expect {
+            version: 2,
+            pay_to_text: PAY_TO,
+            pay_to: st.pay_to,
+            amount: st.amount,
+            max_timeout: st.max_timeout,
+            domain: &st.domain,
+            used: &st.used,
+        },
+    )
+    .map(|(nonce, _)| nonce)
 }
 
 // ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 //! and the real `x402d` binary started against it on loopback.
 #![allow(dead_code)]
 
-use alloy_primitives::{Address, B256, U256, keccak256};
-use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+use alloy_primitives::{B256, U256, keccak256};
+use alloy_sol_types::Eip712Domain;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -31,16 +31,7 @@ pub const USDC_BASE: &str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
 /// The completion the seller returns; odd spacing on purpose, to prove byte-identical relay.
 pub const COMPLETION: &str = "{\"id\":\"chatcmpl-x402d\",  \"object\":\"chat.completion\",\"created\":1764115200,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"paid hello\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n";
 
-sol! {
-    struct TransferWithAuthorization {
-        address from;
-        address to;
-        uint256 value;
-        uint256 validAfter;
-        uint256 validBefore;
-        bytes32 nonce;
-    }
-}
+pub mod verify;
 
 /// What the seller does once it has verified a payment.
 #[derive(Clone, Debug, PartialEq)]
@@ -359,43 +350,6 @@ fn verify(
     header: &[u8],
     used: &Mutex<HashSet<B256>>,
 ) -> Result<(B256, u64), String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(header)
-        .map_err(|_| "payment header is not base64")?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| "payment header is not JSON")?;
-    if v["x402Version"] != json!(cfg.version) {
-        return Err(format!("wrong x402Version {}", v["x402Version"]));
-    }
-    if cfg.version == 2 && v["accepted"]["payTo"] != json!(cfg.pay_to) {
-        return Err("accepted does not echo the requirement".into());
-    }
-    let a = &v["payload"]["authorization"];
-    let s = |k: &str| {
-        a[k].as_str()
-            .map(str::to_string)
-            .ok_or(format!("missing {k}"))
-    };
-    let from: Address = s("from")?.parse().map_err(|_| "bad from")?;
-    let to: Address = s("to")?.parse().map_err(|_| "bad to")?;
-    let value: U256 = s("value")?.parse().map_err(|_| "bad value")?;
-    let valid_after: u64 = s("validAfter")?.parse().map_err(|_| "bad validAfter")?;
-    let valid_before: u64 = s("validBefore")?.parse().map_err(|_| "bad validBefore")?;
-    let nonce: B256 = s("nonce")?.parse().map_err(|_| "bad nonce")?;
-    let sig_hex = v["payload"]["signature"]
-        .as_str()
-        .ok_or("missing signature")?;
-    let sig_bytes =
-        hex::decode(sig_hex.trim_start_matches("0x")).map_err(|_| "bad signature hex")?;
-    let sig =
-        alloy_primitives::Signature::try_from(sig_bytes.as_slice()).map_err(|_| "bad signature")?;
-    let msg = TransferWithAuthorization {
-        from,
-        to,
-        value,
-        validAfter: U256::from(valid_after),
-        validBefore: U256::from(valid_before),
-        nonce,
-    };
     let domain = Eip712Domain::new(
         Some(cfg.extra["name"].as_str().unwrap_or("").to_string().into()),
         Some(
@@ -409,29 +363,18 @@ fn verify(
         Some(cfg.asset.parse().map_err(|_| "seller asset")?),
         None,
     );
-    let hash = msg.eip712_signing_hash(&domain);
-    let signer = sig
-        .recover_address_from_prehash(&hash)
-        .map_err(|_| "signature does not recover")?;
-    if signer != from {
-        return Err(format!("signer {signer} is not from {from}"));
-    }
-    if to != cfg.pay_to.parse::<Address>().unwrap() {
-        return Err("wrong payTo".into());
-    }
-    if value != U256::from_str_radix(&cfg.amount, 10).map_err(|_| "seller amount")? {
-        return Err(format!("wrong amount {value}"));
-    }
-    let t = now();
-    if valid_after > t {
-        return Err("not yet valid".into());
-    }
-    if valid_before <= t || valid_before > t + cfg.max_timeout + 5 {
-        return Err(format!("validBefore {valid_before} out of range (now {t})"));
-    }
-    if !used.lock().unwrap().insert(nonce) {
-        return Err("invalid_exact_evm_nonce_already_used".into());
-    }
+    let (nonce, value) = verify::verify_payment(
+        header,
+        &verify::Expect {
+            version: cfg.version,
+            pay_to_text: &cfg.pay_to,
+            pay_to: cfg.pay_to.parse().map_err(|_| "seller payTo")?,
+            amount: U256::from_str_radix(&cfg.amount, 10).map_err(|_| "seller amount")?,
+            max_timeout: cfg.max_timeout,
+            domain: &domain,
+            used,
+        },
+    )?;
     Ok((nonce, value.to::<u64>()))
 }
 
