@@ -189,6 +189,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Fail> {
             }
             outln!("# state_dir = {:?}", cfg.state_dir.display().to_string());
             out!("{}", toml::to_string_pretty(&cfg.config)?);
+            out!("{}", cfg.effective_caps_report());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Spend(a) => spend_cmd(&cli, a).await,

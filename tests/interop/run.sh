@@ -16,14 +16,22 @@ set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
-# ---- run inside a fresh session keyring (x402d keeps the wallet key in the kernel keyring) ----
+# ---- run with a throwaway keyring (x402d keeps the wallet key in the kernel keyring) ----
+# A fresh session keyring alone is not enough: x402d's keyutils store also links the key into the uid's
+# *persistent* keyring, which outlives the session and is shared with the user's own sessions. A new user
+# namespace has its own persistent keyring, which dies with the run. Where unprivileged user namespaces are
+# off, the run falls back to a session keyring and removes the test wallet on exit (see keyring-clean).
 if [ "${X402D_INTEROP_IN_SESSION:-}" != 1 ]; then
   if ! command -v keyctl >/dev/null 2>&1; then
     echo "FAIL setup: keyctl not found; install keyutils (e.g. apt-get install -y keyutils)"
     echo "0 passed, 1 failed"
     exit 1
   fi
-  X402D_INTEROP_IN_SESSION=1 exec keyctl session - bash "$HERE/run.sh" "$@"
+  export X402D_INTEROP_IN_SESSION=1
+  if command -v unshare >/dev/null 2>&1 && unshare --user --map-current-user true 2>/dev/null; then
+    X402D_INTEROP_KEYRING=userns exec unshare --user --map-current-user keyctl session - bash "$HERE/run.sh" "$@"
+  fi
+  X402D_INTEROP_KEYRING=session exec keyctl session - bash "$HERE/run.sh" "$@"
 fi
 
 cd "$HERE" || exit 1
@@ -35,6 +43,12 @@ export WORK
 
 log() { echo "# $*"; }
 CHECK_PID=""
+# remove_wallet: delete the test wallet from the keyring (every instance uses the same entry). Harmless when absent.
+remove_wallet() {
+  [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
+  "$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet remove --yes >/dev/null 2>&1
+  return 0
+}
 cleanup() {
   local p
   [ -n "$CHECK_PID" ] && PIDS+=("$CHECK_PID")
@@ -46,11 +60,28 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
+  remove_wallet
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# keyring_clean: once the wallet was imported, remove it and prove it is gone (counted as a check).
+keyring_clean() {
+  [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
+  remove_wallet
+  local out
+  if out=$("$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet address 2>&1); then
+    failed keyring-clean "the test wallet is still in the keyring after \`wallet remove\`: $out"
+  elif ! grep -q "no wallet key" <<<"$out"; then
+    failed keyring-clean "cannot tell whether the test wallet is gone: $out"
+  else
+    echo "ok   keyring-clean"; PASS=$((PASS + 1))
+    echo "     note: keyring: $X402D_INTEROP_KEYRING ($([ "$X402D_INTEROP_KEYRING" = userns ] && echo "private persistent keyring in a user namespace" || echo "session keyring; no user namespace, so the key was in your persistent keyring during the run"))"
+  fi
+}
+
 finish() {
+  keyring_clean
   [ -f "$WORK/timings.tsv" ] && log "slowest checks: $(sort -t$'\t' -k2 -rn "$WORK/timings.tsv" | head -5 | tr '\t\n' ' ,')"
   log "logs in $WORK ($(( $(date +%s) - T_START ))s)"
   echo "$PASS passed, $FAIL failed"
