@@ -110,6 +110,7 @@ fn serve_in(cwd: &Path, home: &Path, config: &Path) -> std::process::Child {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("x402d did not become ready:\n{log}");
 }
 
