@@ -157,7 +157,8 @@ impl<'de> Deserialize<'de> for Cap {
 }
 
 /// An `[apps.NAME]` table as written. Caps left out are inherited at load
-/// (see [`validate`]); the rest of x402d only sees the resolved [`AppConfig`].
+/// (when the config is validated); the rest of x402d only sees the resolved
+/// [`AppConfig`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AppTable {
