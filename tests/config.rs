@@ -159,3 +159,41 @@ fn tilde_state_dir_is_home_whatever_the_working_directory() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn reload_refuses_plain_http_to_a_remote_host() {
+    let seller = Seller::start(SellerCfg::default()).await;
+    let d = Daemon::start(&seller.url(), "[payment]\nnetworks = [\"eip155:84532\"]\n");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        text.replace(&seller.url(), "http://seller.example:4021"),
+    )
+    .unwrap();
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("reload refused") && e.contains("is plain http:// to seller.example"),
+        "{e}"
+    );
+    // SIGHUP: the daemon refuses it too and keeps the old upstream.
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || d
+            .log()
+            .contains("config reload refused")),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("is plain http:// to seller.example"));
+    assert_eq!(
+        chat(&d, "sk-any").await.status,
+        200,
+        "the old upstream stays"
+    );
+}
