@@ -820,14 +820,16 @@ fn expand_state_dir(p: &Path, home: Option<&std::ffi::OsStr>) -> Result<PathBuf,
     Ok(p.to_path_buf())
 }
 
-/// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/x402d`, else `~/.local/state/x402d`.
+/// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/x402d` (if absolute), else
+/// `~/.local/state/x402d`.
 pub fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty())
         && let Some(first) = std::env::split_paths(&d).next()
     {
         return first;
     }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+    // A relative $XDG_STATE_HOME is invalid (XDG spec) and would follow the working directory.
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| Path::new(v).is_absolute()) {
         return PathBuf::from(d).join("x402d");
     }
     // root operating the system service (`sudo x402d status`): its StateDirectory.

@@ -197,3 +197,22 @@ async fn reload_refuses_plain_http_to_a_remote_host() {
         "the old upstream stays"
     );
 }
+
+#[test]
+fn a_relative_xdg_state_home_is_ignored() {
+    let home = TempDir::new("cfg-xdg");
+    let config = home.0.join("c.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = x402d(&["--config", config.to_str().unwrap(), "config", "check"])
+        .env_remove("STATE_DIRECTORY")
+        .env("XDG_STATE_HOME", "relative/state")
+        .env("HOME", &home.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = format!(
+        "# state_dir = {:?}",
+        home.0.join(".local/state/x402d").display().to_string()
+    );
+    assert!(comment_lines(&out).contains(&want), "{want}");
+}
