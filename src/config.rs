@@ -91,6 +91,10 @@ pub struct PaymentConfig {
     /// How often at-risk and rejected payments are checked on chain.
     #[serde(default = "default_resolve_every")]
     pub resolve_every_secs: u64,
+    /// The resolver releases nothing on the word of an RPC whose head block is
+    /// older than this by wall time (a stuck node); see src/chain.rs.
+    #[serde(default = "default_max_rpc_lag")]
+    pub max_rpc_lag_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -247,6 +251,9 @@ fn default_max_per_call() -> Usd {
 fn default_resolve_every() -> u64 {
     30
 }
+fn default_max_rpc_lag() -> u64 {
+    300
+}
 fn default_max_timeout() -> u64 {
     3600
 }
@@ -273,6 +280,7 @@ impl Default for PaymentConfig {
             pay_to: Vec::new(),
             rpc: BTreeMap::new(),
             resolve_every_secs: default_resolve_every(),
+            max_rpc_lag_secs: default_max_rpc_lag(),
         }
     }
 }

@@ -377,9 +377,18 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut warned_no_rpc = false;
+            let resolver = chain::Resolver::default();
             loop {
                 let cfg = shared.config();
-                let r = chain::resolve(&shared.client, &shared.ledger, |n| cfg.rpc_url(n)).await;
+                let r = resolver
+                    .resolve(
+                        &shared.client,
+                        &shared.ledger,
+                        &shared.metrics,
+                        |n| cfg.rpc_url(n),
+                        cfg.config.payment.max_rpc_lag_secs,
+                    )
+                    .await;
                 if r.settled + r.released > 0 {
                     tracing::info!(
                         settled = r.settled,
