@@ -468,14 +468,8 @@ fn cases() -> Vec<Case> {
         case!(
             "maxTimeoutSeconds 0",
             NOPE,
-            ["maxTimeoutSeconds 0 is outside 1..=3600"],
+            ["maxTimeoutSeconds is 0"],
             |c| { c.max_timeout = 0 }
-        ),
-        case!(
-            "maxTimeoutSeconds 10^9",
-            NOPE,
-            ["maxTimeoutSeconds 1000000000 is outside 1..=3600"],
-            |c| { c.max_timeout = 1_000_000_000 }
         ),
         case!(
             "maxTimeoutSeconds negative",
