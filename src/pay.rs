@@ -820,3 +820,265 @@ fn strip_proxy_headers(h: &mut HeaderMap) {
 
 /// Shared handle type for the flow's dependencies.
 pub type SharedWallet = Arc<WalletSlot>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Payment, State};
+    use crate::metrics::Metrics;
+    use jiff::tz::TimeZone;
+    use std::future::Future;
+    use std::path::PathBuf;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    /// anvil dev key #1: a public test key, never funded on a real chain.
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn tmp() -> PathBuf {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let d = std::env::temp_dir().join(format!("x402d-pay-{}", hex::encode(b)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn reserve(now: i64) -> Reserve {
+        Reserve {
+            now_ms: now,
+            app: "default".into(),
+            model: None,
+            route: "/v1/chat/completions".into(),
+            network: "eip155:84532".into(),
+            asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e".into(),
+            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
+            amount: Usd(1000),
+            caps: Caps::default(),
+        }
+    }
+
+    fn states(l: &Ledger) -> Vec<State> {
+        l.payments(None, 1000)
+            .unwrap()
+            .iter()
+            .map(|p: &Payment| p.state)
+            .collect()
+    }
+
+    /// Waits (bounded, generous) until no record is reserved or signed.
+    async fn settled_states(l: &Ledger) -> Vec<State> {
+        for _ in 0..2000 {
+            let s = states(l);
+            if !s.iter().any(|s| matches!(s, State::Reserved | State::Signed)) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("records left open: {:?}", states(l));
+    }
+
+    fn auth(w: &Wallet) -> Authorization {
+        Authorization {
+            from: w.address(),
+            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+            value: U256::from(1000),
+            valid_after: 0,
+            valid_before: 4_000_000_000,
+            nonce: B256::repeat_byte(1),
+        }
+    }
+
+    fn domain() -> alloy_sol_types::Eip712Domain {
+        let n = crate::x402::networks::lookup("eip155:84532").unwrap();
+        wallet::eip3009::domain(n.eip712_name, n.eip712_version, n.chain_id, n.usdc)
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reservation_releases_itself() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(states(&l), [State::Reserved]);
+        drop(r);
+        assert_eq!(settled_states(&l).await, [State::Released]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_signed_payment_is_at_risk_never_released() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        let (signed, _sig) = r.sign(&w, &auth(&w), &domain()).await.unwrap();
+        assert_eq!(states(&l), [State::Signed]);
+        drop(signed);
+        assert_eq!(settled_states(&l).await, [State::AtRisk]);
+    }
+
+    #[tokio::test]
+    async fn a_finished_payment_is_not_touched_by_drop() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        let (signed, _) = r.sign(&w, &auth(&w), &domain()).await.unwrap();
+        signed.finish(Outcome::Settled { tx: None }).await;
+        // A later op on the same writer queue: anything queued by a Drop is in by now.
+        Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap()
+            .release("test")
+            .await;
+        assert_eq!(states(&l), [State::Released, State::Settled]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_signed_write_releases_once_and_sends_nothing() {
+        // The ledger refuses the "signed" transition (here: the record already
+        // ended). The flow gets an error, no signed payment exists to send, and the
+        // second release is a no-op, not a corruption.
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        l.finish(
+            r.id(),
+            Outcome::Released {
+                reason: "elsewhere".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        let e = r.sign(&w, &auth(&w), &domain()).await.err().unwrap();
+        assert!(matches!(e, ProxyError::Ledger(_)), "{e:?}");
+        assert_eq!(settled_states(&l).await, [State::Released]);
+        let p = &l.payments(None, 1).unwrap()[0];
+        assert_eq!(p.note.as_deref(), Some("elsewhere"));
+        assert_eq!(p.nonce, None, "never recorded as signed");
+    }
+
+    // --- Payer::run cancelled at each point ---------------------------------
+
+    /// A seller whose unpaid requests get a v2 402 and whose paid requests stall
+    /// forever; counts the paid requests that arrived.
+    async fn stalling_seller() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paid = Arc::new(AtomicUsize::new(0));
+        let p2 = paid.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let p3 = p2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let p4 = p3.clone();
+                        async move {
+                            if req.headers().contains_key(x402::HDR_PAYMENT_SIGNATURE) {
+                                p4.fetch_add(1, Ordering::SeqCst);
+                                std::future::pending::<()>().await;
+                            }
+                            Response::builder()
+                                .status(402)
+                                .header(
+                                    x402::HDR_PAYMENT_REQUIRED,
+                                    x402::parse::tests_support::V2_HEADER,
+                                )
+                                .body(Full::new(Bytes::from_static(b"{}")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, paid)
+    }
+
+    /// Polls `fut` until `stop()` holds before a poll, then drops it (a cancelled
+    /// flow: a hung-up connection, a shutdown, an aborted task).
+    async fn cancel_when<F: Future>(fut: F, mut stop: impl FnMut() -> bool) {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..20_000 {
+            if stop() {
+                return;
+            }
+            if let Poll::Ready(_) = Pin::as_mut(&mut fut).poll(&mut cx) {
+                panic!("the flow finished before the cancel point");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("cancel point never reached");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_flow_leaves_nothing_reserved_or_signed() {
+        let (addr, paid) = stalling_seller().await;
+        let dir = tmp();
+        let cfg = crate::config::parse(
+            &format!(
+                "upstream = \"http://{addr}\"\nstate_dir = \"{}\"\n[payment]\nnetworks = [\"eip155:84532\"]\n",
+                dir.display()
+            ),
+            None,
+        )
+        .unwrap();
+        let client = crate::upstream::client().unwrap();
+        let (ledger, _) = Ledger::open(&dir.join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let slot = WalletSlot::new();
+        *slot.cached.lock().await = Some(Wallet::from_hex(KEY).unwrap());
+        let metrics = Metrics::new();
+        let payer = Payer {
+            cfg: &cfg,
+            client: &client,
+            ledger: &ledger,
+            wallet: &slot,
+            metrics: &metrics,
+            upstream_us: Default::default(),
+        };
+        let call = || Call {
+            app: "default".into(),
+            model: None,
+            method: Method::POST,
+            path_and_query: "/v1/chat/completions".into(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"{}"),
+        };
+        let last = |l: &Ledger| l.payments(None, 1).unwrap().first().map(|p| p.state);
+
+        // Cancelled once budget is held (whether or not it got to sign): released.
+        cancel_when(payer.run(call()), || last(&ledger).is_some()).await;
+        assert_eq!(settled_states(&ledger).await, [State::Released]);
+
+        // Cancelled once the signature is recorded, normally before it is sent:
+        // released. (If the flow slipped past the check and the request started to
+        // leave, at-risk is the right answer; released with a payment never is.)
+        cancel_when(payer.run(call()), || last(&ledger) == Some(State::Signed)).await;
+        let s = settled_states(&ledger).await;
+        assert!(matches!(s[0], State::Released | State::AtRisk), "{s:?}");
+        if s[0] == State::Released {
+            assert_eq!(paid.load(Ordering::SeqCst), 0, "released but paid");
+        }
+        let before = paid.load(Ordering::SeqCst);
+
+        // Cancelled after the seller got the payment: at risk, never released.
+        cancel_when(payer.run(call()), || paid.load(Ordering::SeqCst) == before + 1).await;
+        let s = settled_states(&ledger).await;
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], State::AtRisk);
+    }
+}
