@@ -56,7 +56,10 @@ pub fn describe(secs: i64) -> String {
     if secs > 0 {
         format!("this machine's clock is {secs} s behind the upstream's")
     } else {
-        format!("this machine's clock is {} s ahead of the upstream's", -secs)
+        format!(
+            "this machine's clock is {} s ahead of the upstream's",
+            -secs
+        )
     }
 }
 
@@ -69,7 +72,10 @@ mod tests {
         // 2026-12-01T22:07:28Z
         let now = 1_796_162_848_000;
         assert_eq!(skew_secs(b"Tue, 01 Dec 2026 22:07:28 GMT", now), Some(0));
-        assert_eq!(skew_secs(b"Tue, 01 Dec 2026 22:07:28 GMT", now + 999), Some(0));
+        assert_eq!(
+            skew_secs(b"Tue, 01 Dec 2026 22:07:28 GMT", now + 999),
+            Some(0)
+        );
         assert_eq!(skew_secs(b"Tue, 01 Dec 2026 22:17:28 GMT", now), Some(600));
         assert_eq!(skew_secs(b"Tue, 01 Dec 2026 21:57:28 GMT", now), Some(-600));
         assert_eq!(skew_secs(b"yesterday", now), None);

@@ -609,7 +609,8 @@ async fn read_requirements(
             .await
             .map_err(ProxyError::BadRequirements)?,
     };
-    parse::parse_402(header.as_deref(), &body).map_err(|e| ProxyError::BadRequirements(e.to_string()))
+    parse::parse_402(header.as_deref(), &body)
+        .map_err(|e| ProxyError::BadRequirements(e.to_string()))
 }
 
 /// The settlement transaction named on a paid reply, if any.
@@ -831,7 +832,7 @@ mod tests {
     use std::path::PathBuf;
     use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Poll};
+    use std::task::Context;
 
     /// anvil dev key #1: a public test key, never funded on a real chain.
     const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
@@ -870,7 +871,10 @@ mod tests {
     async fn settled_states(l: &Ledger) -> Vec<State> {
         for _ in 0..2000 {
             let s = states(l);
-            if !s.iter().any(|s| matches!(s, State::Reserved | State::Signed)) {
+            if !s
+                .iter()
+                .any(|s| matches!(s, State::Reserved | State::Signed))
+            {
                 return s;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -881,7 +885,9 @@ mod tests {
     fn auth(w: &Wallet) -> Authorization {
         Authorization {
             from: w.address(),
-            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+                .parse()
+                .unwrap(),
             value: U256::from(1000),
             valid_after: 0,
             valid_before: 4_000_000_000,
@@ -1017,7 +1023,7 @@ mod tests {
             if stop() {
                 return;
             }
-            if let Poll::Ready(_) = Pin::as_mut(&mut fut).poll(&mut cx) {
+            if Pin::as_mut(&mut fut).poll(&mut cx).is_ready() {
                 panic!("the flow finished before the cancel point");
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -1076,7 +1082,10 @@ mod tests {
         let before = paid.load(Ordering::SeqCst);
 
         // Cancelled after the seller got the payment: at risk, never released.
-        cancel_when(payer.run(call()), || paid.load(Ordering::SeqCst) == before + 1).await;
+        cancel_when(payer.run(call()), || {
+            paid.load(Ordering::SeqCst) == before + 1
+        })
+        .await;
         let s = settled_states(&ledger).await;
         assert_eq!(s.len(), 3);
         assert_eq!(s[0], State::AtRisk);

@@ -1001,7 +1001,10 @@ async fn a_stalled_body_beside_a_v2_header_does_not_delay_the_payment() {
     let r = chat(&d, "k").await;
     let took = t.elapsed();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("x-x402d-payment-state").as_deref(), Some("settled"));
+    assert_eq!(
+        r.header("x-x402d-payment-state").as_deref(),
+        Some("settled")
+    );
     // Far from the 60 s timeout the old code waited for.
     assert!(took < Duration::from_secs(20), "took {took:?}");
     let c = seller.counts();
@@ -1069,10 +1072,7 @@ async fn an_upstream_cannot_forge_the_proxy_headers() {
     let r = chat(&d, "k").await;
     assert_eq!(r.status, 500);
     assert_eq!(
-        r.headers
-            .get_all("x-x402d-cost")
-            .iter()
-            .collect::<Vec<_>>(),
+        r.headers.get_all("x-x402d-cost").iter().collect::<Vec<_>>(),
         ["0"]
     );
     for h in [
@@ -1111,7 +1111,10 @@ async fn an_upstream_cannot_forge_the_proxy_headers() {
     seller.set(|c| c.after_pay = AfterPay::Ok);
     let r = chat(&d, "k").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-x402d-payment-state").as_deref(), Some("settled"));
+    assert_eq!(
+        r.header("x-x402d-payment-state").as_deref(),
+        Some("settled")
+    );
     assert_eq!(r.header("x-x402d-cost").as_deref(), Some("0.001"));
     assert!(r.header("x-should-retry").is_none(), "{:?}", r.headers);
     assert!(r.header("x-x402d-error").is_none());
@@ -1137,6 +1140,9 @@ async fn a_validity_longer_than_policy_is_signed_for_the_policy() {
     assert_eq!(ps[0]["state"], "settled");
     let vb = ps[0]["valid_before"].as_u64().unwrap();
     // payment.max_timeout_seconds defaults to 3600.
-    assert!(vb >= before + 3600 && vb <= before + 3600 + 60, "{vb} vs {before}");
+    assert!(
+        vb >= before + 3600 && vb <= before + 3600 + 60,
+        "{vb} vs {before}"
+    );
     still_serving(&mut d).await.unwrap();
 }

@@ -383,7 +383,8 @@ impl Drop for PendingReserve<'_> {
         // so an answer is either here now or handled there: never lost between.
         rx.close();
         if let Ok(Ok(Ok(id))) = rx.try_recv() {
-            self.ledger.finish_detached(id, orphan_release(), crate::now_ms());
+            self.ledger
+                .finish_detached(id, orphan_release(), crate::now_ms());
         }
     }
 }

@@ -495,49 +495,48 @@ async fn handle(
 /// The seller's answer to a verified payment, as `after_pay` says.
 fn paid_reply(cfg: &SellerCfg, nonce: B256) -> Result<Response<SellerBody>, std::io::Error> {
     match cfg.after_pay.clone() {
-                AfterPay::Fail500 => Ok(boxed(
-                    Response::builder()
-                        .status(500)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from_static(
-                            b"{\"error\":{\"message\":\"model crashed\"}}",
-                        )))
-                        .unwrap(),
-                )),
-                AfterPay::Drop => Err(std::io::Error::other("drop")),
-                AfterPay::Redirect(location) => Ok(boxed(
-                    Response::builder()
-                        .status(302)
-                        .header("location", location.as_str())
-                        .body(Full::new(Bytes::from_static(b"moved")))
-                        .unwrap(),
-                )),
-                _ => {
-                    let tx = keccak256(nonce.as_slice());
-                    let settle = json!({"success": true, "payer": PAYER, "transaction": tx.to_string(), "network": cfg.network});
-                    let name = if cfg.version == 1 {
-                        "x-payment-response"
-                    } else {
-                        "payment-response"
-                    };
-                    Ok(boxed(
-                        Response::builder()
-                            .status(200)
-                            .header("content-type", "application/json")
-                            .header(
-                                name,
-                                base64::engine::general_purpose::STANDARD
-                                    .encode(settle.to_string()),
-                            )
-                            .body(Full::new(Bytes::from(
-                                cfg.completion
-                                    .clone()
-                                    .unwrap_or_else(|| COMPLETION.to_string()),
-                            )))
-                            .unwrap(),
-                    ))
-                }
-            }
+        AfterPay::Fail500 => Ok(boxed(
+            Response::builder()
+                .status(500)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(
+                    b"{\"error\":{\"message\":\"model crashed\"}}",
+                )))
+                .unwrap(),
+        )),
+        AfterPay::Drop => Err(std::io::Error::other("drop")),
+        AfterPay::Redirect(location) => Ok(boxed(
+            Response::builder()
+                .status(302)
+                .header("location", location.as_str())
+                .body(Full::new(Bytes::from_static(b"moved")))
+                .unwrap(),
+        )),
+        _ => {
+            let tx = keccak256(nonce.as_slice());
+            let settle = json!({"success": true, "payer": PAYER, "transaction": tx.to_string(), "network": cfg.network});
+            let name = if cfg.version == 1 {
+                "x-payment-response"
+            } else {
+                "payment-response"
+            };
+            Ok(boxed(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header(
+                        name,
+                        base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                    )
+                    .body(Full::new(Bytes::from(
+                        cfg.completion
+                            .clone()
+                            .unwrap_or_else(|| COMPLETION.to_string()),
+                    )))
+                    .unwrap(),
+            ))
+        }
+    }
 }
 
 /// A temporary directory removed on drop.
