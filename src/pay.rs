@@ -591,7 +591,7 @@ impl Payer<'_> {
 /// The requirements of an unpaid 402. A v2 header carries them, so its body is
 /// only drained briefly (a stalled body must not delay the payment past the
 /// app's patience); a v1 body is read within the upstream timeout.
-async fn read_requirements(
+pub async fn read_requirements(
     resp: Response<Incoming>,
     timeout: Duration,
 ) -> Result<x402::PaymentRequired, ProxyError> {

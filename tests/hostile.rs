@@ -1012,7 +1012,8 @@ async fn a_stalled_body_beside_a_v2_header_does_not_delay_the_payment() {
     still_serving(&mut d).await.unwrap();
 }
 
-#[tokio::test]
+// Multi-threaded: the seller must answer `doctor` while the test blocks on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_ten_minutes_off_refuses_to_sign() {
     let seller = Seller::start(SellerCfg {
         date_offset_secs: 600,
@@ -1044,6 +1045,13 @@ async fn a_clock_ten_minutes_off_refuses_to_sign() {
     let skew = v["clock_skew_seconds"].as_i64().unwrap();
     assert!((-610..=-590).contains(&skew), "{v}");
     assert!(d.log().contains("refusing to sign"), "{}", d.log());
+    let out = d.cli(&["doctor"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("FAIL clock") && s.contains("s ahead of the upstream's"),
+        "{s}"
+    );
+    assert!(s.contains("set-ntp true"), "{s}");
     // With the clock right again, it pays.
     seller.set(|c| c.date_offset_secs = 0);
     assert_eq!(chat(&d, "k").await.status, 200);
