@@ -1154,3 +1154,43 @@ async fn a_validity_longer_than_policy_is_signed_for_the_policy() {
     );
     still_serving(&mut d).await.unwrap();
 }
+
+// Multi-threaded: `wait_until` blocks one worker while the seller runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_model_list_whose_client_hangs_up_leaves_no_signed_record() {
+    // `/v1/models` may pay on the connection's own task: a hang-up mid-payment
+    // cancels the flow. Whatever runs it, the record must not stay `signed`.
+    use tokio::io::AsyncWriteExt;
+    let seller = Seller::start(SellerCfg {
+        free_models: false,
+        paid_delay_ms: 2000,
+        ..Default::default()
+    })
+    .await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let head = format!(
+        "GET /v1/models HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer k\r\n\r\n",
+        d.addr
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || seller
+        .counts()
+        .payment_attempts
+        == 1));
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .payments()
+            .first()
+            .is_some_and(|p| p["state"] != "signed")),
+        "{:?}",
+        d.payments()
+    );
+    let ps = d.payments();
+    assert_eq!(ps.len(), 1);
+    assert!(
+        ps[0]["state"] == "at_risk" || ps[0]["state"] == "settled",
+        "{ps:?}"
+    );
+}
