@@ -190,6 +190,7 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         "payments": all.len(),
         "spend": rows.into_iter().filter(|r| r.window != "total").collect::<Vec<_>>(),
         "last_error": last_error,
+        "clock_skew_seconds": shared.metrics.clock_skew.get(),
     }))
 }
 

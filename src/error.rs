@@ -65,6 +65,11 @@ pub enum ProxyError {
     )]
     PriceAboveCeiling(String),
 
+    #[error(
+        "x402d refused to pay: {}, more than the {limit} s a payment can tolerate (its validity is computed from this clock). Fix the system clock (enable NTP, e.g. `timedatectl set-ntp true`). No payment was made.", crate::clock::describe(*skew)
+    )]
+    ClockSkew { skew: i64, limit: i64 },
+
     #[error("Budget exceeded: {message} No payment was made.")]
     BudgetExceeded { code: &'static str, message: String },
 
@@ -104,7 +109,9 @@ impl ProxyError {
             UnknownApp => StatusCode::UNAUTHORIZED,
             ModelNotAllowed { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
-            WalletNotConfigured(_) | Wallet(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WalletNotConfigured(_) | Wallet(_) | ClockSkew { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // 402 is never retried by the OpenAI SDKs, which is what we want for
             // every refusal to pay.
             NoAcceptableOption(_)
@@ -132,6 +139,7 @@ impl ProxyError {
             BudgetExceeded { .. } => "budget_exceeded",
             WalletNotConfigured(_)
             | Wallet(_)
+            | ClockSkew { .. }
             | BadRequirements(_)
             | NoAcceptableOption(_)
             | PriceAboveCeiling(_)
@@ -158,6 +166,7 @@ impl ProxyError {
             OriginNotAllowed(_) => "origin_not_allowed",
             WalletNotConfigured(_) => "wallet_not_configured",
             Wallet(_) => "wallet_unavailable",
+            ClockSkew { .. } => "clock_skew",
             BadRequirements(_) => "invalid_payment_requirements",
             NoAcceptableOption(_) => "no_acceptable_payment_option",
             PriceAboveCeiling(_) => "price_above_ceiling",

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod chain;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod error;

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     pub overhead_seconds: Histogram,
     pub ledger_commit_seconds: Histogram,
+    /// Last estimate of how far the upstream's clock is ahead of ours.
+    pub clock_skew: crate::clock::LastSkew,
+    clock_skew_seconds: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -103,7 +106,15 @@ impl Metrics {
             "Ledger write-transaction commit time (one fsync per group commit)",
             ledger_commit_seconds.clone(),
         );
+        let clock_skew_seconds = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "clock_skew_seconds",
+            "Seconds the upstream's clock (Date header) is ahead of this machine's",
+            clock_skew_seconds.clone(),
+        );
         Metrics {
+            clock_skew: Default::default(),
+            clock_skew_seconds,
             registry,
             requests,
             payments,
@@ -114,6 +125,11 @@ impl Metrics {
             overhead_seconds,
             ledger_commit_seconds,
         }
+    }
+
+    pub fn set_clock_skew(&self, secs: i64, now_ms: i64) {
+        self.clock_skew.set(secs, now_ms);
+        self.clock_skew_seconds.set(secs);
     }
 
     pub fn payment(&self, app: &str, network: &str, state: State, amount: u64) {

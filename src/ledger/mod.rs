@@ -188,7 +188,8 @@ enum Op {
         id: u64,
         outcome: Outcome,
         now_ms: i64,
-        reply: oneshot::Sender<Result<(), LedgerError>>,
+        /// `None` when nobody waits (see `Ledger::finish_detached`).
+        reply: Option<oneshot::Sender<Result<(), LedgerError>>>,
     },
     SetTimezone(TimeZone, oneshot::Sender<Result<(), LedgerError>>),
     /// Read-only: answered from memory, outside any transaction.
@@ -265,8 +266,23 @@ impl Ledger {
     }
 
     /// Holds budget for a payment, or says which cap refuses it.
+    ///
+    /// Cancel-safe: if the caller stops waiting, a reservation made for it is
+    /// released (by the writer when the answer cannot be delivered, or here on drop
+    /// when it was delivered but never read), so no budget stays held by nobody.
     pub async fn reserve(&self, r: Reserve) -> Result<Result<u64, CapExceeded>, LedgerError> {
-        self.ask(|tx| Op::Reserve(r, tx)).await
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Reserve(r, tx))
+            .map_err(|_| LedgerError::Closed)?;
+        let mut pending = PendingReserve {
+            ledger: self,
+            rx: Some(rx),
+        };
+        let rx = pending.rx.as_mut().ok_or(LedgerError::Closed)?;
+        let answer = rx.await.map_err(|_| LedgerError::Closed)?;
+        pending.rx = None;
+        answer
     }
 
     /// Records the signed authorization. Must complete before the request leaves.
@@ -290,14 +306,38 @@ impl Ledger {
     }
 
     /// Records how a reservation or payment ended.
+    ///
+    /// The op is queued before the first await, so once this future has been
+    /// polled the outcome is recorded even if the caller then stops waiting.
     pub async fn finish(&self, id: u64, outcome: Outcome, now_ms: i64) -> Result<(), LedgerError> {
         self.ask(|reply| Op::Finish {
             id,
             outcome,
             now_ms,
-            reply,
+            reply: Some(reply),
         })
         .await
+    }
+
+    /// Records an outcome without waiting, for `Drop` impls (which cannot await).
+    /// The op joins the writer's queue behind everything already sent, so any later
+    /// reservation sees its effect on the caps; it commits with the next batch. If
+    /// the process dies first, startup recovery reaches the same answer
+    /// (reserved → released, signed → at-risk). A transition the record no longer
+    /// allows (it already ended) is logged and changes nothing.
+    pub fn finish_detached(&self, id: u64, outcome: Outcome, now_ms: i64) {
+        let op = Op::Finish {
+            id,
+            outcome,
+            now_ms,
+            reply: None,
+        };
+        if self.tx.send(op).is_err() {
+            tracing::error!(
+                id,
+                "the ledger writer has stopped; startup recovery will settle this record"
+            );
+        }
     }
 
     /// Re-keys the windows after a time-zone change.
@@ -325,6 +365,33 @@ impl Ledger {
     /// from the writer's in-memory index: no scan of the file.
     pub async fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
         self.ask(Op::Unresolved).await
+    }
+}
+
+/// The answer to a reservation while its caller waits. Dropped unread (the caller
+/// was cancelled), it stops further answers and releases a reservation that was
+/// already made: the caller can no longer sign it.
+struct PendingReserve<'a> {
+    ledger: &'a Ledger,
+    rx: Option<oneshot::Receiver<Result<Result<u64, CapExceeded>, LedgerError>>>,
+}
+
+impl Drop for PendingReserve<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        // After close() the writer cannot deliver any more (it releases instead),
+        // so an answer is either here now or handled there: never lost between.
+        rx.close();
+        if let Ok(Ok(Ok(id))) = rx.try_recv() {
+            self.ledger
+                .finish_detached(id, orphan_release(), crate::now_ms());
+        }
+    }
+}
+
+fn orphan_release() -> Outcome {
+    Outcome::Released {
+        reason: "released: the caller went away before signing".into(),
     }
 }
 
@@ -626,9 +693,32 @@ enum Reply {
         oneshot::Sender<Result<(), LedgerError>>,
         Result<(), LedgerError>,
     ),
+    /// A finish nobody waits for: its result is only logged.
+    Detached(u64, Result<(), LedgerError>),
 }
 
 fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
+    let orphans = commit_batch(db, index, batch);
+    if !orphans.is_empty() {
+        // Reservations whose caller stopped waiting: release them now (a finish
+        // produces no orphans, so this does not recurse further).
+        let now = crate::now_ms();
+        let ops = orphans
+            .into_iter()
+            .map(|id| Op::Finish {
+                id,
+                outcome: orphan_release(),
+                now_ms: now,
+                reply: None,
+            })
+            .collect();
+        commit_batch(db, index, ops);
+    }
+}
+
+/// Commits one batch and answers its callers; returns the ids of reservations
+/// made for callers that no longer wait.
+fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
     let mut replies = Vec::with_capacity(batch.len());
     let mut rebuild = false;
     let result = (|| -> Result<(), LedgerError> {
@@ -698,7 +788,10 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
                         reply,
                     } => {
                         let res = transition(index, &mut table, id, now_ms, |p| finish(p, outcome));
-                        replies.push(Reply::Unit(reply, res));
+                        replies.push(match reply {
+                            Some(reply) => Reply::Unit(reply, res),
+                            None => Reply::Detached(id, res),
+                        });
                     }
                     // Never batched (answered in `writer`); kept exhaustive.
                     Op::Unresolved(reply) => {
@@ -731,10 +824,13 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
             Err(e) => tracing::error!(error = %e, "ledger index rebuild failed"),
         }
     }
+    let mut orphans = Vec::new();
     for r in replies {
         match (r, &result) {
             (Reply::Reserve(tx, v), Ok(())) => {
-                let _ = tx.send(Ok(v));
+                if let Err(Ok(Ok(id))) = tx.send(Ok(v)) {
+                    orphans.push(id);
+                }
             }
             (Reply::Unit(tx, v), Ok(())) => {
                 let _ = tx.send(v);
@@ -745,8 +841,19 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
             (Reply::Unit(tx, _), Err(e)) => {
                 let _ = tx.send(Err(e.clone()));
             }
+            (Reply::Detached(id, v), Ok(())) => {
+                if let Err(e) = v {
+                    tracing::warn!(id, error = %e, "detached ledger update not applied");
+                }
+            }
+            (Reply::Detached(id, _), Err(e)) => {
+                // Not committed: the record keeps its last durable state, which
+                // startup recovery settles (reserved → released, signed → at-risk).
+                tracing::error!(id, error = %e, "detached ledger update failed to commit");
+            }
         }
     }
+    orphans
 }
 
 fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {

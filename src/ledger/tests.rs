@@ -396,3 +396,56 @@ fn spend_report_rows() {
     assert_eq!(only[4].window, "2026-11-25");
     assert_eq!(report::at_risk_total(&ps), Usd(500));
 }
+
+/// Polls a future once (so its op reaches the writer), then drops it.
+fn poll_once_then_drop<F: std::future::Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(f.as_mut().poll(&mut cx).is_pending());
+}
+
+async fn until_no_reserved(l: &Ledger, n: usize) -> Vec<State> {
+    for _ in 0..2000 {
+        let s: Vec<State> = l.all().unwrap().iter().map(|p| p.state).collect();
+        if s.len() == n && !s.contains(&State::Reserved) {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{:?}", l.all().unwrap());
+}
+
+#[tokio::test]
+async fn a_reservation_whose_caller_went_away_is_released() {
+    let (l, _) = Ledger::open(&tmp(), TimeZone::UTC, 0).unwrap();
+    let now = ms("2026-11-26T12:00:00Z");
+    // Dropped before the writer answers: the writer cannot deliver the id and
+    // releases the reservation itself.
+    poll_once_then_drop(l.reserve(req("a", 1000, now, daily(1000))));
+    assert_eq!(until_no_reserved(&l, 1).await, [State::Released]);
+
+    // Dropped after the answer arrived but before it was read: the waiting side
+    // releases it on drop.
+    {
+        let f = l.reserve(req("a", 1000, now, daily(1000)));
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        // The record is committed (and answered) before it becomes readable.
+        for _ in 0..2000 {
+            if l.all().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(
+        until_no_reserved(&l, 2).await,
+        [State::Released, State::Released]
+    );
+    // The whole cap is free again.
+    l.reserve(req("a", 1000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap();
+}
