@@ -214,10 +214,11 @@ impl Coalescer {
     pub fn join(&self, key: Key, is_retry: bool) -> Join {
         let mut inner = lock(&self.inner);
         inner.expire(Instant::now());
-        if is_retry && let Some(slot) = inner.map.get(&key) {
-            if let Some(e) = slot.paid.as_ref().or(slot.running.last()) {
-                return Join::Follower(e.rx.clone());
-            }
+        if is_retry
+            && let Some(slot) = inner.map.get(&key)
+            && let Some(e) = slot.paid.as_ref().or(slot.running.last())
+        {
+            return Join::Follower(e.rx.clone());
         }
         let id = inner.next_id;
         inner.next_id += 1;
