@@ -613,14 +613,17 @@ async fn metrics_response(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
 ) -> Result<Response<Body>, ProxyError> {
-    let ledger = shared.ledger.clone();
-    let all = tokio::task::spawn_blocking(move || ledger.all())
+    // From the ledger writer's in-memory totals: no record is read or decoded,
+    // and nothing runs on the async workers but the rendering.
+    let now = crate::now_ms();
+    let totals = shared
+        .ledger
+        .totals(now, 0)
         .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?
         .map_err(|e| ProxyError::Ledger(e.to_string()))?;
     let text = shared.metrics.render(
-        &all,
-        &crate::ledger::report::Limits::from_config(cfg, crate::now_ms()),
+        &totals,
+        &crate::ledger::report::Limits::from_config(cfg, now),
     );
     let mut r = Response::new(
         Full::new(Bytes::from(text))
