@@ -500,3 +500,48 @@ async fn totals_match_a_full_scan_on_random_data() {
         l.set_timezone(tz.clone()).await.unwrap();
     }
 }
+
+/// A figure, not a check: `cargo test --release --lib report_cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn report_cost_scan_vs_totals() {
+    let (l, _) = Ledger::open(&tmp(), TimeZone::UTC, 0).unwrap();
+    let now = ms("2026-11-26T12:00:00Z");
+    let n = 50_000;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let app = ["a", "b", "c", "d"][i % 4];
+            let t = now - (i as i64 % 90) * 86_400_000;
+            l.reserve(req(app, 1000, t, Caps::default()))
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let apps = BTreeMap::new();
+    let tz = TimeZone::UTC;
+    let lim = report::Limits {
+        apps: &apps,
+        wallet_daily: None,
+        wallet_monthly: None,
+        tz: &tz,
+        now_ms: now,
+    };
+    let started = std::time::Instant::now();
+    let scan = report::spend(&l.all().unwrap(), &lim, None, 0);
+    let scan_t = started.elapsed();
+    let mut fast_t = std::time::Duration::MAX;
+    let mut fast = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        fast = report::rows(&l.totals(now, 0).await.unwrap(), &lim, None, 0);
+        fast_t = fast_t.min(started.elapsed());
+    }
+    assert_eq!(scan, fast);
+    println!("{n} records: full scan {scan_t:?}, writer totals {fast_t:?} (best of 5)");
+}
