@@ -86,6 +86,13 @@ pub fn chunks(completion: &Value, include_usage: bool) -> Result<Vec<Value>, Str
                 out.push(delta(json!({"content": piece}), lp));
             }
         }
+        // Content that is not a string (content parts from some providers) goes out whole.
+        if let Some(v) = msg
+            .get("content")
+            .filter(|v| !v.is_null() && !v.is_string())
+        {
+            out.push(delta(json!({ "content": v }), Value::Null));
+        }
         if let Some(r) = msg.get("refusal").and_then(Value::as_str) {
             let tokens = logprobs
                 .and_then(|l| l.get("refusal"))
@@ -520,6 +527,18 @@ mod tests {
         let last = &evs.last().unwrap()["choices"][0];
         assert_eq!(last["finish_reason"], "stop");
         assert_eq!(last["native_finish_reason"], "end_turn");
+    }
+
+    #[test]
+    fn content_parts_go_out_whole() {
+        let parts = json!([{"type": "text", "text": "hi"}]);
+        let c = json!({"id": "x", "created": 1, "model": "m", "choices": [{"index": 0,
+            "finish_reason": "stop", "message": {"role": "assistant", "content": parts}}]});
+        let evs = chunks(&c, false).unwrap();
+        assert!(
+            evs.iter()
+                .any(|e| e["choices"][0]["delta"]["content"] == parts)
+        );
     }
 
     #[test]

@@ -52,7 +52,15 @@ fn host_allowed(cfg: &Loaded, host: &str, port: u16) -> bool {
             .allowed_hosts
             .iter()
             .any(|h| h.eq_ignore_ascii_case(&name))
-        || (cfg.config.allow_remote && name == cfg.config.listen.ip().to_string())
+        || (cfg.config.allow_remote && name == listen_name(cfg.config.listen.ip()))
+}
+
+/// The listen address as it appears in `Host` (IPv6 in brackets).
+fn listen_name(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
 }
 
 /// Parses `Host` strictly: `name`, `name:port`, `[v6]` or `[v6]:port`, where a name is
@@ -204,6 +212,24 @@ mod tests {
             check(&cfg, &hm(Some("localhost:8402"), Some("null")), 8402),
             Err(ProxyError::OriginNotAllowed(_))
         ));
+    }
+
+    #[test]
+    fn a_remote_listen_address_is_a_host_name_too() {
+        for (listen, host) in [
+            ("192.168.1.5:8402", "192.168.1.5:8402"),
+            ("[fd00::5]:8402", "[fd00::5]:8402"),
+        ] {
+            let cfg = crate::config::parse(
+                &format!(
+                    "listen = \"{listen}\"\nallow_remote = true\nreject_unknown_apps = true\n[apps.default]\napi_key = \"k\"\n"
+                ),
+                None,
+            )
+            .unwrap();
+            assert!(check(&cfg, &hm(Some(host), None), 8402).is_ok(), "{host}");
+            assert!(check(&cfg, &hm(Some("[fd00::6]:8402"), None), 8402).is_err());
+        }
     }
 
     #[test]
