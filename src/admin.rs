@@ -141,24 +141,24 @@ pub fn payment_json(p: &crate::ledger::Payment) -> Value {
     })
 }
 
-/// Every ledger record (read off the async threads).
-async fn all_payments(shared: &Arc<Shared>) -> Result<Vec<crate::ledger::Payment>, String> {
-    let ledger = shared.ledger.clone();
-    tokio::task::spawn_blocking(move || ledger.all())
+/// The ledger writer's totals (from memory: no record is read).
+async fn totals(
+    shared: &Arc<Shared>,
+    now_ms: i64,
+    days: u32,
+) -> Result<crate::ledger::Snapshot, String> {
+    shared
+        .ledger
+        .totals(now_ms, days)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
 
 async fn spend(shared: &Arc<Shared>, app: Option<&str>, days: u32) -> Result<Value, String> {
     let cfg = shared.config();
-    let all = all_payments(shared).await?;
-    let rows = report::spend(
-        &all,
-        &report::Limits::from_config(&cfg, crate::now_ms()),
-        app,
-        days,
-    );
+    let now = crate::now_ms();
+    let t = totals(shared, now, days).await?;
+    let rows = report::rows(&t, &report::Limits::from_config(&cfg, now), app, days);
     serde_json::to_value(rows).map_err(|e| e.to_string())
 }
 
@@ -170,13 +170,9 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         .await
         .ok()
         .map(|w| w.address().to_string());
-    let all = all_payments(shared).await?;
-    let rows = report::spend(
-        &all,
-        &report::Limits::from_config(&cfg, crate::now_ms()),
-        None,
-        0,
-    );
+    let now = crate::now_ms();
+    let t = totals(shared, now, 0).await?;
+    let rows = report::rows(&t, &report::Limits::from_config(&cfg, now), None, 0);
     let last_error = shared.last_error.lock().ok().and_then(|g| g.clone());
     Ok(json!({
         "running": true,
@@ -186,8 +182,8 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         "upstream": cfg.config.upstream,
         "wallet": wallet,
         "ledger": shared.ledger.path().display().to_string(),
-        "at_risk": report::at_risk_total(&all).to_string(),
-        "payments": all.len(),
+        "at_risk": crate::money::Usd(t.wallet.total.unsettled).to_string(),
+        "payments": t.records,
         "spend": rows.into_iter().filter(|r| r.window != "total").collect::<Vec<_>>(),
         "last_error": last_error,
         "clock_skew_seconds": shared.metrics.clock_skew.get(),

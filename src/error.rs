@@ -44,6 +44,11 @@ pub enum ProxyError {
     )]
     OriginNotAllowed(String),
 
+    #[error(
+        "This browser request ({0}) may not make x402d pay: only fetch()/XHR calls from origins listed in `allowed_origins` may. No payment was made."
+    )]
+    BrowserRequestNotAllowed(String),
+
     #[error("No wallet is configured: {0}")]
     WalletNotConfigured(String),
 
@@ -107,7 +112,9 @@ impl ProxyError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidJson(_) | BadRequestBody(_) => StatusCode::BAD_REQUEST,
             UnknownApp => StatusCode::UNAUTHORIZED,
-            ModelNotAllowed { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ModelNotAllowed { .. } | OriginNotAllowed(_) | BrowserRequestNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
             WalletNotConfigured(_) | Wallet(_) | ClockSkew { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -135,7 +142,10 @@ impl ProxyError {
                 "invalid_request_error"
             }
             UnknownApp => "authentication_error",
-            ModelNotAllowed { .. } | HostNotAllowed(_) | OriginNotAllowed(_) => "permission_error",
+            ModelNotAllowed { .. }
+            | HostNotAllowed(_)
+            | OriginNotAllowed(_)
+            | BrowserRequestNotAllowed(_) => "permission_error",
             BudgetExceeded { .. } => "budget_exceeded",
             WalletNotConfigured(_)
             | Wallet(_)
@@ -164,6 +174,7 @@ impl ProxyError {
             ModelNotAllowed { .. } => "model_not_allowed",
             HostNotAllowed(_) => "host_not_allowed",
             OriginNotAllowed(_) => "origin_not_allowed",
+            BrowserRequestNotAllowed(_) => "browser_request_not_allowed",
             WalletNotConfigured(_) => "wallet_not_configured",
             Wallet(_) => "wallet_unavailable",
             ClockSkew { .. } => "clock_skew",

@@ -1,6 +1,6 @@
 //! Prometheus metrics, served as text on `GET /metrics` (loopback listener only).
 
-use crate::ledger::{Payment, State, report};
+use crate::ledger::{Snapshot, State, report};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -147,11 +147,12 @@ impl Metrics {
         }
     }
 
-    /// Renders the text exposition, refreshing the ledger-derived gauges first.
-    pub fn render(&self, payments: &[Payment], limits: &report::Limits<'_>) -> String {
+    /// Renders the text exposition, refreshing the ledger-derived gauges first
+    /// (from the ledger writer's totals: no record is read).
+    pub fn render(&self, totals: &Snapshot, limits: &report::Limits<'_>) -> String {
         self.at_risk_atomic
-            .set(report::at_risk_total(payments).atomic() as i64);
-        for row in report::spend(payments, limits, None, 0) {
+            .set(i64::try_from(totals.wallet.total.unsettled).unwrap_or(i64::MAX));
+        for row in report::rows(totals, limits, None, 0) {
             if let Some(rem) = row.remaining {
                 self.cap_remaining_atomic
                     .get_or_create(&CapLabels {

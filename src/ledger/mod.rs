@@ -196,7 +196,77 @@ enum Op {
     Unresolved(oneshot::Sender<Result<Vec<Payment>, LedgerError>>),
     /// Read-only: wallet-wide counted spend today and the amount without a final outcome.
     Summary(i64, oneshot::Sender<Result<(Usd, Usd), LedgerError>>),
+    /// Read-only: the totals behind `spend`/`status`/`/metrics`, from memory.
+    Totals {
+        now_ms: i64,
+        days: u32,
+        reply: oneshot::Sender<Result<Snapshot, LedgerError>>,
+    },
 }
+
+/// Counted spend in one window (released attempts never count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Payment attempts that count.
+    pub calls: u64,
+    /// Atomic units settled.
+    pub settled: u64,
+    /// Atomic units counted without being settled (reserved, signed, at-risk, rejected).
+    pub unsettled: u64,
+}
+
+impl Totals {
+    /// What counts against a cap.
+    pub fn counted(&self) -> u64 {
+        self.settled.saturating_add(self.unsettled)
+    }
+
+    fn add(&mut self, p: &Payment, sign: i8) {
+        if !p.state.counts() {
+            return;
+        }
+        let step = |v: &mut u64, by: u64| {
+            *v = if sign > 0 {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        step(&mut self.calls, 1);
+        if p.state == State::Settled {
+            step(&mut self.settled, p.amount);
+        } else {
+            step(&mut self.unsettled, p.amount);
+        }
+    }
+}
+
+/// One app's (or the wallet's) totals per window, as of one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppTotals {
+    pub today: Totals,
+    pub month: Totals,
+    pub total: Totals,
+    /// Today first, then each day before it (as many as asked).
+    pub days: Vec<(window::Day, Totals)>,
+}
+
+/// Every total a report needs, taken from the writer's in-memory index (no
+/// record is read or decoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every app that has any record (released ones included), by name.
+    pub apps: BTreeMap<String, AppTotals>,
+    /// Wallet-wide.
+    pub wallet: AppTotals,
+    /// Records and their atomic amounts per state.
+    pub states: BTreeMap<&'static str, (u64, u64)>,
+    /// Number of records.
+    pub records: u64,
+}
+
+/// Most per-day rows a report asks the writer for (ten years).
+pub const MAX_REPORT_DAYS: u32 = 3660;
 
 /// Called with the duration of each commit (seconds), for metrics.
 pub type CommitObserver = Box<dyn Fn(f64) + Send + Sync>;
@@ -361,6 +431,19 @@ impl Ledger {
         self.ask(|tx| Op::Summary(now_ms, tx)).await
     }
 
+    /// Per-app and wallet-wide totals for today, this month, lifetime and the
+    /// last `days` days (at most [`MAX_REPORT_DAYS`]), plus per-state counts:
+    /// answered by the writer thread from its in-memory index, off the async
+    /// workers and without reading a record.
+    pub async fn totals(&self, now_ms: i64, days: u32) -> Result<Snapshot, LedgerError> {
+        self.ask(|reply| Op::Totals {
+            now_ms,
+            days,
+            reply,
+        })
+        .await
+    }
+
     /// Payments still waiting for an outcome (at-risk, rejected-not-expired),
     /// from the writer's in-memory index: no scan of the file.
     pub async fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
@@ -484,6 +567,7 @@ fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, Le
                     reason: "at-risk at startup: signed, outcome unknown".into(),
                 }
             };
+            let before_p = p.clone();
             let before = p.state;
             finish(&mut p, outcome).map_err(|to| LedgerError::BadTransition {
                 id: p.id,
@@ -494,9 +578,7 @@ fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, Le
             table
                 .insert(p.id, encode(&p)?.as_slice())
                 .map_err(storage)?;
-            if !p.state.counts() {
-                index.apply(&p, -(p.amount as i128));
-            }
+            index.replace(&before_p, &p);
             if p.state.is_final() {
                 index.open.remove(&p.id);
             } else {
@@ -511,9 +593,13 @@ fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, Le
 /// In-memory totals of counted spend per window, rebuilt from the file at start.
 struct Index {
     tz: TimeZone,
-    day: HashMap<(String, window::Day), u64>,
-    month: HashMap<(String, window::Month), u64>,
-    total: HashMap<String, u64>,
+    day: HashMap<(String, window::Day), Totals>,
+    month: HashMap<(String, window::Month), Totals>,
+    total: HashMap<String, Totals>,
+    /// Every app with a record, and records (count, amount) per state.
+    apps: std::collections::BTreeSet<String>,
+    states: HashMap<State, (u64, u64)>,
+    records: u64,
     /// Records not yet final, by id (so transitions need no read).
     open: BTreeMap<u64, Payment>,
     next_id: u64,
@@ -526,6 +612,9 @@ impl Index {
             day: HashMap::new(),
             month: HashMap::new(),
             total: HashMap::new(),
+            apps: Default::default(),
+            states: HashMap::new(),
+            records: 0,
             open: BTreeMap::new(),
             next_id: 1,
         };
@@ -542,10 +631,13 @@ impl Index {
         Ok(ix)
     }
 
+    /// A new record.
     fn add(&mut self, p: &Payment) {
-        if p.state.counts() {
-            self.apply(p, p.amount as i128);
+        self.records += 1;
+        if !self.apps.contains(&p.app) {
+            self.apps.insert(p.app.clone());
         }
+        self.apply(p, 1);
         if !p.state.is_final() {
             self.open.insert(p.id, p.clone());
         } else {
@@ -553,17 +645,74 @@ impl Index {
         }
     }
 
-    fn apply(&mut self, p: &Payment, delta: i128) {
+    /// A record changed from `before` to `after` (same id, app, amount, time).
+    fn replace(&mut self, before: &Payment, after: &Payment) {
+        self.apply(before, -1);
+        self.apply(after, 1);
+    }
+
+    fn apply(&mut self, p: &Payment, sign: i8) {
+        let st = self.states.entry(p.state).or_default();
+        if sign > 0 {
+            *st = (st.0 + 1, st.1.saturating_add(p.amount));
+        } else {
+            *st = (st.0.saturating_sub(1), st.1.saturating_sub(p.amount));
+        }
+        if !p.state.counts() {
+            return;
+        }
         let d = window::day(p.created_ms, &self.tz);
         let m = window::month(p.created_ms, &self.tz);
         for who in [p.app.as_str(), ALL] {
-            for v in [
-                self.day.entry((who.to_string(), d)).or_default(),
-                self.month.entry((who.to_string(), m)).or_default(),
-                self.total.entry(who.to_string()).or_default(),
-            ] {
-                *v = (*v as i128 + delta).max(0) as u64;
+            self.day
+                .entry((who.to_string(), d))
+                .or_default()
+                .add(p, sign);
+            self.month
+                .entry((who.to_string(), m))
+                .or_default()
+                .add(p, sign);
+            self.total.entry(who.to_string()).or_default().add(p, sign);
+        }
+    }
+
+    fn totals(&self, now_ms: i64, days: u32) -> Snapshot {
+        let today = window::day(now_ms, &self.tz);
+        let month = window::month(now_ms, &self.tz);
+        let mut day_keys = Vec::new();
+        let mut d = today;
+        for _ in 0..days.min(MAX_REPORT_DAYS) {
+            day_keys.push(d);
+            match d.yesterday() {
+                Ok(y) => d = y,
+                Err(_) => break,
             }
+        }
+        let of = |who: &str| {
+            let key = who.to_string();
+            let get_d =
+                |d: window::Day| self.day.get(&(key.clone(), d)).copied().unwrap_or_default();
+            AppTotals {
+                today: get_d(today),
+                month: self
+                    .month
+                    .get(&(key.clone(), month))
+                    .copied()
+                    .unwrap_or_default(),
+                total: self.total.get(&key).copied().unwrap_or_default(),
+                days: day_keys.iter().map(|&d| (d, get_d(d))).collect(),
+            }
+        };
+        Snapshot {
+            apps: self.apps.iter().map(|a| (a.clone(), of(a))).collect(),
+            wallet: of(ALL),
+            states: self
+                .states
+                .iter()
+                .filter(|(_, v)| v.0 > 0)
+                .map(|(s, v)| (s.as_str(), *v))
+                .collect(),
+            records: self.records,
         }
     }
 
@@ -572,9 +721,19 @@ impl Index {
         let d = window::day(r.now_ms, tz);
         let m = window::month(r.now_ms, tz);
         let amt = r.amount;
-        let get_d = |who: &str| Usd(self.day.get(&(who.to_string(), d)).copied().unwrap_or(0));
-        let get_m = |who: &str| Usd(self.month.get(&(who.to_string(), m)).copied().unwrap_or(0));
-        let get_t = |who: &str| Usd(self.total.get(who).copied().unwrap_or(0));
+        let get_d = |who: &str| {
+            Usd(self
+                .day
+                .get(&(who.to_string(), d))
+                .map_or(0, Totals::counted))
+        };
+        let get_m = |who: &str| {
+            Usd(self
+                .month
+                .get(&(who.to_string(), m))
+                .map_or(0, Totals::counted))
+        };
+        let get_t = |who: &str| Usd(self.total.get(who).map_or(0, Totals::counted));
         let day_reset = window::show(window::day_end(r.now_ms, tz), tz);
         let month_reset = window::show(window::month_end(r.now_ms, tz), tz);
         let app = &r.app;
@@ -657,10 +816,16 @@ fn writer(
             let counted = index
                 .day
                 .get(&(ALL.to_string(), today))
-                .copied()
-                .unwrap_or(0);
+                .map_or(0, Totals::counted);
             let pending: u64 = index.open.values().map(|p| p.amount).sum();
             let _ = reply.send(Ok((Usd(counted), Usd(pending))));
+        }
+        Op::Totals {
+            now_ms,
+            days,
+            reply,
+        } => {
+            let _ = reply.send(Ok(index.totals(now_ms, days)));
         }
         op => batch.push(op),
     };
@@ -800,6 +965,9 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
                     Op::Summary(_, reply) => {
                         let _ = reply.send(Ok((Usd::ZERO, Usd::ZERO)));
                     }
+                    Op::Totals { reply, .. } => {
+                        let _ = reply.send(Ok(Snapshot::default()));
+                    }
                     Op::SetTimezone(tz, reply) => {
                         replies.push(Reply::Unit(reply, Ok(())));
                         index.tz = tz;
@@ -902,6 +1070,7 @@ fn transition(
             }
         }
     };
+    let before_p = p.clone();
     let before = p.state;
     f(&mut p).map_err(|to| LedgerError::BadTransition {
         id,
@@ -910,9 +1079,7 @@ fn transition(
     })?;
     p.updated_ms = now_ms;
     table.insert(id, encode(&p)?.as_slice()).map_err(storage)?;
-    if before.counts() && !p.state.counts() {
-        index.apply(&p, -(p.amount as i128));
-    }
+    index.replace(&before_p, &p);
     if p.state.is_final() {
         index.open.remove(&id);
     } else {

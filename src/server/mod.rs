@@ -290,7 +290,7 @@ async fn handle_inner(
     let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match pipeline(shared, cfg, req).await {
+    match pipeline(shared, cfg, req, origin.as_deref()).await {
         Ok(mut r) => {
             tracing::debug!(%method, %path, status = r.status().as_u16(),
                 ms = started.elapsed().as_millis() as u64, "served");
@@ -308,6 +308,7 @@ async fn pipeline(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
     req: Request<Incoming>,
+    origin: Option<&str>,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let Some(route) = route(&parts.method, parts.uri.path()) else {
@@ -319,6 +320,8 @@ async fn pipeline(
     if let Route::Metrics = route {
         return metrics_response(shared, cfg).await;
     }
+    // Both remaining routes can pay: no browser subresource load or navigation.
+    guard::check_paid(&parts.headers, origin)?;
     let key = bearer(&parts.headers);
     let app = cfg
         .app_for_key(key)
@@ -384,37 +387,62 @@ async fn pipeline(
         (body, false)
     };
 
-    let idempotency = parts
+    let path = format!("{}{query}", tier.path());
+    let rx = start_call(
+        shared,
+        cfg,
+        Call {
+            app,
+            model,
+            method: parts.method,
+            path_and_query: path,
+            headers: parts.headers,
+            body: upstream_body,
+        },
+    );
+    if !stream {
+        let o = coalesce::wait(rx).await;
+        return match o.as_ref() {
+            Ok(u) => Ok(u.clone().into_response()),
+            Err(_) => Err(shared_err(o)),
+        };
+    }
+    stream_response(rx, include_usage).await
+}
+
+/// Starts (or, for a retry, joins) one call. The payment flow runs on its own
+/// task, counted in `inflight`: a client that hangs up mid-payment must not
+/// cancel it between "reserved", "signed" and "outcome recorded".
+fn start_call(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+    call: Call,
+) -> watch::Receiver<Option<coalesce::Outcome>> {
+    let idempotency = call
         .headers
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .and_then(|v| v.to_str().ok());
     let is_retry = idempotency.is_some()
-        || parts
+        || call
             .headers
             .get("x-stainless-retry-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u32>().ok())
             .is_some_and(|n| n > 0);
-    let path = format!("{}{query}", tier.path());
-    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
-    let call = Call {
-        app,
-        model,
-        method: parts.method,
-        path_and_query: path,
-        headers: parts.headers,
-        body: upstream_body,
-    };
-    let rx = match shared.coalescer.join(ckey, is_retry) {
+    let ckey = coalesce::key(
+        &call.app,
+        call.method.as_str(),
+        &call.path_and_query,
+        idempotency,
+        &call.body,
+    );
+    match shared.coalescer.join(ckey, is_retry) {
         coalesce::Join::Follower(rx) => {
             tracing::info!(app = %call.app, "retry of a call in flight or just finished: reusing its result, not paying again");
             rx
         }
         coalesce::Join::Leader(leader) => {
             let rx = leader.subscribe();
-            // The flow runs on its own task: a client that hangs up mid-payment
-            // must not cancel it between "signed" and "outcome recorded".
             let shared = shared.clone();
             let cfg = cfg.clone();
             tokio::spawn(async move {
@@ -429,19 +457,11 @@ async fn pipeline(
                     .metrics
                     .overhead_seconds
                     .observe(started.elapsed().saturating_sub(upstream).as_secs_f64());
-                shared.coalescer.finish(leader, Arc::new(out));
+                leader.finish(Arc::new(out));
             });
             rx
         }
-    };
-    if !stream {
-        let o = coalesce::wait(rx).await;
-        return match o.as_ref() {
-            Ok(u) => Ok(u.clone().into_response()),
-            Err(_) => Err(shared_err(o)),
-        };
     }
-    stream_response(rx, include_usage).await
 }
 
 /// An error shared by coalesced calls.
@@ -593,14 +613,17 @@ async fn metrics_response(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
 ) -> Result<Response<Body>, ProxyError> {
-    let ledger = shared.ledger.clone();
-    let all = tokio::task::spawn_blocking(move || ledger.all())
+    // From the ledger writer's in-memory totals: no record is read or decoded,
+    // and nothing runs on the async workers but the rendering.
+    let now = crate::now_ms();
+    let totals = shared
+        .ledger
+        .totals(now, 0)
         .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?
         .map_err(|e| ProxyError::Ledger(e.to_string()))?;
     let text = shared.metrics.render(
-        &all,
-        &crate::ledger::report::Limits::from_config(cfg, crate::now_ms()),
+        &totals,
+        &crate::ledger::report::Limits::from_config(cfg, now),
     );
     let mut r = Response::new(
         Full::new(Bytes::from(text))
@@ -626,23 +649,29 @@ async fn models(
     let mut catalog = shared.catalog_models();
     if catalog.is_empty() {
         // No list yet: ask the upstream (paying, like any call, if it wants money).
-        let u = shared
-            .payer(cfg)
-            .run(Call {
+        let rx = start_call(
+            shared,
+            cfg,
+            Call {
                 app: app.to_string(),
                 model: None,
                 method: Method::GET,
                 path_and_query: format!("/v1/models{query}"),
                 headers,
                 body: Bytes::new(),
-            })
-            .await?;
+            },
+        );
+        let o = coalesce::wait(rx).await;
+        let u = match o.as_ref() {
+            Ok(u) => u,
+            Err(_) => return Err(shared_err(o)),
+        };
         match (u.status.is_success(), models::parse_catalog(&u.body)) {
             (true, Ok(list)) => {
                 shared.set_catalog(list.clone());
                 catalog = Arc::new(list);
             }
-            _ => return Ok(u.into_response()),
+            _ => return Ok(u.clone().into_response()),
         }
     }
     let allowed = |m: &models::Model| {
