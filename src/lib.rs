@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod chain;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod ledger;
