@@ -8,6 +8,9 @@ use crate::{admin, chain, upstream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 /// Why the daemon could not start, for the user: what failed and what to do.
 /// (No `Display`, so any displayable error converts with `?`.)
@@ -16,6 +19,30 @@ pub struct Failed(pub String);
 impl<E: std::fmt::Display> From<E> for Failed {
     fn from(e: E) -> Self {
         Failed(e.to_string())
+    }
+}
+
+/// How long stop may take, all steps together: let open connections finish,
+/// let payment flows record their outcome, stop the background tasks.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The one cancellation path of the background tasks: flips once, after the
+/// connections and payment flows are drained.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Completes once stop is requested.
+    pub async fn requested(&mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+
+    /// Sleeps for `d`; false when stop was requested meanwhile.
+    pub async fn sleep(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.requested() => false,
+        }
     }
 }
 
@@ -37,21 +64,11 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
         );
     }
     let client = upstream::client()?;
-    let listener = match socket_activated()? {
-        Some(l) => {
-            tracing::info!("using the socket passed by systemd (socket activation)");
-            l
-        }
-        None => tokio::net::TcpListener::bind(cfg.config.listen).await.map_err(|e| {
-            format!(
-                    "cannot listen on {}: {e} (is another x402d running? change `listen` in the config)",
-                    cfg.config.listen
-                )
-        })?,
-    };
+    let listener = listen(&cfg).await?;
     let listen = listener.local_addr()?;
-    let port = listen.port();
-    let shared = Arc::new(Shared::new(cfg, client, ledger, port));
+    let shared = Arc::new(
+        Shared::new(cfg, client, ledger, listen.port()).with_timeouts(server::Timeouts::from_env()),
+    );
     {
         let h = shared.metrics.ledger_commit_seconds.clone();
         shared
@@ -66,106 +83,45 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
             "no wallet".to_string()
         }
     };
+    // The path is fixed here: a reload may change `state_dir`, but the socket to
+    // remove at exit is the one bound now.
+    let admin_path = admin::socket_path(&shared.config().state_dir);
     let admin_listener = admin::bind(&shared.config().state_dir)?;
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Stop(stop_rx);
+    let mut tasks = JoinSet::new();
+
     // Reload requests from SIGHUP and the admin socket go through one channel.
-    let (reload_tx, mut reload_rx) =
-        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<String, String>>>(8);
+    let (reload_tx, reload_rx) = mpsc::channel::<oneshot::Sender<Result<String, String>>>(8);
     let reload_fn: admin::ReloadFn = {
         let tx = reload_tx.clone();
         Arc::new(move || {
-            let (otx, orx) = tokio::sync::oneshot::channel();
+            let (otx, orx) = oneshot::channel();
             let _ = tx.try_send(otx);
             orx
         })
     };
-    tokio::spawn(admin::serve(admin_listener, shared.clone(), reload_fn));
-    {
-        let shared = shared.clone();
-        let path = config_path.clone();
-        tokio::spawn(async move {
-            while let Some(reply) = reload_rx.recv().await {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                let r = reload(&shared, path.as_deref()).await;
-                match &r {
-                    Ok(m) => tracing::info!("config reloaded: {m}"),
-                    Err(m) => tracing::error!("config reload refused, keeping the old config: {m}"),
-                }
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-                let _ = reply.send(r);
-            }
-        });
-    }
-    // At-risk payments are resolved against the chain in the background.
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut warned_no_rpc = false;
-            loop {
-                let cfg = shared.config();
-                let r = chain::resolve(&shared.client, &shared.ledger, |n| cfg.rpc_url(n)).await;
-                if r.settled + r.released > 0 {
-                    tracing::info!(
-                        settled = r.settled,
-                        released = r.released,
-                        "resolved at-risk payments"
-                    );
-                }
-                if r.no_rpc > 0 && !warned_no_rpc {
-                    tracing::warn!(
-                        payments = r.no_rpc,
-                        "payments with an unknown outcome stay counted against caps: no [payment.rpc] URL for their network"
-                    );
-                }
-                warned_no_rpc = r.no_rpc > 0;
-                tokio::time::sleep(Duration::from_secs(cfg.config.payment.resolve_every_secs))
-                    .await;
-            }
-        });
-    }
-
-    // The upstream's model list (for tier routing and /v1/models), refreshed in the background.
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                match shared.refresh_catalog().await {
-                    Ok(n) => tracing::debug!(models = n, "model list refreshed"),
-                    Err(e) => tracing::debug!(error = %e, "model list not refreshed"),
-                }
-                tokio::time::sleep(Duration::from_secs(600)).await;
-            }
-        });
-    }
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    {
-        let reload_tx = reload_tx.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::hangup()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
-                    _ = hup.recv() => {
-                        let (otx, _orx) = tokio::sync::oneshot::channel();
-                        let _ = reload_tx.try_send(otx);
-                    }
-                }
-            }
-            tracing::info!("stopping");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-            let _ = stop_tx.send(true);
-        });
-    }
+    tasks.spawn(admin::serve(
+        admin_listener,
+        admin::Ctx {
+            shared: shared.clone(),
+            reload: reload_fn,
+            listen,
+        },
+        stop.clone(),
+    ));
+    tasks.spawn(reloads(
+        shared.clone(),
+        config_path,
+        reload_rx,
+        stop.clone(),
+    ));
+    tasks.spawn(resolver(shared.clone(), stop.clone()));
+    tasks.spawn(catalog(shared.clone(), stop.clone()));
+    // Stop signals received: the first stops accepting, a second cuts the drain short.
+    let (signals_tx, mut signals) = watch::channel(0u32);
+    tasks.spawn(signal_loop(reload_tx, signals_tx, stop.clone()));
 
     tracing::info!(%listen, upstream = %shared.config().config.upstream, "x402d ready; {wallet_line}");
     let _ = sd_notify::notify(
@@ -177,15 +133,94 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
             ),
         ],
     );
-    spawn_watchdog_and_status(shared.clone(), listen.to_string(), wallet_line.clone());
-    server::serve(listener, shared.clone(), stop_rx, Duration::from_secs(30)).await;
-    let _ = std::fs::remove_file(admin::socket_path(&shared.config().state_dir));
+    tasks.spawn(watchdog(stop.clone()));
+    tasks.spawn(status_updates(
+        shared.clone(),
+        listen.to_string(),
+        wallet_line,
+        stop.clone(),
+    ));
+
+    let first_signal = {
+        let mut s = signals.clone();
+        async move {
+            let _ = s.wait_for(|n| *n >= 1).await;
+        }
+    };
+    let connections = server::serve(listener, shared.clone(), first_signal).await;
+
+    // The one shutdown sequence, under one deadline.
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+    tracing::info!("no longer accepting; waiting for in-flight calls and payment flows");
+    if !within(deadline, &mut signals, connections.shutdown()).await {
+        tracing::warn!("in-flight calls were cut off at the stop deadline");
+    }
+    // Payment flows outlive their connections (an app that hung up): each records
+    // its outcome before the process may exit.
+    if !within(deadline, &mut signals, shared.inflight.drained()).await {
+        tracing::warn!(
+            flows = shared.inflight.count(),
+            "payment flows still running at the stop deadline; their payments stay counted and are resolved at the next start"
+        );
+    }
+    let _ = stop_tx.send(true);
+    let joined = within(deadline, &mut signals, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if !joined {
+        tasks.abort_all();
+    }
+    if let Err(e) = std::fs::remove_file(&admin_path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %admin_path.display(), error = %e, "could not remove the admin socket");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Runs `f` until it completes (true), the deadline passes or a second stop
+/// signal arrives (false).
+async fn within(
+    deadline: tokio::time::Instant,
+    signals: &mut watch::Receiver<u32>,
+    f: impl std::future::Future<Output = ()>,
+) -> bool {
+    tokio::select! {
+        _ = f => true,
+        _ = tokio::time::sleep_until(deadline) => false,
+        _ = signals.wait_for(|n| *n >= 2) => {
+            tracing::warn!("second stop signal: not waiting any longer");
+            false
+        }
+    }
+}
+
+/// The configured `listen` address, or the socket systemd passed, which must obey
+/// the same loopback rule.
+async fn listen(cfg: &Loaded) -> Result<TcpListener, Failed> {
+    if let Some(l) = socket_activated()? {
+        let addr = l.local_addr()?;
+        if let Some(r) = cfg.config.remote_refusal(addr) {
+            return Err(Failed(format!(
+                "the socket passed by systemd is {addr}: {} (or make the socket unit listen on 127.0.0.1)",
+                r.message
+            )));
+        }
+        tracing::info!(%addr, "using the socket passed by systemd (socket activation)");
+        return Ok(l);
+    }
+    TcpListener::bind(cfg.config.listen).await.map_err(|e| {
+        Failed(format!(
+            "cannot listen on {}: {e} (is another x402d running? change `listen` in the config)",
+            cfg.config.listen
+        ))
+    })
+}
+
 /// A listening socket passed by systemd (`LISTEN_FDS`), if any.
-fn socket_activated() -> Result<Option<tokio::net::TcpListener>, Failed> {
+fn socket_activated() -> Result<Option<TcpListener>, Failed> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
         return Ok(None);
@@ -197,12 +232,117 @@ fn socket_activated() -> Result<Option<tokio::net::TcpListener>, Failed> {
         return Ok(None);
     };
     l.set_nonblocking(true)?;
-    Ok(Some(tokio::net::TcpListener::from_std(l)?))
+    Ok(Some(TcpListener::from_std(l)?))
 }
 
-/// Watchdog pings from the runtime (a wedged runtime stops them) and a STATUS=
-/// line with today's spend.
-fn spawn_watchdog_and_status(shared: Arc<Shared>, listen: String, wallet_line: String) {
+/// SIGHUP asks for a reload; SIGTERM/SIGINT count stop signals.
+async fn signal_loop(
+    reload_tx: mpsc::Sender<oneshot::Sender<Result<String, String>>>,
+    signals: watch::Sender<u32>,
+    mut stop: Stop,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {
+                let (otx, _orx) = oneshot::channel();
+                let _ = reload_tx.try_send(otx);
+                continue;
+            }
+            _ = stop.requested() => return,
+        }
+        signals.send_modify(|n| *n += 1);
+        if *signals.borrow() == 1 {
+            tracing::info!("stopping");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        }
+    }
+}
+
+async fn reloads(
+    shared: Arc<Shared>,
+    path: Option<PathBuf>,
+    mut rx: mpsc::Receiver<oneshot::Sender<Result<String, String>>>,
+    mut stop: Stop,
+) {
+    loop {
+        let reply = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+            _ = stop.requested() => return,
+        };
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        let r = reload(&shared, path.as_deref()).await;
+        match &r {
+            Ok(m) => tracing::info!("config reloaded: {m}"),
+            Err(m) => tracing::error!("config reload refused, keeping the old config: {m}"),
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let _ = reply.send(r);
+    }
+}
+
+/// At-risk payments are resolved against the chain in the background.
+async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
+    let mut warned_no_rpc = false;
+    loop {
+        let cfg = shared.config();
+        let r = chain::resolve(&shared.client, &shared.ledger, |n| cfg.rpc_url(n)).await;
+        if r.settled + r.released > 0 {
+            tracing::info!(
+                settled = r.settled,
+                released = r.released,
+                "resolved at-risk payments"
+            );
+        }
+        if r.no_rpc > 0 && !warned_no_rpc {
+            tracing::warn!(
+                payments = r.no_rpc,
+                "payments with an unknown outcome stay counted against caps: no [payment.rpc] URL for their network"
+            );
+        }
+        warned_no_rpc = r.no_rpc > 0;
+        if !stop
+            .sleep(Duration::from_secs(cfg.config.payment.resolve_every_secs))
+            .await
+        {
+            return;
+        }
+    }
+}
+
+/// The upstream's model list (for tier routing and /v1/models), refreshed in the background.
+async fn catalog(shared: Arc<Shared>, mut stop: Stop) {
+    loop {
+        let refreshed = tokio::select! {
+            r = shared.refresh_catalog() => r,
+            _ = stop.requested() => return,
+        };
+        match refreshed {
+            Ok(n) => tracing::debug!(models = n, "model list refreshed"),
+            Err(e) => tracing::debug!(error = %e, "model list not refreshed"),
+        }
+        if !stop.sleep(Duration::from_secs(600)).await {
+            return;
+        }
+    }
+}
+
+/// Watchdog pings from the runtime: a wedged runtime stops them. They wait on
+/// nothing else (the STATUS= line, which asks the ledger writer, has its own task).
+async fn watchdog(mut stop: Stop) {
     // Like sd_watchdog_enabled(3): WATCHDOG_USEC set, and WATCHDOG_PID (if set) is us.
     let usec = std::env::var("WATCHDOG_USEC")
         .ok()
@@ -210,38 +350,40 @@ fn spawn_watchdog_and_status(shared: Arc<Shared>, listen: String, wallet_line: S
     let for_us = std::env::var("WATCHDOG_PID")
         .ok()
         .is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
-    let (watchdog, usec) = match usec {
-        Some(u) if for_us && u > 0 => (true, u),
-        _ => (false, 0),
+    let usec = match usec {
+        Some(u) if for_us && u > 0 => u,
+        _ => return,
     };
-    let ping_every = if watchdog {
-        Duration::from_micros(usec / 2).max(Duration::from_millis(100))
-    } else {
-        Duration::from_secs(30)
-    };
-    tokio::spawn(async move {
-        let mut last_status = std::time::Instant::now();
-        loop {
-            if watchdog {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            }
-            if last_status.elapsed() >= Duration::from_secs(30) {
-                last_status = std::time::Instant::now();
-                let line = status_line(&shared, &listen, &wallet_line).await;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&line)]);
-            }
-            tokio::time::sleep(ping_every).await;
+    let every = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    loop {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        if !stop.sleep(every).await {
+            return;
         }
-    });
+    }
+}
+
+/// A STATUS= line with today's spend, every 30 s.
+async fn status_updates(shared: Arc<Shared>, listen: String, wallet_line: String, mut stop: Stop) {
+    while stop.sleep(Duration::from_secs(30)).await {
+        let line = status_line(&shared, &listen, &wallet_line).await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&line)]);
+    }
 }
 
 async fn status_line(shared: &Arc<Shared>, listen: &str, wallet_line: &str) -> String {
-    // From the ledger writer's memory: no file scan every 30 s.
-    match shared.ledger.summary(crate::now_ms()).await {
-        Ok((today, pending)) => {
+    // From the ledger writer's memory: no file scan. Bounded, so a busy writer
+    // delays the line, never the caller for long.
+    let summary = tokio::time::timeout(
+        Duration::from_secs(5),
+        shared.ledger.summary(crate::now_ms()),
+    )
+    .await;
+    match summary {
+        Ok(Ok((today, pending))) => {
             format!("listening on {listen}; {wallet_line}; ${today} today (${pending} at risk)")
         }
-        Err(_) => format!("listening on {listen}; {wallet_line}"),
+        _ => format!("listening on {listen}; {wallet_line}"),
     }
 }
 
