@@ -369,14 +369,7 @@ async fn pipeline(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = tokio::time::timeout(shared.timeouts.body, read_body(body, declared))
-        .await
-        .map_err(|_| {
-            ProxyError::BadRequestBody(format!(
-                "the request body did not arrive within {:?}",
-                shared.timeouts.body
-            ))
-        })??;
+    let body = read_body(body, declared, shared.timeouts.body).await?;
     let app_cfg = cfg.apps.get(&app).cloned().unwrap_or_default();
     let query = parts
         .uri
@@ -725,8 +718,23 @@ async fn models(
 /// gets the 413 instead of a broken pipe (which SDKs would retry).
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Buffers the request body (one copy, reused for the paid retry), at most `MAX_BODY`.
-async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+/// Buffers the request body (one copy, reused for the paid retry), at most
+/// `MAX_BODY`, arriving within `timeout` (a stalled app must not hold the call).
+async fn read_body(
+    body: Incoming,
+    declared: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    tokio::time::timeout(timeout, read_body_inner(body, declared))
+        .await
+        .map_err(|_| {
+            ProxyError::BadRequestBody(format!(
+                "the request body did not arrive within {timeout:?}"
+            ))
+        })?
+}
+
+async fn read_body_inner(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
     let too_large = ProxyError::BodyTooLarge { limit: MAX_BODY };
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(too_large);
