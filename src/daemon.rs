@@ -203,8 +203,12 @@ async fn listen(cfg: &Loaded) -> Result<TcpListener, Failed> {
     if let Some(l) = socket_activated()? {
         let addr = l.local_addr()?;
         if let Some(r) = cfg.config.remote_refusal(addr) {
+            let key = match &r.table {
+                Some(t) => format!("{t}.{}", r.key),
+                None => r.key.to_string(),
+            };
             return Err(Failed(format!(
-                "the socket passed by systemd is {addr}: {} (or make the socket unit listen on 127.0.0.1)",
+                "refusing the socket passed by systemd ({addr}): `{key}`: {}; or make the socket unit listen on 127.0.0.1 (ListenStream=127.0.0.1:PORT)",
                 r.message
             )));
         }

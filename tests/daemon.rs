@@ -251,7 +251,11 @@ fn read_until_closed(s: &mut std::net::TcpStream) -> String {
 /// its body is disconnected instead of holding the connection forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_apps_are_disconnected() {
-    let seller = Seller::start(SellerCfg::default()).await;
+    let seller = Seller::start(SellerCfg {
+        paid_delay_ms: 1500,
+        ..Default::default()
+    })
+    .await;
     let d = Daemon::start_env(
         &seller.url(),
         SEPOLIA,
@@ -287,4 +291,16 @@ async fn slow_apps_are_disconnected() {
         "{got}"
     );
     assert_eq!(seller.counts().requests, 0);
+    // A slow upstream is not a slow app: paid calls that outlast the header timeout
+    // (plain, and streamed with heartbeats) are answered in full.
+    let r = request("POST", &d.url("/v1/chat/completions"), &[], CHAT).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let streamed = CHAT.replace("\"model\"", "\"stream\":true,\"model\"");
+    let r = request("POST", &d.url("/v1/chat/completions"), &[], streamed).await;
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("paid hello") && body.contains("[DONE]"),
+        "{body}"
+    );
 }
