@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -120,8 +121,10 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     tasks.spawn(resolver(shared.clone(), stop.clone()));
     tasks.spawn(catalog(shared.clone(), stop.clone()));
     // Stop signals received: the first stops accepting, a second cuts the drain short.
+    // Installed before READY=1, so an early SIGTERM is never the default (abrupt) exit.
+    let handlers = Signals::install()?;
     let (signals_tx, mut signals) = watch::channel(0u32);
-    tasks.spawn(signal_loop(reload_tx, signals_tx, stop.clone()));
+    tasks.spawn(signal_loop(handlers, reload_tx, signals_tx, stop.clone()));
 
     tracing::info!(%listen, upstream = %shared.config().config.upstream, "x402d ready; {wallet_line}");
     let _ = sd_notify::notify(
@@ -239,26 +242,36 @@ fn socket_activated() -> Result<Option<TcpListener>, Failed> {
     Ok(Some(TcpListener::from_std(l)?))
 }
 
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failed> {
+        let install =
+            |k| signal(k).map_err(|e| Failed(format!("cannot install the signal handlers: {e}")));
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// SIGHUP asks for a reload; SIGTERM/SIGINT count stop signals.
 async fn signal_loop(
+    mut s: Signals,
     reload_tx: mpsc::Sender<oneshot::Sender<Result<String, String>>>,
     signals: watch::Sender<u32>,
     mut stop: Stop,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
     loop {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-            _ = hup.recv() => {
+            _ = s.term.recv() => {}
+            _ = s.int.recv() => {}
+            _ = s.hup.recv() => {
                 let (otx, _orx) = oneshot::channel();
                 let _ = reload_tx.try_send(otx);
                 continue;
