@@ -156,14 +156,14 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
     tracing::info!("no longer accepting; waiting for in-flight calls and payment flows");
     if !within(deadline, &mut signals, connections.shutdown()).await {
-        tracing::warn!("in-flight calls were cut off at the stop deadline");
+        tracing::warn!("stopping with calls still open; they are cut off");
     }
     // Payment flows outlive their connections (an app that hung up): each records
     // its outcome before the process may exit.
     if !within(deadline, &mut signals, shared.inflight.drained()).await {
         tracing::warn!(
             flows = shared.inflight.count(),
-            "payment flows still running at the stop deadline; their payments stay counted and are resolved at the next start"
+            "stopping with payment flows still running; their payments stay counted against caps and are resolved at the next start"
         );
     }
     let _ = stop_tx.send(true);
@@ -190,13 +190,16 @@ async fn within(
     signals: &mut watch::Receiver<u32>,
     f: impl std::future::Future<Output = ()>,
 ) -> bool {
+    let second_signal = async {
+        // The signal task ends with the background tasks; that is no signal.
+        if signals.wait_for(|n| *n >= 2).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = f => true,
         _ = tokio::time::sleep_until(deadline) => false,
-        _ = signals.wait_for(|n| *n >= 2) => {
-            tracing::warn!("second stop signal: not waiting any longer");
-            false
-        }
+        _ = second_signal => false,
     }
 }
 
@@ -279,9 +282,13 @@ async fn signal_loop(
             _ = stop.requested() => return,
         }
         signals.send_modify(|n| *n += 1);
-        if *signals.borrow() == 1 {
-            tracing::info!("stopping");
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        match *signals.borrow() {
+            1 => {
+                tracing::info!("stopping");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            }
+            2 => tracing::warn!("second stop signal: exiting without waiting any longer"),
+            _ => {}
         }
     }
 }

@@ -47,6 +47,35 @@ async fn stop_drains_a_paid_flow_whose_client_hung_up() {
     assert_eq!(ps[0]["state"], "settled", "{ps:?}\n{}", d.log());
 }
 
+/// A second SIGTERM stops waiting: the unfinished payment stays `signed`, counted
+/// against caps until the next start resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_signal_cuts_the_drain_short() {
+    let seller = Seller::start(SellerCfg {
+        paid_delay_ms: 120_000,
+        ..Default::default()
+    })
+    .await;
+    let mut d = Daemon::start(&seller.url(), SEPOLIA);
+    let url = d.url("/v1/chat/completions");
+    let call = tokio::spawn(async move { request("POST", &url, &[], CHAT).await });
+    assert!(wait_until(Duration::from_secs(10), || seller
+        .counts()
+        .verified
+        == 1));
+    call.abort();
+    let _ = call.await;
+    signal(&d, "TERM");
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log()
+        .contains("no longer accepting")));
+    signal(&d, "TERM");
+    assert!(d.child.wait().unwrap().success(), "{}", d.log());
+    assert!(d.log().contains("second stop signal"), "{}", d.log());
+    let ps = d.payments();
+    assert_eq!(ps[0]["state"], "signed", "{ps:?}");
+}
+
 /// The admin socket removed at exit is the one bound at start, even after a
 /// reload changed `state_dir` (which only takes effect at the next start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
