@@ -21,7 +21,7 @@ pub const DEFAULT_APP: &str = "default";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the proxy listens on.
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// The x402-priced OpenAI-compatible upstream (scheme + host, optional path prefix).
     #[serde(default = "default_upstream")]
@@ -221,6 +221,18 @@ impl AppConfig {
     }
 }
 
+/// `listen` is an IP:port; a host name gets an error naming the key and the IP to write.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        let port = s.rsplit_once(':').map_or("8402", |(_, p)| p);
+        let port = if port.parse::<u16>().is_ok() { port } else { "8402" };
+        serde::de::Error::custom(format!(
+            "`listen`: {s:?} is not an IP:port address (host names are not resolved); write \"127.0.0.1:{port}\""
+        ))
+    })
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
@@ -331,6 +343,56 @@ impl fmt::Display for ConfigError {
     }
 }
 impl std::error::Error for ConfigError {}
+
+/// Why an address may not be served under a config (see `Config::remote_refusal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub table: Option<String>,
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// The loopback rule, for `listen` and for a socket passed by systemd alike: a
+    /// non-loopback address (the unspecified 0.0.0.0 and [::] included) needs
+    /// `allow_remote = true`, `reject_unknown_apps = true` and an api_key on every app.
+    pub fn remote_refusal(&self, addr: SocketAddr) -> Option<Refusal> {
+        if addr.ip().is_loopback() {
+            return None;
+        }
+        let refuse = |table: Option<String>, key, message| {
+            Some(Refusal {
+                table,
+                key,
+                message,
+            })
+        };
+        if !self.allow_remote {
+            return refuse(
+                None,
+                "listen",
+                format!(
+                    "{addr} is not a loopback address; x402d spends money on request, so it listens on 127.0.0.1 unless `allow_remote = true`"
+                ),
+            );
+        }
+        if !self.reject_unknown_apps {
+            return refuse(
+                None,
+                "allow_remote",
+                "a non-loopback listen address also needs `reject_unknown_apps = true`".into(),
+            );
+        }
+        if let Some((name, _)) = self.apps.iter().find(|(_, a)| a.api_key.is_none()) {
+            return refuse(
+                Some(format!("apps.{name}")),
+                "api_key",
+                "every app needs an api_key when allow_remote = true".into(),
+            );
+        }
+        None
+    }
+}
 
 /// Config plus everything derived from it at load.
 #[derive(Debug, Clone)]
@@ -578,31 +640,8 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         ));
     }
 
-    if !config.listen.ip().is_loopback() {
-        if !config.allow_remote {
-            return Err(err(
-                None,
-                "listen",
-                format!(
-                    "{} is not a loopback address; x402d spends money on request, so it listens on 127.0.0.1 unless `allow_remote = true`",
-                    config.listen
-                ),
-            ));
-        }
-        if !config.reject_unknown_apps {
-            return Err(err(
-                None,
-                "allow_remote",
-                "a non-loopback listen address also needs `reject_unknown_apps = true`".into(),
-            ));
-        }
-        if let Some((name, _)) = config.apps.iter().find(|(_, a)| a.api_key.is_none()) {
-            return Err(err(
-                Some(&format!("apps.{name}")),
-                "api_key",
-                "every app needs an api_key when allow_remote = true".into(),
-            ));
-        }
+    if let Some(r) = config.remote_refusal(config.listen) {
+        return Err(err(r.table.as_deref(), r.key, r.message));
     }
 
     let mut nets: Vec<&'static Network> = Vec::new();

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod ledger;

@@ -24,7 +24,6 @@ use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Largest request body accepted from an app.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -42,6 +41,7 @@ pub struct Shared {
     /// Payment flows still running (they outlive their connections).
     pub inflight: InFlight,
     pub metrics: crate::metrics::Metrics,
+    pub timeouts: Timeouts,
 }
 
 /// Counts running payment flows so shutdown can wait for them.
@@ -94,7 +94,13 @@ impl Shared {
             catalog: RwLock::new(Arc::new(Vec::new())),
             inflight: InFlight::default(),
             metrics: crate::metrics::Metrics::new(),
+            timeouts: Timeouts::default(),
         }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Shared {
+        self.timeouts = timeouts;
+        self
     }
 
     /// A payment flow for one call under `cfg`.
@@ -169,14 +175,59 @@ impl Shared {
     }
 }
 
-/// Serves until `shutdown` flips to true, then drains connections for up to `grace`.
+/// How long an app may take before its connection is closed (a slow or stuck
+/// client must not hold a connection, or a payment decision, forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the moment a connection waits for a request until its headers are in.
+    /// hyper starts this timer whenever the connection waits for the next request,
+    /// so it also closes a keep-alive connection left idle this long.
+    pub header: Duration,
+    /// Reading a whole request body.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(30),
+            body: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, or `X402D_HEADER_TIMEOUT_MS` / `X402D_BODY_TIMEOUT_MS` when set
+    /// (undocumented knobs for tests and odd networks).
+    pub fn from_env() -> Timeouts {
+        let ms = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&n| n > 0)
+                .map(Duration::from_millis)
+        };
+        let d = Timeouts::default();
+        Timeouts {
+            header: ms("X402D_HEADER_TIMEOUT_MS").unwrap_or(d.header),
+            body: ms("X402D_BODY_TIMEOUT_MS").unwrap_or(d.body),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` completes, then stops accepting and
+/// returns the open connections, for the caller to drain under its deadline.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
+    shutdown: impl std::future::Future<Output = ()>,
+) -> hyper_util::server::graceful::GracefulShutdown {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.timeouts.header);
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -194,9 +245,7 @@ pub async fn serve(
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(handle(&shared, req, Some(peer)).await) }
                 });
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = http.serve_connection(TokioIo::new(stream), svc);
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = fut.await {
@@ -204,20 +253,11 @@ pub async fn serve(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = &mut shutdown => break,
         }
     }
     drop(listener);
-    tracing::info!("no longer accepting; waiting for in-flight calls");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "in-flight calls did not finish within {} s",
-            grace.as_secs()
-        );
-    }
+    graceful
 }
 
 enum Route {
@@ -332,7 +372,7 @@ async fn pipeline(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = read_body(body, declared).await?;
+    let body = read_body(body, declared, shared.timeouts.body).await?;
     let app_cfg = cfg.apps.get(&app).cloned().unwrap_or_default();
     let query = parts
         .uri
@@ -417,7 +457,7 @@ fn start_call(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
     call: Call,
-) -> watch::Receiver<Option<coalesce::Outcome>> {
+) -> tokio::sync::watch::Receiver<Option<coalesce::Outcome>> {
     let idempotency = call
         .headers
         .get("idempotency-key")
@@ -707,8 +747,23 @@ async fn models(
 /// gets the 413 instead of a broken pipe (which SDKs would retry).
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Buffers the request body (one copy, reused for the paid retry), at most `MAX_BODY`.
-async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+/// Buffers the request body (one copy, reused for the paid retry), at most
+/// `MAX_BODY`, arriving within `timeout` (a stalled app must not hold the call).
+async fn read_body(
+    body: Incoming,
+    declared: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    tokio::time::timeout(timeout, read_body_inner(body, declared))
+        .await
+        .map_err(|_| {
+            ProxyError::BadRequestBody(format!(
+                "the request body did not arrive within {timeout:?}"
+            ))
+        })?
+}
+
+async fn read_body_inner(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
     let too_large = ProxyError::BodyTooLarge { limit: MAX_BODY };
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(too_large);
