@@ -84,7 +84,7 @@ fn section(buf: &mut Vec<u8>, parents: &[&str], cmd: &clap::Command) -> std::io:
     page.render_synopsis_section(&mut part)?;
     if let Some(about) = sub.get_long_about().or(sub.get_about()) {
         roff_line(&mut part, ".PP")?;
-        roff_line(&mut part, &about.to_string().replace('\\', "\\\\"))?;
+        roff_line(&mut part, &roff_text(&about.to_string()))?;
     }
     if sub
         .get_arguments()
@@ -103,6 +103,21 @@ fn section(buf: &mut Vec<u8>, parents: &[&str], cmd: &clap::Command) -> std::io:
     Ok(())
 }
 
+/// Plain text as roff text lines: backslashes escaped, a leading `.` or `'` (a request) guarded.
+fn roff_text(s: &str) -> String {
+    s.lines()
+        .map(|l| {
+            let l = l.replace('\\', "\\e");
+            if l.starts_with('.') || l.starts_with('\'') {
+                format!("\\&{l}")
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn roff_line(buf: &mut Vec<u8>, line: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     writeln!(buf, "{line}")
@@ -115,5 +130,19 @@ fn write_stdout(buf: &[u8]) -> Result<ExitCode, Fail> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(Fail(1, format!("cannot write to stdout: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::roff_text;
+
+    #[test]
+    fn roff_text_escapes_requests_and_backslashes() {
+        assert_eq!(roff_text("plain"), "plain");
+        assert_eq!(roff_text(".SH not a header"), "\\&.SH not a header");
+        assert_eq!(roff_text("'quoted"), "\\&'quoted");
+        assert_eq!(roff_text("a\\b"), "a\\eb");
+        assert_eq!(roff_text("one\n.two"), "one\n\\&.two");
     }
 }
