@@ -19,13 +19,15 @@ bad() {
 verdict() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2" "${3:-}"; fi; }
 OUT=$(mktemp /tmp/x402d-sandbox-test.XXXXXX)
 PID=
+PGID=
 finish() {
 	set +e
 	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
 		kill -INT "$PID"
 		sleep 5
-		kill -KILL -- "-$PID" 2>/dev/null
 	fi
+	# Whatever is left in the sandbox's process group (after a failure) goes.
+	[ -n "$PGID" ] && kill -KILL -- "-$PGID" 2>/dev/null
 	rm -f "$OUT"
 	echo "$pass passed, $fail failed"
 	[ "$fail" -eq 0 ]
@@ -40,6 +42,7 @@ trap finish EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 X402D_SANDBOX_PORT=$PORT "$ROOT/scripts/sandbox" >"$OUT" 2>&1 </dev/null &
 PID=$!
+PGID=$PID # set -m: the job leads its own process group
 for _ in $(seq 1800); do # npm ci on a cold cache can take minutes
 	grep -q '^Ctrl-C stops everything' "$OUT" && break
 	kill -0 "$PID" 2>/dev/null || break
@@ -75,12 +78,12 @@ grep -q settled <<<"$pay"
 verdict $? "the printed 'x402d payments' lists the settled payment" "$pay"
 
 # Ctrl-C: everything it started is gone.
-pids=$(pgrep -g "$PID" | tr '\n' ' ')
+pids=$(pgrep -g "$PGID" | tr '\n' ' ')
 dir=$(sed -n 's/^Config (\(.*\)\/config.toml):$/\1/p' "$OUT")
 kill -INT "$PID"
 wait "$PID"
 rc=$?
-left=$(pgrep -g "$PID" | tr '\n' ' ')
+left=$(pgrep -g "$PGID" | tr '\n' ' ')
 [ -z "$left" ] && [ "$rc" = 130 ]
 verdict $? "SIGINT: it exited ($rc) and its processes ($pids) are gone" "left: $left
 $(tail -5 "$OUT")"

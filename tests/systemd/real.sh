@@ -520,3 +520,7 @@ verdict $? "dpkg -r: service stopped, config and ledger kept (is-active: $(S is-
 out=$(ct dpkg --purge x402d 2>&1)
 ! ct test -e /etc/x402d/config.toml && ct test -e /var/lib/private/x402d/ledger.redb && grep -q "ledger was kept" <<<"$out"
 verdict $? "dpkg --purge: config gone, ledger kept, and it says so: $(grep -m1 'ledger' <<<"$out")" "$out"
+ct dpkg -i /root/x402d.deb >/dev/null 2>&1
+out=$(ct env X402D_PURGE_LEDGER=yes dpkg --purge x402d 2>&1)
+! ct test -e /var/lib/private/x402d && ! ct test -e /var/lib/x402d && grep -q "purged the ledger" <<<"$out"
+verdict $? "X402D_PURGE_LEDGER=yes dpkg --purge: the ledger goes too" "$out"
