@@ -97,6 +97,11 @@ cmds=$("$BIN" --help | sed -n '/^Commands:/,/^$/p' | awk 'NR>1 && NF {print $1}'
 missing=$(for c in $cmds; do grep -q "^\.SS \"x402d $c\"" <<<"$man" || echo "$c"; done)
 [ -z "$missing" ] && [ -n "$cmds" ] && grep -q '^\.TH x402d 1' <<<"$man"
 verdict $? "man page x402d.1.gz: .TH x402d 1 and a subsection per command ($(wc -w <<<"$cmds") commands)" "missing: $missing"
+if command -v groff >/dev/null; then
+	w=$(zcat "$R/usr/share/man/man1/x402d.1.gz" | groff -man -ww -z -Tutf8 2>&1)
+	[ -z "$w" ]
+	verdict $? "groff -man -ww: no warnings" "$w"
+fi
 if command -v man >/dev/null; then
 	txt=$(MANWIDTH=80 man -l "$R/usr/share/man/man1/x402d.1.gz" 2>&1 | col -b)
 	grep -q "x402d wallet import" <<<"$txt"
