@@ -297,6 +297,8 @@ inst=$(ct $X install-service --system 2>&1)
 ct cmp -s /etc/systemd/system/x402d.service /lib/systemd/system/x402d.service &&
 	grep -q "systemd reloaded" <<<"$inst"
 verdict $? "'x402d install-service --system' wrote the packaged unit and ran daemon-reload" "$inst"
+grep -q "note: /lib/systemd/system/x402d.service (from the x402d package) is now overridden" <<<"$inst"
+verdict $? "... and warned that its copy overrides the package's" "$inst"
 ct rm -f /etc/systemd/system/x402d.service
 S daemon-reload
 fp=$(prop x402d FragmentPath)
@@ -461,6 +463,8 @@ inst=$(U $X install-service --user 2>&1)
 ct cmp -s /home/alice/.config/systemd/user/x402d.service /usr/lib/systemd/user/x402d.service &&
 	grep -q "systemd reloaded" <<<"$inst"
 verdict $? "alice: 'x402d install-service --user' wrote the packaged user unit to ~/.config/systemd/user, daemon-reload" "$inst"
+grep -q "note: /usr/lib/systemd/user/x402d.service (from the x402d package) is now overridden" <<<"$inst"
+verdict $? "... and warned that her copy overrides the package's" "$inst"
 ct rm -f /home/alice/.config/systemd/user/x402d.service # what runs below is the packaged unit
 U systemctl --user daemon-reload
 fp=$(U systemctl --user show -p FragmentPath --value x402d)
