@@ -9,7 +9,7 @@ use hyper::StatusCode;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error(
-        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models."
+        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions, POST /v1/messages (Anthropic) and GET /v1/models."
     )]
     NotFound { method: String, path: String },
 
@@ -21,6 +21,15 @@ pub enum ProxyError {
 
     #[error("Could not read the request body: {0}")]
     BadRequestBody(String),
+
+    /// Valid JSON that x402d cannot carry upstream (e.g. an Anthropic `document` block).
+    #[error("{0}")]
+    InvalidRequest(String),
+
+    #[error(
+        "Model {model:?} is not in the upstream's model list and no `[models]` alias maps it.{close} Set ANTHROPIC_MODEL to a listed id, or add an alias under [models] in the x402d config."
+    )]
+    UnknownModel { model: String, close: String },
 
     #[error(
         "Unknown API key. This x402d only accepts the api_key of a configured app ([apps.NAME] in its config)."
@@ -100,7 +109,8 @@ impl ProxyError {
         match self {
             NotFound { .. } => StatusCode::NOT_FOUND,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            InvalidJson(_) | BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            InvalidJson(_) | BadRequestBody(_) | InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            UnknownModel { .. } => StatusCode::NOT_FOUND,
             UnknownApp => StatusCode::UNAUTHORIZED,
             ModelNotAllowed { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -124,9 +134,12 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         use ProxyError::*;
         match self {
-            NotFound { .. } | BodyTooLarge { .. } | InvalidJson(_) | BadRequestBody(_) => {
-                "invalid_request_error"
-            }
+            NotFound { .. }
+            | BodyTooLarge { .. }
+            | InvalidJson(_)
+            | BadRequestBody(_)
+            | InvalidRequest(_)
+            | UnknownModel { .. } => "invalid_request_error",
             UnknownApp => "authentication_error",
             ModelNotAllowed { .. } | HostNotAllowed(_) | OriginNotAllowed(_) => "permission_error",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -152,6 +165,8 @@ impl ProxyError {
             BodyTooLarge { .. } => "request_too_large",
             InvalidJson(_) => "invalid_json",
             BadRequestBody(_) => "bad_request_body",
+            InvalidRequest(_) => "invalid_request",
+            UnknownModel { .. } => "model_not_found",
             UnknownApp => "invalid_api_key",
             ModelNotAllowed { .. } => "model_not_allowed",
             HostNotAllowed(_) => "host_not_allowed",
@@ -196,7 +211,7 @@ impl ProxyError {
     /// The `param` field, where one applies.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            ProxyError::ModelNotAllowed { .. } => Some("model"),
+            ProxyError::ModelNotAllowed { .. } | ProxyError::UnknownModel { .. } => Some("model"),
             _ => None,
         }
     }
