@@ -1,6 +1,7 @@
 //! The HTTP/1.1 server apps talk to: accept loop, graceful shutdown, and the
 //! per-request pipeline (guard → route → identify app → read body → pay → relay).
 
+pub mod anthropic;
 pub mod coalesce;
 pub mod guard;
 
@@ -224,6 +225,8 @@ enum Route {
     Chat,
     Models,
     Metrics,
+    /// Anthropic Messages (`/v1/messages`, `/count_tokens`), with the tier its path names.
+    Messages(Option<Tier>, anthropic::Endpoint),
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
@@ -233,6 +236,7 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         | (&Method::POST, "/v1/premium/chat/completions") => Some(Route::Chat),
         (&Method::GET, "/v1/models") => Some(Route::Models),
         (&Method::GET, "/metrics") => Some(Route::Metrics),
+        (&Method::POST, p) => anthropic::parse_path(p).map(|(t, e)| Route::Messages(t, e)),
         _ => None,
     }
 }
@@ -244,9 +248,10 @@ pub async fn handle(
     peer: Option<std::net::SocketAddr>,
 ) -> Response<Body> {
     let cfg = shared.config();
+    let dialect = Dialect::of(req.uri().path());
     let origin = match guard::check(&cfg, req.headers(), shared.local_port) {
         Ok(o) => o,
-        Err(e) => return error_response(shared, &e, None),
+        Err(e) => return error_response(shared, &e, None, dialect),
     };
     if req.uri().path() == "/metrics" && peer.is_some_and(|p| !p.ip().is_loopback()) {
         return error_response(
@@ -256,6 +261,7 @@ pub async fn handle(
                 path: "/metrics".into(),
             },
             origin,
+            dialect,
         );
     }
     let app_label = bearer(req.headers())
@@ -299,7 +305,7 @@ async fn handle_inner(
         }
         Err(e) => {
             tracing::info!(%method, %path, code = e.code(), "refused: {e}");
-            error_response(shared, &e, origin)
+            error_response(shared, &e, origin, Dialect::of(&path))
         }
     }
 }
@@ -340,23 +346,75 @@ async fn pipeline(
     if let Route::Models = route {
         return models(shared, cfg, &app, &app_cfg, parts.headers, &query).await;
     }
+    if let Route::Messages(tier, endpoint) = route {
+        return anthropic::handle(
+            shared,
+            cfg,
+            app,
+            &app_cfg,
+            &parts.headers,
+            body,
+            (tier, endpoint),
+        )
+        .await;
+    }
 
     // Chat: look at the model (and stream flag); everything else passes through.
     let req: ChatRequest =
         serde_json::from_slice(&body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
     let model = req.model;
-    if let (Some(model), Some(allowed)) = (&model, app_cfg.models.as_ref())
+    let requested = Tier::from_path(parts.uri.path()).unwrap_or(Tier::Budget);
+    let tier = route_model(shared, cfg, &app, &app_cfg, model.as_deref(), requested)?;
+    let stream = req.stream == Some(true);
+    let (upstream_body, include_usage) = if stream {
+        sse::unstream_request(&body).map_err(ProxyError::InvalidJson)?
+    } else {
+        (body, false)
+    };
+
+    let idempotency = idempotency_key(&parts.headers);
+    let is_retry = is_retry(&parts.headers);
+    let path = format!("{}{query}", tier.path());
+    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
+    let call = Call {
+        app,
+        model,
+        method: parts.method,
+        path_and_query: path,
+        headers: parts.headers,
+        body: upstream_body,
+    };
+    let rx = start_call(shared, cfg, call, ckey, is_retry);
+    if !stream {
+        let o = coalesce::wait(rx).await;
+        return match o.as_ref() {
+            Ok(u) => Ok(u.clone().into_response()),
+            Err(_) => Err(shared_err(o)),
+        };
+    }
+    stream_response(rx, include_usage).await
+}
+
+/// The model's allow-list and tier check for an app; returns the tier to pay on.
+/// A plain (budget) path goes to the tier that serves the model.
+fn route_model(
+    shared: &Shared,
+    cfg: &Loaded,
+    app: &str,
+    app_cfg: &crate::config::AppConfig,
+    model: Option<&str>,
+    requested: Tier,
+) -> Result<Tier, ProxyError> {
+    if let (Some(model), Some(allowed)) = (model, app_cfg.models.as_ref())
         && !model_allowed(allowed, model)
     {
         return Err(ProxyError::ModelNotAllowed {
-            app,
+            app: app.to_string(),
             model: model.chars().take(200).collect(),
             allowed: allowed.join(", "),
         });
     }
-    // Tier routing: plain /v1/chat/completions goes to the tier that serves the model.
-    let requested = Tier::from_path(parts.uri.path()).unwrap_or(Tier::Budget);
-    let tier = match (&model, requested) {
+    let tier = match (model, requested) {
         (Some(m), Tier::Budget) => models::tier_of(m, &cfg.config.tiers, &shared.catalog_models()),
         _ => requested,
     };
@@ -364,7 +422,7 @@ async fn pipeline(
         && !tiers.contains(&tier)
     {
         return Err(ProxyError::ModelNotAllowed {
-            app,
+            app: app.to_string(),
             model: model.unwrap_or_default().chars().take(200).collect(),
             allowed: format!(
                 "the {} tier is not in this app's tiers [{}]",
@@ -377,36 +435,35 @@ async fn pipeline(
             ),
         });
     }
-    let stream = req.stream == Some(true);
-    let (upstream_body, include_usage) = if stream {
-        sse::unstream_request(&body).map_err(ProxyError::InvalidJson)?
-    } else {
-        (body, false)
-    };
+    Ok(tier)
+}
 
-    let idempotency = parts
-        .headers
+fn idempotency_key(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let is_retry = idempotency.is_some()
-        || parts
-            .headers
+        .map(str::to_string)
+}
+
+/// A client retry: the same `Idempotency-Key`, or the SDKs' retry count above zero.
+fn is_retry(headers: &hyper::HeaderMap) -> bool {
+    idempotency_key(headers).is_some()
+        || headers
             .get("x-stainless-retry-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u32>().ok())
-            .is_some_and(|n| n > 0);
-    let path = format!("{}{query}", tier.path());
-    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
-    let call = Call {
-        app,
-        model,
-        method: parts.method,
-        path_and_query: path,
-        headers: parts.headers,
-        body: upstream_body,
-    };
-    let rx = match shared.coalescer.join(ckey, is_retry) {
+            .is_some_and(|n| n > 0)
+}
+
+/// Joins a retry to its first call, or starts the payment flow on its own task.
+fn start_call(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+    call: Call,
+    ckey: coalesce::Key,
+    is_retry: bool,
+) -> tokio::sync::watch::Receiver<Option<coalesce::Outcome>> {
+    match shared.coalescer.join(ckey, is_retry) {
         coalesce::Join::Follower(rx) => {
             tracing::info!(app = %call.app, "retry of a call in flight or just finished: reusing its result, not paying again");
             rx
@@ -433,15 +490,7 @@ async fn pipeline(
             });
             rx
         }
-    };
-    if !stream {
-        let o = coalesce::wait(rx).await;
-        return match o.as_ref() {
-            Ok(u) => Ok(u.clone().into_response()),
-            Err(_) => Err(shared_err(o)),
-        };
     }
-    stream_response(rx, include_usage).await
 }
 
 /// An error shared by coalesced calls.
@@ -714,7 +763,8 @@ struct ChatRequest {
     stream: Option<bool>,
 }
 
-/// The API key an app sent (`Authorization: Bearer <key>`), which names the app.
+/// The API key an app sent (`Authorization: Bearer <key>`, or Anthropic's
+/// `x-api-key: <key>`), which names the app.
 fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     headers
         .get(AUTHORIZATION)
@@ -723,6 +773,7 @@ fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
 }
 
@@ -734,9 +785,34 @@ pub fn model_allowed(allowed: &[String], model: &str) -> bool {
         .any(|p| glob_match(p, model) || glob_match(p, bare))
 }
 
-fn error_response(shared: &Shared, e: &ProxyError, origin: Option<String>) -> Response<Body> {
+/// Which API's error shape a path answers in.
+#[derive(Clone, Copy)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    fn of(path: &str) -> Dialect {
+        if anthropic::is_anthropic_path(path) {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
+
+fn error_response(
+    shared: &Shared,
+    e: &ProxyError,
+    origin: Option<String>,
+    dialect: Dialect,
+) -> Response<Body> {
     shared.note_error(e);
-    let r = crate::openai::error::response(e);
+    let r = match dialect {
+        Dialect::OpenAi => crate::openai::error::response(e),
+        Dialect::Anthropic => crate::anthropic::error::response(e),
+    };
     let mut r = r.map(|b| b.map_err(|never| -> BoxError { match never {} }).boxed());
     cors(&mut r, origin);
     r
@@ -771,7 +847,7 @@ fn preflight(origin: Option<String>) -> Response<Body> {
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static(
-            "authorization, content-type, idempotency-key, x-stainless-retry-count",
+            "authorization, content-type, idempotency-key, x-stainless-retry-count, x-api-key, anthropic-version, anthropic-beta",
         ),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("600"));

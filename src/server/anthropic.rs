@@ -1,0 +1,310 @@
+//! `POST /v1/messages` (Claude Code, the Anthropic SDKs) on the common pipeline:
+//! the Messages request is translated (`crate::anthropic::request`), its model
+//! mapped to the upstream's catalog, then it goes through the same allow-lists,
+//! tier routing, caps, payment flow and retry coalescing as a chat completion
+//! (`super::route_model`, `super::start_call`). The completion comes back as a
+//! Message or its event stream, with `ping` events as the heartbeat; errors in
+//! Anthropic's shape (`crate::anthropic::error`).
+
+use super::{Body, ChannelBody, HEARTBEAT_EVERY, STREAM_HOLD, Shared, coalesce};
+use crate::anthropic::{answer, models, request};
+use crate::config::{AppConfig, Loaded};
+use crate::error::ProxyError;
+use crate::openai::models::Tier;
+use crate::pay::{BoxError, Call, Upstream};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Response};
+use serde_json::Value;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+/// `/v1/messages` and `/v1/{pro,premium}/messages`, also under a base URL that
+/// already ends in `/v1/{tier}` (`ANTHROPIC_BASE_URL=http://127.0.0.1:8402/v1/premium`
+/// makes the SDKs call `/v1/premium/v1/messages`). `None` tier: route by model.
+pub fn parse_path(path: &str) -> Option<(Option<Tier>, Endpoint)> {
+    let (base, ep) = if let Some(b) = path.strip_suffix("/messages/count_tokens") {
+        (b, Endpoint::CountTokens)
+    } else if let Some(b) = path.strip_suffix("/messages") {
+        (b, Endpoint::Messages)
+    } else {
+        return None;
+    };
+    let base = match base.strip_suffix("/v1") {
+        Some(b) if !b.is_empty() => b,
+        _ => base,
+    };
+    let tier = match base {
+        "/v1" => None,
+        "/v1/pro" => Some(Tier::Pro),
+        "/v1/premium" => Some(Tier::Premium),
+        _ => return None,
+    };
+    Some((tier, ep))
+}
+
+/// Whether errors on this path are answered in Anthropic's shape.
+pub fn is_anthropic_path(path: &str) -> bool {
+    parse_path(path).is_some()
+}
+
+pub(super) async fn handle(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+    app: String,
+    app_cfg: &AppConfig,
+    headers: &HeaderMap,
+    body: Bytes,
+    (path_tier, ep): (Option<Tier>, Endpoint),
+) -> Result<Response<Body>, ProxyError> {
+    let t = request::translate(&body)?;
+    if ep == Endpoint::CountTokens {
+        // Never paid: an estimate is all Claude Code needs (it uses it for context accounting).
+        let v = serde_json::json!({"input_tokens": request::estimate_tokens(&t)});
+        return Ok(json_response(hyper::StatusCode::OK, &v, None));
+    }
+    let mut catalog = shared.catalog_models();
+    if catalog.is_empty() {
+        // The model list is free (a 402 is skipped); without it ids cannot be mapped.
+        if let Err(e) = shared.refresh_catalog().await {
+            tracing::debug!(error = %e, "model list unavailable; Anthropic model ids pass as they are");
+        }
+        catalog = shared.catalog_models();
+    }
+    let upstream_model = match models::resolve(&t.model, &cfg.config.models, &catalog) {
+        models::Resolved::Model(m) => m,
+        models::Resolved::Unknown(close) => {
+            return Err(ProxyError::UnknownModel {
+                model: t.model.chars().take(200).collect(),
+                close: models::close_text(&close),
+            });
+        }
+    };
+    let tier = super::route_model(
+        shared,
+        cfg,
+        &app,
+        app_cfg,
+        Some(&upstream_model),
+        path_tier.unwrap_or(Tier::Budget),
+    )?;
+    let mut chat = t.body;
+    chat.insert("model".into(), Value::String(upstream_model.clone()));
+    let upstream_body = Bytes::from(Value::Object(chat).to_string());
+    let path = tier.path().to_string();
+    let idempotency = super::idempotency_key(headers);
+    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
+    let call = Call {
+        app,
+        model: Some(upstream_model),
+        method: Method::POST,
+        path_and_query: path,
+        headers: upstream_headers(headers),
+        body: upstream_body,
+    };
+    let rx = super::start_call(shared, cfg, call, ckey, super::is_retry(headers));
+    if !t.stream {
+        let o = coalesce::wait(rx).await;
+        return match o.as_ref() {
+            Err(e) => Err(e.clone()),
+            Ok(u) => Ok(answer_response(u, &t.model)),
+        };
+    }
+    stream(rx, t.model).await
+}
+
+/// Only what the upstream needs: the app's key (`x-api-key`), Anthropic's
+/// headers and Claude Code's session ids stay here.
+fn upstream_headers(from: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for name in ["accept", "user-agent", "x-stainless-retry-count"] {
+        if let Some(v) = from.get(name) {
+            h.insert(name, v.clone());
+        }
+    }
+    h
+}
+
+/// The x402d and relay headers an answer carries over from the upstream reply.
+const CARRIED: [&str; 6] = [
+    crate::pay::HDR_COST,
+    crate::pay::HDR_PAYMENT_ID,
+    crate::pay::HDR_PAYMENT_STATE,
+    crate::openai::error::HDR_SHOULD_RETRY,
+    "x-request-id",
+    "retry-after",
+];
+
+fn carry(into: &mut HeaderMap, u: Option<&Upstream>) {
+    if let Some(u) = u {
+        for name in CARRIED {
+            if let Some(v) = u.headers.get(name) {
+                into.insert(name, v.clone());
+            }
+        }
+    }
+}
+
+fn json_response(status: hyper::StatusCode, v: &Value, u: Option<&Upstream>) -> Response<Body> {
+    let mut r = Response::new(boxed(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    carry(h, u);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if u.is_none() {
+        h.insert(crate::pay::HDR_COST, HeaderValue::from_static("0"));
+    }
+    r
+}
+
+fn boxed(b: Bytes) -> Body {
+    Full::new(b).map_err(|n| -> BoxError { match n {} }).boxed()
+}
+
+/// A finished upstream reply as a Message, or as an Anthropic error with the upstream's status.
+fn answer_response(u: &Upstream, model: &str) -> Response<Body> {
+    if !u.status.is_success() {
+        let v = answer::upstream_error(u.status.as_u16(), &u.body);
+        return json_response(u.status, &v, Some(u));
+    }
+    match completion(u).and_then(|c| answer::message(&c, model)) {
+        Ok(m) => json_response(hyper::StatusCode::OK, &m, Some(u)),
+        Err(msg) => not_a_completion(u, &msg),
+    }
+}
+
+fn completion(u: &Upstream) -> Result<Value, String> {
+    serde_json::from_slice(&u.body).map_err(|_| "the upstream completion is not JSON".to_string())
+}
+
+/// A 2xx that is not a chat completion: nothing to translate. It may have been paid, so never retry.
+fn not_a_completion(u: &Upstream, msg: &str) -> Response<Body> {
+    let v = serde_json::json!({"type": "error", "error": {"type": "api_error",
+        "message": format!("The upstream answered, but {msg}; the call may have been paid, do not retry.")}});
+    let mut r = json_response(hyper::StatusCode::BAD_GATEWAY, &v, Some(u));
+    r.headers_mut().insert(
+        crate::openai::error::HDR_SHOULD_RETRY,
+        HeaderValue::from_static("false"),
+    );
+    r
+}
+
+async fn stream(
+    rx: tokio::sync::watch::Receiver<Option<coalesce::Outcome>>,
+    model: String,
+) -> Result<Response<Body>, ProxyError> {
+    // Known quickly (the usual case, including refusals): errors as plain HTTP errors.
+    if let Ok(o) = tokio::time::timeout(STREAM_HOLD, coalesce::wait(rx.clone())).await {
+        return match o.as_ref() {
+            Err(e) => Err(e.clone()),
+            Ok(u) if !u.status.is_success() => Ok(answer_response(u, &model)),
+            Ok(u) => match completion(u).and_then(|c| answer::stream_body(&c, &model)) {
+                Ok(bytes) => Ok(sse(Some(u), boxed(bytes))),
+                Err(msg) => Ok(not_a_completion(u, &msg)),
+            },
+        };
+    }
+    // Slow (paying, or a slow model): open the stream now and send pings.
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        let wait = coalesce::wait(rx);
+        tokio::pin!(wait);
+        let tail = loop {
+            tokio::select! {
+                o = &mut wait => break stream_tail(&o, &model),
+                _ = beat.tick() => {
+                    if tx.send(Bytes::from_static(answer::PING)).await.is_err() {
+                        // The app hung up; the payment flow finishes on its own task.
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tx.send(tail).await;
+    });
+    Ok(sse(None, BoxBody::new(ChannelBody(body_rx))))
+}
+
+/// What ends a stream whose headers are out: the events, or one `error` event.
+fn stream_tail(o: &coalesce::Outcome, model: &str) -> Bytes {
+    let failed = |body: Value| answer::error_event(&body);
+    match o.as_ref() {
+        Err(e) => failed(crate::anthropic::error::body(e)),
+        Ok(u) if !u.status.is_success() => {
+            failed(answer::upstream_error(u.status.as_u16(), &u.body))
+        }
+        Ok(u) => completion(u)
+            .and_then(|c| answer::stream_body(&c, model))
+            .unwrap_or_else(|msg| {
+                failed(serde_json::json!({"type": "error", "error": {"type": "api_error",
+                    "message": format!("The upstream answered, but {msg}; the call may have been paid, do not retry.")}}))
+            }),
+    }
+}
+
+fn sse(u: Option<&Upstream>, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    carry(h, u);
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        use Endpoint::*;
+        assert_eq!(parse_path("/v1/messages"), Some((None, Messages)));
+        assert_eq!(
+            parse_path("/v1/messages/count_tokens"),
+            Some((None, CountTokens))
+        );
+        assert_eq!(
+            parse_path("/v1/pro/messages"),
+            Some((Some(Tier::Pro), Messages))
+        );
+        assert_eq!(
+            parse_path("/v1/premium/v1/messages"),
+            Some((Some(Tier::Premium), Messages))
+        );
+        assert_eq!(
+            parse_path("/v1/premium/v1/messages/count_tokens"),
+            Some((Some(Tier::Premium), CountTokens))
+        );
+        assert_eq!(parse_path("/v1/chat/completions"), None);
+        assert_eq!(parse_path("/messages"), None);
+        assert_eq!(parse_path("/v2/messages"), None);
+        assert_eq!(parse_path("/v1/basic/messages"), None);
+    }
+
+    #[test]
+    fn app_key_and_anthropic_headers_stay_here() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("sk-claude"));
+        h.insert("authorization", HeaderValue::from_static("Bearer sk"));
+        h.insert("anthropic-beta", HeaderValue::from_static("x"));
+        h.insert("x-claude-code-session-id", HeaderValue::from_static("s"));
+        h.insert("x-stainless-retry-count", HeaderValue::from_static("1"));
+        let out = upstream_headers(&h);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out["content-type"], "application/json");
+        assert_eq!(out["x-stainless-retry-count"], "1");
+    }
+}
