@@ -190,6 +190,7 @@ check stack-direct-replay node checks/stack.mjs direct-replay
 X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-paid openai-python-premium
   tier-routing-premium tier-routing-pro stream-openai-python stream-openai-node stream-tools-python stream-tools-node
   langchain-chatopenai sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
+  claude-code-answer claude-code-tool anthropic-python anthropic-python-stream
   retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
   retry-transient-python retry-transient-node
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
@@ -220,7 +221,9 @@ max_per_call = "0.50"
 ${4:-}
 EOF
 }
-write_config main "$X_MAIN_PORT" "$SELLER_URL"
+write_config main "$X_MAIN_PORT" "$SELLER_URL" '
+[apps.claude]
+api_key = "sk-claude-code"'
 write_config cap "$X_CAP_PORT" "$SELLER_URL" '
 [apps.capped]
 api_key = "sk-capped"
@@ -297,6 +300,10 @@ check sequential-20         node checks/sequential.mjs 20
 check replay-rejected       node checks/replay.mjs seller
 check ledger-nonces-unique  node checks/replay.mjs ledger
 check capped-app-budget     node checks/capped.mjs
+check claude-code-answer    node checks/claude.mjs code-answer
+check claude-code-tool      node checks/claude.mjs code-tool
+check anthropic-python      node checks/claude.mjs sdk
+check anthropic-python-stream node checks/claude.mjs sdk --stream
 # The retry group's lines (it ran beside the checks above).
 wait "$RETRY_GROUP_PID" 2>/dev/null
 cat "$WORK/retry-group.out"

@@ -3,9 +3,11 @@
 import fs from "node:fs";
 
 import crypto from "node:crypto";
+import { claudeScripted } from "./claude-script.mjs";
 
 // The seller's model list, with the tier that serves each model (like the real upstream's GET /v1/models).
-export const MODEL_TIERS = { "gpt-4o-mini": "budget", "gpt-4o": "pro", "claude-opus-4": "premium", "interop-echo": "budget" };
+export const MODEL_TIERS = { "gpt-4o-mini": "budget", "gpt-4o": "pro", "claude-opus-4": "premium", "interop-echo": "budget",
+  "anthropic/claude-haiku-4.5": "budget" };
 export const MODELS = Object.keys(MODEL_TIERS);
 
 /** Text of the last user message (string content or array of text parts). */
@@ -45,6 +47,13 @@ export function toolCallFor(body) {
 export function chatHandler(tag) {
   return (req, res) => {
     const model = req.body?.model || "interop-echo";
+    const scripted = claudeScripted(req.body);
+    if (scripted) {
+      const { message, finish } = scripted;
+      return res.json({ id: `chatcmpl-interop-${tag}-${Date.now()}`, object: "chat.completion", created: Math.floor(Date.now() / 1000), model,
+        system_fingerprint: "fp_interop", choices: [{ index: 0, message, logprobs: null, finish_reason: finish }],
+        usage: usageFor(message.content ?? message.tool_calls[0].function.arguments) });
+    }
     const call = toolCallFor(req.body);
     const content = call ? null : `echo: ${lastUserText(req.body)}`;
     const message = call ? { role: "assistant", content: null, tool_calls: [call], refusal: null } : { role: "assistant", content, refusal: null };
