@@ -296,6 +296,43 @@ async fn sdk_retry_is_coalesced_not_paid_again() {
     assert_eq!(s.counts().verified, 2);
 }
 
+/// Claude Code retries on its own, always with `x-stainless-retry-count: 0`; the
+/// same request again in the same session must not pay twice.
+#[tokio::test]
+async fn claude_code_session_retry_is_coalesced() {
+    let s = seller().await;
+    let d = Daemon::start(&s.url(), &config(""));
+    let body = msg("claude-haiku-4-5", true);
+    let h = [
+        ("x-api-key", "sk-claude"),
+        ("x-stainless-retry-count", "0"),
+        (
+            "x-claude-code-session-id",
+            "7de7fda3-b80e-44ca-9868-294174ebb531",
+        ),
+    ];
+    let a = post(&d, "/v1/messages?beta=true", &h, body.clone()).await;
+    let b = post(&d, "/v1/messages?beta=true", &h, body.clone()).await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.body, b.body, "the retry got the first answer");
+    assert_eq!(s.counts().verified, 1);
+    // Another session asking the same is a new call.
+    let other = [
+        ("x-api-key", "sk-claude"),
+        ("x-claude-code-session-id", "another-session"),
+    ];
+    let c = post(&d, "/v1/messages?beta=true", &other, body.clone()).await;
+    assert_eq!(c.status, 200);
+    assert_eq!(s.counts().verified, 2);
+    // The next turn (a longer history) in the first session is a new call too.
+    let next = json!({"model": "claude-haiku-4-5", "max_tokens": 1024, "stream": true, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "paid hello"},
+        {"role": "user", "content": "again"}]});
+    let n = post(&d, "/v1/messages?beta=true", &h, next.to_string()).await;
+    assert_eq!(n.status, 200);
+    assert_eq!(s.counts().verified, 3);
+}
+
 #[tokio::test]
 async fn caps_allow_lists_and_errors_are_anthropic_shaped() {
     let s = seller().await;

@@ -99,8 +99,8 @@ pub(super) async fn handle(
     chat.insert("model".into(), Value::String(upstream_model.clone()));
     let upstream_body = Bytes::from(Value::Object(chat).to_string());
     let path = tier.path().to_string();
-    let idempotency = super::idempotency_key(headers);
-    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
+    let (marker, is_retry) = retry_marker(headers);
+    let ckey = coalesce::key(&app, &path, marker.as_deref(), &upstream_body);
     let call = Call {
         app,
         model: Some(upstream_model),
@@ -109,7 +109,7 @@ pub(super) async fn handle(
         headers: upstream_headers(headers),
         body: upstream_body,
     };
-    let rx = super::start_call(shared, cfg, call, ckey, super::is_retry(headers));
+    let rx = super::start_call(shared, cfg, call, ckey, is_retry);
     if !t.stream {
         let o = coalesce::wait(rx).await;
         return match o.as_ref() {
@@ -118,6 +118,26 @@ pub(super) async fn handle(
         };
     }
     stream(rx, t.model).await
+}
+
+/// The coalescing marker and whether the request may be a retry. Besides the
+/// SDKs' markers, Claude Code retries on its own with `x-stainless-retry-count: 0`
+/// every time, but names its session: the same request body again within one
+/// session is a retry (each turn of a conversation carries a longer history).
+/// Only calls where money moved are kept for retries, so a retry after an
+/// unpaid failure still runs again.
+fn retry_marker(headers: &HeaderMap) -> (Option<String>, bool) {
+    if let Some(k) = super::idempotency_key(headers) {
+        return (Some(k), true);
+    }
+    let session = headers
+        .get("x-claude-code-session-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty());
+    match session {
+        Some(s) => (Some(format!("claude-code-session:{s}")), true),
+        None => (None, super::is_retry(headers)),
+    }
 }
 
 /// Only what the upstream needs: the app's key (`x-api-key`), Anthropic's
@@ -292,6 +312,40 @@ mod tests {
         assert_eq!(parse_path("/messages"), None);
         assert_eq!(parse_path("/v2/messages"), None);
         assert_eq!(parse_path("/v1/basic/messages"), None);
+    }
+
+    #[test]
+    fn retry_markers() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert_eq!(retry_marker(&h(&[])), (None, false));
+        assert_eq!(
+            retry_marker(&h(&[("x-stainless-retry-count", "0")])),
+            (None, false)
+        );
+        assert_eq!(
+            retry_marker(&h(&[("x-stainless-retry-count", "2")])),
+            (None, true)
+        );
+        assert_eq!(
+            retry_marker(&h(&[
+                ("x-claude-code-session-id", "s1"),
+                ("x-stainless-retry-count", "0")
+            ])),
+            (Some("claude-code-session:s1".into()), true)
+        );
+        assert_eq!(
+            retry_marker(&h(&[
+                ("idempotency-key", "k"),
+                ("x-claude-code-session-id", "s1")
+            ])),
+            (Some("k".into()), true)
+        );
     }
 
     #[test]
