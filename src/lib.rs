@@ -5,7 +5,9 @@
 pub mod admin;
 pub mod anthropic;
 pub mod chain;
+pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod ledger;

@@ -98,18 +98,15 @@ pub(super) async fn handle(
     let mut chat = t.body;
     chat.insert("model".into(), Value::String(upstream_model.clone()));
     let upstream_body = Bytes::from(Value::Object(chat).to_string());
-    let path = tier.path().to_string();
-    let (marker, is_retry) = retry_marker(headers);
-    let ckey = coalesce::key(&app, &path, marker.as_deref(), &upstream_body);
     let call = Call {
         app,
         model: Some(upstream_model),
         method: Method::POST,
-        path_and_query: path,
+        path_and_query: tier.path().to_string(),
         headers: upstream_headers(headers),
         body: upstream_body,
     };
-    let rx = super::start_call(shared, cfg, call, ckey, is_retry);
+    let rx = super::start_call(shared, cfg, call);
     if !t.stream {
         let o = coalesce::wait(rx).await;
         return match o.as_ref() {
@@ -120,28 +117,26 @@ pub(super) async fn handle(
     stream(rx, t.model).await
 }
 
-/// The coalescing marker and whether the request may be a retry. Besides the
-/// SDKs' markers, Claude Code retries on its own with `x-stainless-retry-count: 0`
-/// every time, but names its session: the same request body again within one
-/// session is a retry (each turn of a conversation carries a longer history).
-/// Only calls where money moved are kept for retries, so a retry after an
-/// unpaid failure still runs again.
-fn retry_marker(headers: &HeaderMap) -> (Option<String>, bool) {
-    if let Some(k) = super::idempotency_key(headers) {
-        return (Some(k), true);
+/// The call's idempotency key for retry coalescing (`start_call` reads it; it
+/// never goes upstream). Besides an app's own `Idempotency-Key`, Claude Code
+/// retries on its own with `x-stainless-retry-count: 0` every time, but names its
+/// session: the same request body again within one session is a retry (each turn
+/// of a conversation carries a longer history). Only calls where money moved are
+/// kept for retries, so a retry after an unpaid failure still runs again.
+fn retry_marker(headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(k) = headers.get("idempotency-key") {
+        return Some(k.clone());
     }
     let session = headers
         .get("x-claude-code-session-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty());
-    match session {
-        Some(s) => (Some(format!("claude-code-session:{s}")), true),
-        None => (None, super::is_retry(headers)),
-    }
+        .filter(|s| !s.is_empty())?;
+    HeaderValue::from_str(&format!("claude-code-session:{session}")).ok()
 }
 
-/// Only what the upstream needs: the app's key (`x-api-key`), Anthropic's
-/// headers and Claude Code's session ids stay here.
+/// Only what the upstream needs (plus the retry marker, which `pay` never
+/// forwards): the app's key (`x-api-key`), Anthropic's headers and Claude
+/// Code's session ids stay here.
 fn upstream_headers(from: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -149,6 +144,9 @@ fn upstream_headers(from: &HeaderMap) -> HeaderMap {
         if let Some(v) = from.get(name) {
             h.insert(name, v.clone());
         }
+    }
+    if let Some(k) = retry_marker(from) {
+        h.insert("idempotency-key", k);
     }
     h
 }
@@ -323,28 +321,23 @@ mod tests {
             }
             m
         };
-        assert_eq!(retry_marker(&h(&[])), (None, false));
-        assert_eq!(
-            retry_marker(&h(&[("x-stainless-retry-count", "0")])),
-            (None, false)
-        );
-        assert_eq!(
-            retry_marker(&h(&[("x-stainless-retry-count", "2")])),
-            (None, true)
-        );
+        assert_eq!(retry_marker(&h(&[])), None);
+        assert_eq!(retry_marker(&h(&[("x-stainless-retry-count", "0")])), None);
         assert_eq!(
             retry_marker(&h(&[
                 ("x-claude-code-session-id", "s1"),
                 ("x-stainless-retry-count", "0")
-            ])),
-            (Some("claude-code-session:s1".into()), true)
+            ]))
+            .unwrap(),
+            "claude-code-session:s1"
         );
         assert_eq!(
             retry_marker(&h(&[
                 ("idempotency-key", "k"),
                 ("x-claude-code-session-id", "s1")
-            ])),
-            (Some("k".into()), true)
+            ]))
+            .unwrap(),
+            "k"
         );
     }
 
@@ -357,8 +350,9 @@ mod tests {
         h.insert("x-claude-code-session-id", HeaderValue::from_static("s"));
         h.insert("x-stainless-retry-count", HeaderValue::from_static("1"));
         let out = upstream_headers(&h);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 3);
         assert_eq!(out["content-type"], "application/json");
         assert_eq!(out["x-stainless-retry-count"], "1");
+        assert_eq!(out["idempotency-key"], "claude-code-session:s");
     }
 }
