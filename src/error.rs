@@ -9,7 +9,7 @@ use hyper::StatusCode;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error(
-        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models."
+        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions and /v1/responses (also under /v1/pro/ and /v1/premium/) and GET /v1/models."
     )]
     NotFound { method: String, path: String },
 
@@ -21,6 +21,15 @@ pub enum ProxyError {
 
     #[error("Could not read the request body: {0}")]
     BadRequestBody(String),
+
+    /// A well-formed request x402d cannot serve as asked (e.g. a Responses
+    /// `previous_response_id`: x402d keeps no conversation state).
+    #[error("{message}")]
+    InvalidRequest {
+        param: &'static str,
+        code: &'static str,
+        message: String,
+    },
 
     #[error(
         "Unknown API key. This x402d only accepts the api_key of a configured app ([apps.NAME] in its config)."
@@ -100,7 +109,7 @@ impl ProxyError {
         match self {
             NotFound { .. } => StatusCode::NOT_FOUND,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            InvalidJson(_) | BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            InvalidJson(_) | BadRequestBody(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             UnknownApp => StatusCode::UNAUTHORIZED,
             ModelNotAllowed { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -124,9 +133,11 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         use ProxyError::*;
         match self {
-            NotFound { .. } | BodyTooLarge { .. } | InvalidJson(_) | BadRequestBody(_) => {
-                "invalid_request_error"
-            }
+            NotFound { .. }
+            | BodyTooLarge { .. }
+            | InvalidJson(_)
+            | BadRequestBody(_)
+            | InvalidRequest { .. } => "invalid_request_error",
             UnknownApp => "authentication_error",
             ModelNotAllowed { .. } | HostNotAllowed(_) | OriginNotAllowed(_) => "permission_error",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -152,6 +163,7 @@ impl ProxyError {
             BodyTooLarge { .. } => "request_too_large",
             InvalidJson(_) => "invalid_json",
             BadRequestBody(_) => "bad_request_body",
+            InvalidRequest { code, .. } => code,
             UnknownApp => "invalid_api_key",
             ModelNotAllowed { .. } => "model_not_allowed",
             HostNotAllowed(_) => "host_not_allowed",
@@ -197,6 +209,7 @@ impl ProxyError {
     pub fn param(&self) -> Option<&'static str> {
         match self {
             ProxyError::ModelNotAllowed { .. } => Some("model"),
+            ProxyError::InvalidRequest { param, .. } => Some(param),
             _ => None,
         }
     }
