@@ -2,12 +2,13 @@
 //! per-request pipeline (guard → route → identify app → read body → pay → relay).
 
 pub mod coalesce;
+pub mod dialect;
 pub mod guard;
 
 use crate::config::{Loaded, glob_match};
 use crate::error::ProxyError;
 use crate::ledger::Ledger;
-use crate::openai::models::{self, Tier};
+use crate::openai::models;
 use crate::openai::sse;
 use crate::pay::{Body, BoxError, Call, Payer, WalletSlot};
 use crate::upstream::Client;
@@ -221,16 +222,15 @@ pub async fn serve(
 }
 
 enum Route {
-    Chat,
+    /// A paid call, in the app's dialect (see `dialect`).
+    Call(dialect::Dialect),
     Models,
     Metrics,
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
     match (method, path) {
-        (&Method::POST, "/v1/chat/completions")
-        | (&Method::POST, "/v1/pro/chat/completions")
-        | (&Method::POST, "/v1/premium/chat/completions") => Some(Route::Chat),
+        (&Method::POST, p) => dialect::parse_path(p).map(|(d, _)| Route::Call(d)),
         (&Method::GET, "/v1/models") => Some(Route::Models),
         (&Method::GET, "/metrics") => Some(Route::Metrics),
         _ => None,
@@ -337,14 +337,20 @@ async fn pipeline(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
 
-    if let Route::Models = route {
-        return models(shared, cfg, &app, &app_cfg, parts.headers, &query).await;
-    }
+    let dialect = match route {
+        Route::Models => return models(shared, cfg, &app, &app_cfg, parts.headers, &query).await,
+        Route::Metrics => return metrics_response(shared, cfg).await,
+        Route::Call(d) => d,
+    };
 
-    // Chat: look at the model (and stream flag); everything else passes through.
-    let req: ChatRequest =
-        serde_json::from_slice(&body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-    let model = req.model;
+    // Translated to one chat request first: model, tier, caps and coalescing see
+    // the same thing whatever the app's dialect.
+    let dialect::Front {
+        model,
+        stream,
+        upstream_body,
+        back,
+    } = dialect::Front::parse(dialect, body)?;
     if let (Some(model), Some(allowed)) = (&model, app_cfg.models.as_ref())
         && !model_allowed(allowed, model)
     {
@@ -355,9 +361,13 @@ async fn pipeline(
         });
     }
     // Tier routing: plain /v1/chat/completions goes to the tier that serves the model.
-    let requested = Tier::from_path(parts.uri.path()).unwrap_or(Tier::Budget);
+    let requested = dialect::parse_path(parts.uri.path())
+        .map(|(_, t)| t)
+        .unwrap_or(models::Tier::Budget);
     let tier = match (&model, requested) {
-        (Some(m), Tier::Budget) => models::tier_of(m, &cfg.config.tiers, &shared.catalog_models()),
+        (Some(m), models::Tier::Budget) => {
+            models::tier_of(m, &cfg.config.tiers, &shared.catalog_models())
+        }
         _ => requested,
     };
     if let Some(tiers) = &app_cfg.tiers
@@ -377,13 +387,6 @@ async fn pipeline(
             ),
         });
     }
-    let stream = req.stream == Some(true);
-    let (upstream_body, include_usage) = if stream {
-        sse::unstream_request(&body).map_err(ProxyError::InvalidJson)?
-    } else {
-        (body, false)
-    };
-
     let idempotency = parts
         .headers
         .get("idempotency-key")
@@ -437,11 +440,11 @@ async fn pipeline(
     if !stream {
         let o = coalesce::wait(rx).await;
         return match o.as_ref() {
-            Ok(u) => Ok(u.clone().into_response()),
+            Ok(u) => Ok(back.answer(u)),
             Err(_) => Err(shared_err(o)),
         };
     }
-    stream_response(rx, include_usage).await
+    stream_response(rx, back).await
 }
 
 /// An error shared by coalesced calls.
@@ -458,7 +461,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 async fn stream_response(
     rx: tokio::sync::watch::Receiver<Option<coalesce::Outcome>>,
-    include_usage: bool,
+    back: dialect::Back,
 ) -> Result<Response<Body>, ProxyError> {
     // Known quickly (the usual case, including over-budget and refusals): answer
     // errors as plain HTTP errors, before any byte of the stream.
@@ -466,7 +469,7 @@ async fn stream_response(
         return match o.as_ref() {
             Err(_) => Err(shared_err(o)),
             Ok(u) if !u.status.is_success() => Ok(u.clone().into_response()),
-            Ok(u) => match synthesize(u, include_usage) {
+            Ok(u) => match back.synthesize(u) {
                 Ok(bytes) => Ok(sse_response(
                     Some(u),
                     BoxBody::new(Full::new(bytes).map_err(|n| match n {})),
@@ -484,7 +487,7 @@ async fn stream_response(
         tokio::pin!(wait);
         let final_bytes = loop {
             tokio::select! {
-                o = &mut wait => break stream_tail(&o, include_usage),
+                o = &mut wait => break back.tail(&o),
                 _ = beat.tick() => {
                     if tx.send(Bytes::from_static(sse::HEARTBEAT)).await.is_err() {
                         // The app hung up; the payment flow still finishes on its own task.
@@ -703,15 +706,6 @@ async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, P
         return Err(too_large);
     }
     Ok(buf.freeze())
-}
-
-/// The bits of a chat request the proxy looks at; everything else passes through.
-#[derive(serde::Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
 }
 
 /// The API key an app sent (`Authorization: Bearer <key>`), which names the app.
