@@ -163,7 +163,7 @@ export X402D_CAP_URL="http://127.0.0.1:$X_CAP_PORT" X402D_CAP_CONFIG="$WORK/x402
 export X402D_V1_URL="http://127.0.0.1:$X_V1_PORT" X402D_V1_CONFIG="$WORK/x402d-v1/config.toml"
 export RETRY_SELLER_PORT RETRY_SELLER_URL="http://127.0.0.1:$RETRY_SELLER_PORT"
 export X402D_RETRY_URL="http://127.0.0.1:$X_RETRY_PORT" X402D_RETRY_CONFIG="$WORK/x402d-retry/config.toml"
-log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"))'), x402d $X402D_BIN"
+log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"), "openai-agents", v("openai-agents"))'), x402d $X402D_BIN"
 
 # ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
 start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$RPC_PORT" --chain-id 84532 --silent
@@ -189,7 +189,7 @@ check stack-direct-replay node checks/stack.mjs direct-replay
 # ---- x402d ----
 X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-paid openai-python-premium
   tier-routing-premium tier-routing-pro stream-openai-python stream-openai-node stream-tools-python stream-tools-node
-  langchain-chatopenai sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
+  langchain-chatopenai codex-answer codex-tool-turn responses-openai-python agents-sdk-tool sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
   retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
   retry-transient-python retry-transient-node
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
@@ -293,6 +293,10 @@ check stream-openai-node    node checks/chat.mjs --driver node --stream --usage
 check stream-tools-python   node checks/chat.mjs --driver py --stream --tools --usage
 check stream-tools-node     node checks/chat.mjs --driver node --stream --tools
 check langchain-chatopenai  node checks/langchain.mjs
+check codex-answer          node checks/responses.mjs codex-answer
+check codex-tool-turn       node checks/responses.mjs codex-tool
+check responses-openai-python node checks/responses.mjs python
+check agents-sdk-tool       node checks/responses.mjs agents
 check sequential-20         node checks/sequential.mjs 20
 check replay-rejected       node checks/replay.mjs seller
 check ledger-nonces-unique  node checks/replay.mjs ledger
