@@ -12,9 +12,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 
 pub const SOCKET: &str = "admin.sock";
@@ -40,23 +42,70 @@ pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, reload: ReloadFn) {
+/// What the admin endpoint answers from.
+#[derive(Clone)]
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub reload: ReloadFn,
+    /// The address the proxy really listens on (configured or passed by systemd).
+    pub listen: SocketAddr,
+}
+
+/// Serves the admin socket until stop. A failing accept (e.g. out of file
+/// descriptors) backs off instead of spinning.
+pub async fn serve(listener: UnixListener, ctx: Ctx, mut stop: crate::daemon::Stop) {
+    let mut backoff = Backoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.requested() => return,
         };
-        let shared = shared.clone();
-        let reload = reload.clone();
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
+            Err(e) => {
+                let (wait, first) = backoff.failed();
+                if first {
+                    tracing::warn!(error = %e, "admin socket: accept failed; retrying with backoff");
+                }
+                if !stop.sleep(wait).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                let reload = reload.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, &reload, req).await) }
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// Waits between retries of a failing operation: 10 ms doubling up to 1 s.
+#[derive(Default, Debug)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The wait before the next retry, and whether this is the first failure in a row.
+    pub fn failed(&mut self) -> (Duration, bool) {
+        let first = self.failures == 0;
+        let wait = Duration::from_millis(10u64 << self.failures.min(7)).min(Duration::from_secs(1));
+        self.failures = self.failures.saturating_add(1);
+        (wait, first)
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -80,14 +129,11 @@ fn json_response(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(
-    shared: &Arc<Shared>,
-    reload: &ReloadFn,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (shared, reload) = (&ctx.shared, &ctx.reload);
     let q = query(&req);
     let result = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/status") => status(shared).await,
+        (&Method::GET, "/status") => status(shared, ctx.listen).await,
         (&Method::GET, "/spend") => {
             let days = q.get("days").and_then(|d| d.parse().ok()).unwrap_or(0);
             spend(shared, q.get("app").map(String::as_str), days).await
@@ -141,28 +187,28 @@ pub fn payment_json(p: &crate::ledger::Payment) -> Value {
     })
 }
 
-/// Every ledger record (read off the async threads).
-async fn all_payments(shared: &Arc<Shared>) -> Result<Vec<crate::ledger::Payment>, String> {
-    let ledger = shared.ledger.clone();
-    tokio::task::spawn_blocking(move || ledger.all())
+/// The ledger writer's totals (from memory: no record is read).
+async fn totals(
+    shared: &Arc<Shared>,
+    now_ms: i64,
+    days: u32,
+) -> Result<crate::ledger::Snapshot, String> {
+    shared
+        .ledger
+        .totals(now_ms, days)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
 
 async fn spend(shared: &Arc<Shared>, app: Option<&str>, days: u32) -> Result<Value, String> {
     let cfg = shared.config();
-    let all = all_payments(shared).await?;
-    let rows = report::spend(
-        &all,
-        &report::Limits::from_config(&cfg, crate::now_ms()),
-        app,
-        days,
-    );
+    let now = crate::now_ms();
+    let t = totals(shared, now, days).await?;
+    let rows = report::rows(&t, &report::Limits::from_config(&cfg, now), app, days);
     serde_json::to_value(rows).map_err(|e| e.to_string())
 }
 
-async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
+async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, String> {
     let cfg = shared.config();
     let wallet = shared
         .wallet
@@ -170,26 +216,23 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         .await
         .ok()
         .map(|w| w.address().to_string());
-    let all = all_payments(shared).await?;
-    let rows = report::spend(
-        &all,
-        &report::Limits::from_config(&cfg, crate::now_ms()),
-        None,
-        0,
-    );
+    let now = crate::now_ms();
+    let t = totals(shared, now, 0).await?;
+    let rows = report::rows(&t, &report::Limits::from_config(&cfg, now), None, 0);
     let last_error = shared.last_error.lock().ok().and_then(|g| g.clone());
     Ok(json!({
         "running": true,
         "pid": std::process::id(),
         "version": env!("CARGO_PKG_VERSION"),
-        "listen": format!("127.0.0.1:{}", shared.local_port),
+        "listen": listen.to_string(),
         "upstream": cfg.config.upstream,
         "wallet": wallet,
         "ledger": shared.ledger.path().display().to_string(),
-        "at_risk": report::at_risk_total(&all).to_string(),
-        "payments": all.len(),
+        "at_risk": crate::money::Usd(t.wallet.total.unsettled).to_string(),
+        "payments": t.records,
         "spend": rows.into_iter().filter(|r| r.window != "total").collect::<Vec<_>>(),
         "last_error": last_error,
+        "clock_skew_seconds": shared.metrics.clock_skew.get(),
     }))
 }
 
@@ -235,4 +278,21 @@ pub async fn call(state_dir: &Path, method: Method, path: &str) -> Result<Option
             .to_string());
     }
     Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_second_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<_> = (0..10).map(|_| b.failed()).collect();
+        assert_eq!(waits[0], (Duration::from_millis(10), true));
+        assert_eq!(waits[1], (Duration::from_millis(20), false));
+        assert!(waits.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(waits[9].0, Duration::from_secs(1));
+        b.reset();
+        assert_eq!(b.failed(), (Duration::from_millis(10), true));
+    }
 }

@@ -21,12 +21,12 @@ pub const DEFAULT_APP: &str = "default";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the proxy listens on.
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// The x402-priced OpenAI-compatible upstream (scheme + host, optional path prefix).
     #[serde(default = "default_upstream")]
     pub upstream: String,
-    /// Ledger and admin socket directory.
+    /// Ledger and admin socket directory: absolute, or `~/…` (expanded with `$HOME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
     /// Seconds to wait for an upstream reply (each of the two legs).
@@ -51,7 +51,7 @@ pub struct Config {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
-    pub apps: BTreeMap<String, AppConfig>,
+    pub apps: BTreeMap<String, AppTable>,
     /// Model → tier overrides (`"gpt-4o" = "pro"`), on top of what the upstream's model list says.
     #[serde(default)]
     pub tiers: BTreeMap<String, Tier>,
@@ -91,6 +91,10 @@ pub struct PaymentConfig {
     /// How often at-risk and rejected payments are checked on chain.
     #[serde(default = "default_resolve_every")]
     pub resolve_every_secs: u64,
+    /// The resolver releases nothing on the word of an RPC whose head block is
+    /// older than this by wall time (a stuck node); see src/chain.rs.
+    #[serde(default = "default_max_rpc_lag")]
+    pub max_rpc_lag_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -105,25 +109,128 @@ pub struct LimitsConfig {
     pub timezone: String,
 }
 
+/// A spend cap as written in an `[apps.*]` table: an amount, or `"unlimited"`
+/// (explicitly no cap). A cap left out is inherited, see [`AppConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    Limit(Usd),
+    Unlimited,
+}
+
+impl Cap {
+    pub const UNLIMITED: &'static str = "unlimited";
+}
+
+impl Serialize for Cap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cap::Limit(u) => u.serialize(s),
+            Cap::Unlimited => s.serialize_str(Cap::UNLIMITED),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IntoDeserializer;
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Cap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a decimal USD string such as \"0.05\", or \"unlimited\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Cap, E> {
+                if v.trim().eq_ignore_ascii_case(Cap::UNLIMITED) {
+                    return Ok(Cap::Unlimited);
+                }
+                Usd::deserialize(v.into_deserializer()).map(Cap::Limit)
+            }
+            // Numbers get the amount's own "write it quoted" message.
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Cap, E> {
+                Usd::deserialize(v.into_deserializer()).map(Cap::Limit)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Cap, E> {
+                Usd::deserialize(v.into_deserializer()).map(Cap::Limit)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Cap, E> {
+                Usd::deserialize(v.into_deserializer()).map(Cap::Limit)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An `[apps.NAME]` table as written. Caps left out are inherited at load
+/// (when the config is validated); the rest of x402d only sees the resolved
+/// [`AppConfig`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AppConfig {
+pub struct AppTable {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_per_call: Option<Usd>,
+    pub max_per_call: Option<Cap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daily: Option<Usd>,
+    pub daily: Option<Cap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monthly: Option<Usd>,
+    pub monthly: Option<Cap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total: Option<Usd>,
+    pub total: Option<Cap>,
     /// Allowed models (globs with `*`); absent: any model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
     /// Allowed price tiers (`budget`, `pro`, `premium`); absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<Tier>>,
+}
+
+/// An app's effective settings. Caps are resolved: a cap an `[apps.NAME]` table
+/// leaves out comes from `[apps.default]`, whose own gaps are the built-in
+/// default caps; `None` means no cap (only ever from an explicit `"unlimited"`,
+/// or `total`, which has no built-in value).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AppConfig {
+    pub api_key: Option<String>,
+    pub max_per_call: Option<Usd>,
+    pub daily: Option<Usd>,
+    pub monthly: Option<Usd>,
+    pub total: Option<Usd>,
+    /// Allowed models (globs with `*`); absent: any model.
+    pub models: Option<Vec<String>>,
+    /// Allowed price tiers (`budget`, `pro`, `premium`); absent: all.
+    pub tiers: Option<Vec<Tier>>,
+}
+
+impl AppConfig {
+    /// Resolves a table's caps over the caps it inherits.
+    fn resolve(table: &AppTable, inherited: &AppConfig) -> AppConfig {
+        let cap = |own: Option<Cap>, from: Option<Usd>| match own {
+            Some(Cap::Limit(u)) => Some(u),
+            Some(Cap::Unlimited) => None,
+            None => from,
+        };
+        AppConfig {
+            api_key: table.api_key.clone(),
+            max_per_call: cap(table.max_per_call, inherited.max_per_call),
+            daily: cap(table.daily, inherited.daily),
+            monthly: cap(table.monthly, inherited.monthly),
+            total: cap(table.total, inherited.total),
+            models: table.models.clone(),
+            tiers: table.tiers.clone(),
+        }
+    }
+}
+
+/// `listen` is an IP:port; a host name gets an error naming the key and the IP to write.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        let port = s.rsplit_once(':').map_or("8402", |(_, p)| p);
+        let port = if port.parse::<u16>().is_ok() { port } else { "8402" };
+        serde::de::Error::custom(format!(
+            "`listen`: {s:?} is not an IP:port address (host names are not resolved); write \"127.0.0.1:{port}\""
+        ))
+    })
 }
 
 fn default_listen() -> SocketAddr {
@@ -156,6 +263,9 @@ fn default_max_per_call() -> Usd {
 fn default_resolve_every() -> u64 {
     30
 }
+fn default_max_rpc_lag() -> u64 {
+    300
+}
 fn default_max_timeout() -> u64 {
     3600
 }
@@ -182,6 +292,7 @@ impl Default for PaymentConfig {
             pay_to: Vec::new(),
             rpc: BTreeMap::new(),
             resolve_every_secs: default_resolve_every(),
+            max_rpc_lag_secs: default_max_rpc_lag(),
         }
     }
 }
@@ -233,6 +344,56 @@ impl fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
+/// Why an address may not be served under a config (see `Config::remote_refusal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub table: Option<String>,
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// The loopback rule, for `listen` and for a socket passed by systemd alike: a
+    /// non-loopback address (the unspecified 0.0.0.0 and [::] included) needs
+    /// `allow_remote = true`, `reject_unknown_apps = true` and an api_key on every app.
+    pub fn remote_refusal(&self, addr: SocketAddr) -> Option<Refusal> {
+        if addr.ip().is_loopback() {
+            return None;
+        }
+        let refuse = |table: Option<String>, key, message| {
+            Some(Refusal {
+                table,
+                key,
+                message,
+            })
+        };
+        if !self.allow_remote {
+            return refuse(
+                None,
+                "listen",
+                format!(
+                    "{addr} is not a loopback address; x402d spends money on request, so it listens on 127.0.0.1 unless `allow_remote = true`"
+                ),
+            );
+        }
+        if !self.reject_unknown_apps {
+            return refuse(
+                None,
+                "allow_remote",
+                "a non-loopback listen address also needs `reject_unknown_apps = true`".into(),
+            );
+        }
+        if let Some((name, _)) = self.apps.iter().find(|(_, a)| a.api_key.is_none()) {
+            return refuse(
+                Some(format!("apps.{name}")),
+                "api_key",
+                "every app needs an api_key when allow_remote = true".into(),
+            );
+        }
+        None
+    }
+}
+
 /// Config plus everything derived from it at load.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -278,6 +439,68 @@ impl Loaded {
             }
         }
         Some(net.default_rpc.to_string())
+    }
+
+    /// Every app's effective caps, built-in `default` included, as TOML comments
+    /// (what `x402d config check` prints after the config itself).
+    pub fn effective_caps_report(&self) -> String {
+        let show = |v: Option<Usd>| v.map_or_else(|| Cap::UNLIMITED.to_string(), |u| u.to_string());
+        let mut rows: Vec<[String; 5]> =
+            vec![["app", "max_per_call", "daily", "monthly", "total"].map(String::from)];
+        // `default` first: the others inherit from it.
+        let names = std::iter::once(DEFAULT_APP).chain(
+            self.apps
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != DEFAULT_APP),
+        );
+        for name in names {
+            let Some(app) = self.apps.get(name) else {
+                continue;
+            };
+            let table = self.config.apps.get(name).cloned().unwrap_or_default();
+            let from = if name == DEFAULT_APP {
+                " (built-in)"
+            } else {
+                " (inherited)"
+            };
+            let cell = |own: Option<Cap>, v: Option<Usd>| match own {
+                Some(_) => show(v),
+                None => format!("{}{from}", show(v)),
+            };
+            rows.push([
+                name.to_string(),
+                cell(table.max_per_call, app.max_per_call),
+                cell(table.daily, app.daily),
+                cell(table.monthly, app.monthly),
+                cell(table.total, app.total),
+            ]);
+        }
+        let mut widths = [0usize; 5];
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::from(
+            "\n# Effective caps per app (USD). An app inherits each cap it leaves out from\n\
+             # [apps.default], whose own gaps are the built-in caps; \"unlimited\" opts out.\n",
+        );
+        for r in &rows {
+            let mut line = String::from("#");
+            for (w, c) in widths.iter().zip(r) {
+                line.push_str(&format!("  {c:<w$}"));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "# Wallet-wide, across all apps: max_per_call {} (payment.max_per_call), daily {}, monthly {} ([limits]).\n",
+            self.config.payment.max_per_call,
+            show(self.config.limits.daily),
+            show(self.config.limits.monthly),
+        ));
+        out
     }
 
     /// Resolves the app an API key names (None: unknown key and `reject_unknown_apps`).
@@ -399,6 +622,16 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
             "must be scheme://host[:port][/prefix]".into(),
         ));
     }
+    if let Some(host) = plain_http_remote(&upstream) {
+        return Err(err(
+            None,
+            "upstream",
+            format!(
+                "{:?} is plain http:// to {host}, which is not a loopback host: anyone on the network path could rewrite the seller's payment request (its payTo address and price) or read your prompts. Use https:// (http:// is allowed only for 127.0.0.0/8, [::1] and localhost)",
+                config.upstream
+            ),
+        ));
+    }
     if config.upstream_timeout_secs == 0 || config.upstream_timeout_secs > 3600 {
         return Err(err(
             None,
@@ -407,31 +640,8 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         ));
     }
 
-    if !config.listen.ip().is_loopback() {
-        if !config.allow_remote {
-            return Err(err(
-                None,
-                "listen",
-                format!(
-                    "{} is not a loopback address; x402d spends money on request, so it listens on 127.0.0.1 unless `allow_remote = true`",
-                    config.listen
-                ),
-            ));
-        }
-        if !config.reject_unknown_apps {
-            return Err(err(
-                None,
-                "allow_remote",
-                "a non-loopback listen address also needs `reject_unknown_apps = true`".into(),
-            ));
-        }
-        if let Some((name, _)) = config.apps.iter().find(|(_, a)| a.api_key.is_none()) {
-            return Err(err(
-                Some(&format!("apps.{name}")),
-                "api_key",
-                "every app needs an api_key when allow_remote = true".into(),
-            ));
-        }
+    if let Some(r) = config.remote_refusal(config.listen) {
+        return Err(err(r.table.as_deref(), r.key, r.message));
     }
 
     let mut nets: Vec<&'static Network> = Vec::new();
@@ -498,11 +708,27 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
                 format!("unknown network; known: {}", networks::known_names()),
             ));
         }
-        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+        if url.is_empty() {
+            continue;
+        }
+        let uri = url
+            .parse::<hyper::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        let Some(uri) = uri else {
             return Err(err(
                 Some("payment.rpc"),
                 k,
                 format!("{url:?} is not an http(s) URL"),
+            ));
+        };
+        if let Some(host) = plain_http_remote(&uri) {
+            return Err(err(
+                Some("payment.rpc"),
+                k,
+                format!(
+                    "{url:?} is plain http:// to {host}, which is not a loopback host: anyone on the network path could answer that a signed payment's nonce is unused, and x402d would release spend that really happened. Use https:// (http:// is allowed only for 127.0.0.0/8, [::1] and localhost; \"\" disables on-chain checks)"
+                ),
             ));
         }
     }
@@ -519,13 +745,17 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
     })?;
 
     let mut keys = BTreeMap::new();
-    let mut apps = config.apps.clone();
-    let builtin = builtin_default_app();
-    let d = apps.entry(DEFAULT_APP.to_string()).or_default();
-    // Fields of [apps.default] not given keep the built-in caps.
-    d.max_per_call = d.max_per_call.or(builtin.max_per_call);
-    d.daily = d.daily.or(builtin.daily);
-    d.monthly = d.monthly.or(builtin.monthly);
+    // Caps are resolved once, here: [apps.default] over the built-in caps, then every
+    // other app over [apps.default], so an app that sets no caps keeps the safety net.
+    let default_table = config.apps.get(DEFAULT_APP).cloned().unwrap_or_default();
+    let default_app = AppConfig::resolve(&default_table, &builtin_default_app());
+    let mut apps: BTreeMap<String, AppConfig> = config
+        .apps
+        .iter()
+        .filter(|(name, _)| name.as_str() != DEFAULT_APP)
+        .map(|(name, table)| (name.clone(), AppConfig::resolve(table, &default_app)))
+        .collect();
+    apps.insert(DEFAULT_APP.to_string(), default_app);
     for (name, app) in &config.apps {
         let table = format!("apps.{name}");
         if name.is_empty()
@@ -569,7 +799,8 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
     }
 
     let state_dir = match &config.state_dir {
-        Some(p) => p.clone(),
+        Some(p) => expand_state_dir(p, std::env::var_os("HOME").as_deref())
+            .map_err(|m| err(None, "state_dir", m))?,
         None => default_state_dir(),
     };
 
@@ -586,14 +817,66 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
     })
 }
 
-/// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/x402d`, else `~/.local/state/x402d`.
+/// `Some(host)` when `uri` is plain `http://` to a host that is not loopback
+/// (127.0.0.0/8, ::1, `localhost`): on such a link anyone on the path can rewrite
+/// what x402d pays or believes about the chain.
+fn plain_http_remote(uri: &hyper::Uri) -> Option<String> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        });
+    (!loopback).then(|| host.to_string())
+}
+
+/// `state_dir` as written → an absolute path: `~` and `~/…` are `$HOME`; anything
+/// else must already be absolute (a relative path would follow the working
+/// directory, and with it the ledger, so caps would silently start over).
+fn expand_state_dir(p: &Path, home: Option<&std::ffi::OsStr>) -> Result<PathBuf, String> {
+    let text = p.to_string_lossy();
+    if text == "~" || text.starts_with("~/") {
+        let home = home
+            .filter(|h| Path::new(h).is_absolute())
+            .ok_or_else(|| {
+                format!("{text:?} starts with ~ but $HOME is not set to an absolute path; write an absolute path")
+            })?;
+        let rest = text.strip_prefix('~').unwrap_or("").trim_start_matches('/');
+        let mut out = PathBuf::from(home);
+        if !rest.is_empty() {
+            out.push(rest);
+        }
+        return Ok(out);
+    }
+    if text.starts_with('~') {
+        return Err(format!(
+            "{text:?}: only `~` and `~/…` (your $HOME) are expanded; write an absolute path"
+        ));
+    }
+    if !p.is_absolute() {
+        return Err(format!(
+            "{text:?} is a relative path; it would depend on the directory x402d is started from (a new ledger, and fresh caps, in each); write an absolute path or ~/…"
+        ));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/x402d` (if absolute), else
+/// `~/.local/state/x402d`.
 pub fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|v| !v.is_empty())
         && let Some(first) = std::env::split_paths(&d).next()
     {
         return first;
     }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+    // A relative $XDG_STATE_HOME is invalid (XDG spec) and would follow the working directory.
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| Path::new(v).is_absolute()) {
         return PathBuf::from(d).join("x402d");
     }
     // root operating the system service (`sudo x402d status`): its StateDirectory.
@@ -779,6 +1062,165 @@ models = ["gpt-4o-mini", "anthropic/*"]
             let want = t.lines().next().unwrap().trim_start_matches("# expect: ");
             assert!(e.to_string().contains(want), "{}: got {e}", p.display());
         }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_hosts() {
+        for ok in [
+            "http://127.0.0.1:4021",
+            "http://127.9.8.7/prefix",
+            "http://localhost:8080",
+            "http://LocalHost",
+            "http://[::1]:4021",
+            "http://[::ffff:127.0.0.1]:4021",
+            "https://agent402.tools",
+            "https://10.0.0.5:4021",
+        ] {
+            let l = parse(&format!("upstream = \"{ok}\"\n"), None);
+            assert!(l.is_ok(), "{ok}: {:?}", l.err());
+        }
+        for (url, host) in [
+            ("http://agent402.tools", "agent402.tools"),
+            ("http://10.0.0.5:4021", "10.0.0.5"),
+            ("http://0.0.0.0:4021", "0.0.0.0"),
+            ("http://[::2]:4021", "[::2]"),
+            ("http://localhost.evil.example", "localhost.evil.example"),
+            ("http://127.0.0.1.nip.io", "127.0.0.1.nip.io"),
+        ] {
+            let e = bad(&format!("listen = \"127.0.0.1:1\"\nupstream = \"{url}\"\n"));
+            assert!(
+                e.starts_with("c.toml:2: `upstream`: ")
+                    && e.contains(&format!("plain http:// to {host},"))
+                    && e.contains("payTo")
+                    && e.contains("Use https://"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_rpc_only_to_loopback_hosts() {
+        let rpc = |url: &str| format!("[payment.rpc]\n\"eip155:84532\" = \"{url}\"\n");
+        for ok in [
+            "http://127.0.0.1:8545",
+            "http://localhost:8545",
+            "https://sepolia.base.org",
+            "https://base-mainnet.example/v3/KEY?x=1",
+            "",
+        ] {
+            let l = parse(&rpc(ok), None);
+            assert!(l.is_ok(), "{ok}: {:?}", l.err());
+        }
+        let e = bad(&rpc("http://sepolia.base.org"));
+        assert!(
+            e.starts_with("c.toml:2: `payment.rpc.eip155:84532`: ")
+                && e.contains("plain http:// to sepolia.base.org,")
+                && e.contains("release")
+                && e.contains("Use https://"),
+            "{e}"
+        );
+        let e = bad(&rpc("ftp://x"));
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+        let e = bad(&rpc("sepolia.base.org"));
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+    }
+
+    #[test]
+    fn state_dir_tilde_and_relative() {
+        let home = Some(std::ffi::OsStr::new("/home/u"));
+        let x = |p: &str| expand_state_dir(Path::new(p), home);
+        assert_eq!(x("~"), Ok(PathBuf::from("/home/u")));
+        assert_eq!(x("~/"), Ok(PathBuf::from("/home/u")));
+        assert_eq!(
+            x("~/.local/state/x402d"),
+            Ok(PathBuf::from("/home/u/.local/state/x402d"))
+        );
+        assert_eq!(x("/var/lib/x402d"), Ok(PathBuf::from("/var/lib/x402d")));
+        assert!(x("~bob/state").unwrap_err().contains("only `~` and `~/…`"));
+        for rel in ["state", "./state", "", "x/~/y"] {
+            assert!(x(rel).unwrap_err().contains("relative path"), "{rel}");
+        }
+        for home in [None, Some(std::ffi::OsStr::new("relative/home"))] {
+            let e = expand_state_dir(Path::new("~/s"), home).unwrap_err();
+            assert!(e.contains("$HOME"), "{e}");
+        }
+        // Through the parser: the error names the key and says what to write.
+        let e = bad("state_dir = \"state\"\n");
+        assert!(
+            e.starts_with("c.toml:1: `state_dir`: \"state\" is a relative path")
+                && e.contains("absolute path or ~/"),
+            "{e}"
+        );
+        if let Some(h) = std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) {
+            let l = parse("state_dir = \"~/.local/state/x402d\"\n", None).unwrap();
+            assert_eq!(l.state_dir, PathBuf::from(h).join(".local/state/x402d"));
+        }
+    }
+
+    fn caps(l: &Loaded, app: &str) -> [Option<Usd>; 4] {
+        let a = &l.apps[app];
+        [a.max_per_call, a.daily, a.monthly, a.total]
+    }
+
+    #[test]
+    fn apps_inherit_caps_from_default() {
+        let usd = |s: &str| Some(Usd::parse(s).unwrap());
+        let builtin = [usd("0.05"), usd("1"), usd("10"), None];
+        // An app with only a key keeps the built-in safety net.
+        let l = parse("[apps.x]\napi_key = \"k\"\n", None).unwrap();
+        assert_eq!(caps(&l, "x"), builtin);
+        assert_eq!(caps(&l, "default"), builtin);
+        // [apps.default] overrides field by field, and the others follow it.
+        let l = parse(
+            "[apps.default]\ndaily = \"3\"\nmonthly = \"unlimited\"\n\
+             [apps.x]\napi_key = \"k\"\n\
+             [apps.y]\napi_key = \"k2\"\nmax_per_call = \"0.2\"\nmonthly = \"7\"\ntotal = \"100\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(caps(&l, "default"), [usd("0.05"), usd("3"), None, None]);
+        assert_eq!(caps(&l, "x"), [usd("0.05"), usd("3"), None, None]);
+        assert_eq!(caps(&l, "y"), [usd("0.2"), usd("3"), usd("7"), usd("100")]);
+        // "unlimited" opts out of one cap only.
+        let l = parse(
+            "[apps.x]\napi_key = \"k\"\ndaily = \"unlimited\"\ntotal = \"Unlimited\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(caps(&l, "x"), [usd("0.05"), None, usd("10"), None]);
+        // The config as written is printed back with its "unlimited" (and re-parses to the same).
+        let text = toml::to_string_pretty(&l.config).unwrap();
+        assert!(text.contains("daily = \"unlimited\""), "{text}");
+        assert_eq!(parse(&text, None).unwrap().apps, l.apps);
+        // Bad caps still say what to write.
+        let e = bad("[apps.x]\ndaily = \"lots\"\n");
+        assert!(e.starts_with("c.toml:2:"), "{e}");
+        let e = bad("[apps.x]\ndaily = 3\n");
+        assert!(e.contains("write \"3\""), "{e}");
+    }
+
+    #[test]
+    fn effective_caps_report_lists_every_app() {
+        let l = parse(
+            "[payment]\nmax_per_call = \"0.5\"\n[limits]\ndaily = \"5\"\n\
+             [apps.default]\ndaily = \"2\"\n\
+             [apps.bot]\napi_key = \"k\"\ntotal = \"unlimited\"\n\
+             [apps.aa]\napi_key = \"k2\"\nmax_per_call = \"0.01\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            l.effective_caps_report(),
+            "
+# Effective caps per app (USD). An app inherits each cap it leaves out from
+# [apps.default], whose own gaps are the built-in caps; \"unlimited\" opts out.
+#  app      max_per_call      daily          monthly         total
+#  default  0.05 (built-in)   2              10 (built-in)   unlimited (built-in)
+#  aa       0.01              2 (inherited)  10 (inherited)  unlimited (inherited)
+#  bot      0.05 (inherited)  2 (inherited)  10 (inherited)  unlimited
+# Wallet-wide, across all apps: max_per_call 0.5 (payment.max_per_call), daily 5, monthly unlimited ([limits]).
+"
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use crate::config::Loaded;
 use crate::money::Usd;
 use crate::wallet::{self, WalletError};
-use crate::x402::{parse, select};
+use crate::x402::select;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,11 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
             return out;
         }
     };
-    out.push(upstream_check(cfg, &client).await);
+    let mut skew = None;
+    out.push(upstream_check(cfg, &client, &mut skew).await);
+    if let Some(skew) = skew {
+        out.push(clock_check(skew));
+    }
 
     // Chain: RPC reachable and the balance covers today's caps.
     for net in &cfg.networks {
@@ -203,7 +207,38 @@ fn daily_need(cfg: &Loaded) -> Option<Usd> {
     }
 }
 
-async fn upstream_check(cfg: &Loaded, client: &crate::upstream::Client) -> Check {
+/// Whether this clock is close enough to the upstream's to sign payments
+/// (`validBefore` is computed from it).
+fn clock_check(skew: i64) -> Check {
+    use crate::clock;
+    let what = clock::describe(skew);
+    let fix = "fix the system clock: enable NTP (e.g. `timedatectl set-ntp true`)";
+    if skew.abs() > clock::MAX_SECS {
+        fail("clock", format!("{what}; x402d refuses to sign"), fix)
+    } else if skew.abs() >= clock::WARN_SECS {
+        warn(
+            "clock",
+            format!(
+                "{what} (payments valid under {} s are refused)",
+                2 * skew.abs()
+            ),
+            fix,
+        )
+    } else {
+        ok(
+            "clock",
+            format!("within {} s of the upstream's", skew.abs()),
+        )
+    }
+}
+
+/// The upstream's 402 and whether x402d would pay it; `skew` gets the clock skew
+/// its `Date` header shows.
+async fn upstream_check(
+    cfg: &Loaded,
+    client: &crate::upstream::Client,
+    skew: &mut Option<i64>,
+) -> Check {
     let uri = cfg.upstream_url("/v1/chat/completions");
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}]}"#;
     let req = match hyper::Request::post(&uri)
@@ -238,23 +273,14 @@ async fn upstream_check(cfg: &Loaded, client: &crate::upstream::Client) -> Check
             "check that `upstream` is an x402-priced OpenAI-compatible server",
         );
     }
-    let header = resp
+    *skew = resp
         .headers()
-        .get(crate::x402::HDR_PAYMENT_REQUIRED)
-        .map(|v| v.as_bytes().to_vec());
-    let body = Limited::new(resp.into_body(), parse::MAX_REQUIREMENTS_BYTES)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let pr = match parse::parse_402(header.as_deref(), &body) {
+        .get(hyper::header::DATE)
+        .and_then(|d| crate::clock::skew_secs(d.as_bytes(), crate::now_ms()));
+    let pr = match crate::pay::read_requirements(resp, Duration::from_secs(15)).await {
         Ok(p) => p,
         Err(e) => {
-            return fail(
-                "upstream",
-                format!("its 402 is unusable: {e}"),
-                "contact the seller",
-            );
+            return fail("upstream", e.to_string(), "contact the seller");
         }
     };
     let ceiling = cfg

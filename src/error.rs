@@ -53,6 +53,11 @@ pub enum ProxyError {
     )]
     OriginNotAllowed(String),
 
+    #[error(
+        "This browser request ({0}) may not make x402d pay: only fetch()/XHR calls from origins listed in `allowed_origins` may. No payment was made."
+    )]
+    BrowserRequestNotAllowed(String),
+
     #[error("No wallet is configured: {0}")]
     WalletNotConfigured(String),
 
@@ -73,6 +78,11 @@ pub enum ProxyError {
         "x402d refused to pay: the price is above the per-call ceiling. Offered: {0}. No payment was made."
     )]
     PriceAboveCeiling(String),
+
+    #[error(
+        "x402d refused to pay: {}, more than the {limit} s a payment can tolerate (its validity is computed from this clock). Fix the system clock (enable NTP, e.g. `timedatectl set-ntp true`). No payment was made.", crate::clock::describe(*skew)
+    )]
+    ClockSkew { skew: i64, limit: i64 },
 
     #[error("Budget exceeded: {message} No payment was made.")]
     BudgetExceeded { code: &'static str, message: String },
@@ -111,9 +121,13 @@ impl ProxyError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvalidJson(_) | BadRequestBody(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             UnknownApp => StatusCode::UNAUTHORIZED,
-            ModelNotAllowed { .. } | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ModelNotAllowed { .. } | OriginNotAllowed(_) | BrowserRequestNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
-            WalletNotConfigured(_) | Wallet(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WalletNotConfigured(_) | Wallet(_) | ClockSkew { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // 402 is never retried by the OpenAI SDKs, which is what we want for
             // every refusal to pay.
             NoAcceptableOption(_)
@@ -139,10 +153,14 @@ impl ProxyError {
             | BadRequestBody(_)
             | InvalidRequest { .. } => "invalid_request_error",
             UnknownApp => "authentication_error",
-            ModelNotAllowed { .. } | HostNotAllowed(_) | OriginNotAllowed(_) => "permission_error",
+            ModelNotAllowed { .. }
+            | HostNotAllowed(_)
+            | OriginNotAllowed(_)
+            | BrowserRequestNotAllowed(_) => "permission_error",
             BudgetExceeded { .. } => "budget_exceeded",
             WalletNotConfigured(_)
             | Wallet(_)
+            | ClockSkew { .. }
             | BadRequirements(_)
             | NoAcceptableOption(_)
             | PriceAboveCeiling(_)
@@ -168,8 +186,10 @@ impl ProxyError {
             ModelNotAllowed { .. } => "model_not_allowed",
             HostNotAllowed(_) => "host_not_allowed",
             OriginNotAllowed(_) => "origin_not_allowed",
+            BrowserRequestNotAllowed(_) => "browser_request_not_allowed",
             WalletNotConfigured(_) => "wallet_not_configured",
             Wallet(_) => "wallet_unavailable",
+            ClockSkew { .. } => "clock_skew",
             BadRequirements(_) => "invalid_payment_requirements",
             NoAcceptableOption(_) => "no_acceptable_payment_option",
             PriceAboveCeiling(_) => "price_above_ceiling",

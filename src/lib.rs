@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod chain;
+pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod ledger;

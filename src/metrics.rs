@@ -1,6 +1,6 @@
 //! Prometheus metrics, served as text on `GET /metrics` (loopback listener only).
 
-use crate::ledger::{Payment, State, report};
+use crate::ledger::{Snapshot, State, report};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,6 +44,9 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     pub overhead_seconds: Histogram,
     pub ledger_commit_seconds: Histogram,
+    /// Last estimate of how far the upstream's clock is ahead of ours.
+    pub clock_skew: crate::clock::LastSkew,
+    clock_skew_seconds: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -103,7 +106,15 @@ impl Metrics {
             "Ledger write-transaction commit time (one fsync per group commit)",
             ledger_commit_seconds.clone(),
         );
+        let clock_skew_seconds = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "clock_skew_seconds",
+            "Seconds the upstream's clock (Date header) is ahead of this machine's",
+            clock_skew_seconds.clone(),
+        );
         Metrics {
+            clock_skew: Default::default(),
+            clock_skew_seconds,
             registry,
             requests,
             payments,
@@ -114,6 +125,11 @@ impl Metrics {
             overhead_seconds,
             ledger_commit_seconds,
         }
+    }
+
+    pub fn set_clock_skew(&self, secs: i64, now_ms: i64) {
+        self.clock_skew.set(secs, now_ms);
+        self.clock_skew_seconds.set(secs);
     }
 
     pub fn payment(&self, app: &str, network: &str, state: State, amount: u64) {
@@ -131,11 +147,12 @@ impl Metrics {
         }
     }
 
-    /// Renders the text exposition, refreshing the ledger-derived gauges first.
-    pub fn render(&self, payments: &[Payment], limits: &report::Limits<'_>) -> String {
+    /// Renders the text exposition, refreshing the ledger-derived gauges first
+    /// (from the ledger writer's totals: no record is read).
+    pub fn render(&self, totals: &Snapshot, limits: &report::Limits<'_>) -> String {
         self.at_risk_atomic
-            .set(report::at_risk_total(payments).atomic() as i64);
-        for row in report::spend(payments, limits, None, 0) {
+            .set(i64::try_from(totals.wallet.total.unsettled).unwrap_or(i64::MAX));
+        for row in report::rows(totals, limits, None, 0) {
             if let Some(rem) = row.remaining {
                 self.cap_remaining_atomic
                     .get_or_create(&CapLabels {

@@ -16,7 +16,12 @@
 //!                 └► anything else ──► AtRisk   → relay/err, never retried
 //! ```
 //!
-//! Each transition is persisted before the next step that could move money.
+//! Each transition is persisted before the next step that could move money. The
+//! states are types: a [`Reservation`] releases itself if dropped before signing,
+//! and [`Reservation::sign`] turns it into a [`SignedPayment`], which, dropped
+//! without an outcome, records itself at-risk (never released: the signature may
+//! have left). So an early return or a cancelled flow can neither leak budget
+//! nor release a payment the seller may settle.
 
 use crate::config::{AppConfig, Loaded};
 use crate::error::ProxyError;
@@ -118,20 +123,205 @@ pub struct Payer<'a> {
     pub upstream_us: std::sync::atomic::AtomicU64,
 }
 
-/// A reserved payment, for recording its outcome.
-struct Pending<'c> {
-    id: u64,
-    app: &'c str,
-    network: &'static str,
-    amount: Usd,
-}
-
 /// What happened, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paid {
     Nothing,
     Settled,
     AtRisk,
+}
+
+/// How long to wait for a 402 body that holds nothing we need (v2 puts the
+/// requirements in the header): enough for the usual small body, so the connection
+/// can be reused for the paid request, and never long enough to delay the payment.
+const IGNORED_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// What a payment is recorded as in the ledger and metrics.
+struct Record<'l> {
+    ledger: &'l Ledger,
+    metrics: &'l crate::metrics::Metrics,
+    id: u64,
+    app: String,
+    network: &'static str,
+    amount: Usd,
+}
+
+impl Record<'_> {
+    fn count(&self, outcome: &Outcome) {
+        let state = match outcome {
+            Outcome::Settled { .. } => crate::ledger::State::Settled,
+            Outcome::Rejected { .. } => crate::ledger::State::Rejected,
+            Outcome::AtRisk { .. } => crate::ledger::State::AtRisk,
+            Outcome::Released { .. } => crate::ledger::State::Released,
+        };
+        self.metrics
+            .payment(&self.app, self.network, state, self.amount.atomic());
+    }
+
+    /// Records the outcome and waits until it is durable. The op is queued before
+    /// the first await, so a caller cancelled while waiting still records it.
+    async fn finish(&self, outcome: Outcome) {
+        self.count(&outcome);
+        if let Err(e) = self.ledger.finish(self.id, outcome, crate::now_ms()).await {
+            // The record keeps its last durable state (Signed → at-risk at next
+            // start, Reserved → released): fail closed, never lose spend.
+            tracing::error!(id = self.id, error = %e, "could not record the payment outcome");
+        }
+    }
+
+    /// Records the outcome from a `Drop` (cannot await; see `Ledger::finish_detached`).
+    fn finish_detached(&self, outcome: Outcome) {
+        self.count(&outcome);
+        self.ledger
+            .finish_detached(self.id, outcome, crate::now_ms());
+    }
+}
+
+/// Budget held for one payment; nothing is signed yet. It must be consumed by
+/// [`Reservation::sign`] or [`Reservation::release`]; dropped otherwise (an early
+/// return, an error, a cancelled flow) it releases itself, which is always right
+/// because no signature can have left the process.
+#[must_use = "a reservation holds budget until signed or released"]
+struct Reservation<'l> {
+    rec: Record<'l>,
+    /// False once consumed (by sign or release), so Drop does nothing.
+    armed: bool,
+}
+
+impl<'l> Reservation<'l> {
+    /// Checks the caps and holds the budget, durably, before any signature exists.
+    async fn hold(
+        ledger: &'l Ledger,
+        metrics: &'l crate::metrics::Metrics,
+        network: &'static str,
+        r: Reserve,
+    ) -> Result<Reservation<'l>, ProxyError> {
+        let (app, amount) = (r.app.clone(), r.amount);
+        match ledger.reserve(r).await {
+            Ok(Ok(id)) => Ok(Reservation {
+                rec: Record {
+                    ledger,
+                    metrics,
+                    id,
+                    app,
+                    network,
+                    amount,
+                },
+                armed: true,
+            }),
+            Ok(Err(cap)) => Err(ProxyError::BudgetExceeded {
+                code: cap.code,
+                message: cap.message,
+            }),
+            Err(e) => Err(ProxyError::Ledger(e.to_string())),
+        }
+    }
+
+    fn id(&self) -> u64 {
+        self.rec.id
+    }
+
+    /// Signs the authorization and persists its nonce and validBefore; only then
+    /// does a payment exist that may be sent. On any failure here nothing was sent,
+    /// so the reservation is released (explicitly, or by Drop if cancelled).
+    async fn sign(
+        mut self,
+        wallet: &Wallet,
+        auth: &Authorization,
+        domain: &alloy_sol_types::Eip712Domain,
+    ) -> Result<(SignedPayment<'l>, [u8; 65]), ProxyError> {
+        let signature = match wallet.sign(auth, domain) {
+            Ok(s) => s,
+            Err(e) => {
+                self.release("signing failed").await;
+                return Err(ProxyError::Wallet(e.to_string()));
+            }
+        };
+        let persisted = self
+            .rec
+            .ledger
+            .signed(
+                self.rec.id,
+                auth.from.to_string(),
+                auth.nonce.to_string(),
+                auth.valid_before,
+                crate::now_ms(),
+            )
+            .await;
+        if let Err(e) = persisted {
+            // Not persisted, so never sent: the signature is dropped unused.
+            self.release("could not persist the signature").await;
+            return Err(ProxyError::Ledger(e.to_string()));
+        }
+        self.armed = false;
+        let rec = self.take_record();
+        Ok((SignedPayment { rec, armed: true }, signature))
+    }
+
+    /// Gives the budget back and waits until that is durable.
+    async fn release(mut self, why: &str) {
+        self.armed = false;
+        self.rec
+            .finish(Outcome::Released { reason: why.into() })
+            .await;
+    }
+
+    fn take_record(&mut self) -> Record<'l> {
+        Record {
+            ledger: self.rec.ledger,
+            metrics: self.rec.metrics,
+            id: self.rec.id,
+            app: std::mem::take(&mut self.rec.app),
+            network: self.rec.network,
+            amount: self.rec.amount,
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::info!(
+                id = self.rec.id,
+                "payment flow ended before signing; releasing its reservation"
+            );
+            self.rec.finish_detached(Outcome::Released {
+                reason: "released: the flow ended before signing".into(),
+            });
+        }
+    }
+}
+
+/// A signed, persisted authorization that may be (or may have been) sent. It must
+/// be consumed by [`SignedPayment::finish`]; dropped otherwise it is recorded as
+/// at-risk, never released: once the request may have left, only the chain can say
+/// the money did not move.
+#[must_use = "a signed payment must be finished with its outcome"]
+struct SignedPayment<'l> {
+    rec: Record<'l>,
+    armed: bool,
+}
+
+impl SignedPayment<'_> {
+    async fn finish(mut self, outcome: Outcome) {
+        self.armed = false;
+        self.rec.finish(outcome).await;
+    }
+}
+
+impl Drop for SignedPayment<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::warn!(
+                id = self.rec.id,
+                state = "at_risk",
+                "payment flow ended after signing without an outcome; payment at risk"
+            );
+            self.rec.finish_detached(Outcome::AtRisk {
+                reason: "the flow ended after signing without an outcome".into(),
+            });
+        }
+    }
 }
 
 impl Payer<'_> {
@@ -143,88 +333,51 @@ impl Payer<'_> {
         let first = self
             .send(&call, &uri, None, timeout)
             .await
-            .map_err(|e| match e {
-                SendError::Timeout => ProxyError::UpstreamTimeout {
-                    secs: timeout.as_secs(),
-                },
-                // A reply head beyond hyper's limit (e.g. a megabyte PAYMENT-REQUIRED):
-                // unusable, and retrying cannot help.
-                SendError::HeadTooLarge => ProxyError::BadRequirements(
-                    "the upstream's reply headers are too large to read".into(),
-                ),
-                SendError::Connect(r) | SendError::Other(r) => ProxyError::UpstreamUnreachable {
-                    upstream: self.cfg.config.upstream.clone(),
-                    reason: r,
-                },
-            })?;
+            .map_err(|e| self.unpaid_error(e, timeout))?;
         if first.status() != StatusCode::PAYMENT_REQUIRED {
             return buffer(first, Usd::ZERO, None, Paid::Nothing, timeout).await;
         }
+        let skew = first
+            .headers()
+            .get(hyper::header::DATE)
+            .and_then(|d| crate::clock::skew_secs(d.as_bytes(), crate::now_ms()));
 
         // 2. Read the requirements (header for v2, small JSON body for v1).
-        let (parts, body) = first.into_parts();
-        let header = parts
-            .headers
-            .get(x402::HDR_PAYMENT_REQUIRED)
-            .map(|v| v.as_bytes().to_vec());
-        let body = read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout).await;
-        let body = match body {
-            Ok(b) => b,
-            // An oversized body is only a problem when it is where the requirements are.
-            Err(_) if header.is_some() => Bytes::new(),
-            Err(e) => return Err(ProxyError::BadRequirements(e)),
-        };
-        let pr = parse::parse_402(header.as_deref(), &body)
-            .map_err(|e| ProxyError::BadRequirements(e.to_string()))?;
+        let pr = read_requirements(first, timeout).await?;
 
         // 3. Choose what to pay; the ceiling is the smaller of the wallet's and the app's.
         let app_cfg = self.app_cfg(&call.app);
-        let ceiling = match app_cfg.max_per_call {
-            Some(a) => a.min(self.cfg.config.payment.max_per_call),
-            None => self.cfg.config.payment.max_per_call,
-        };
-        let policy = select::Policy {
-            networks: self.cfg.networks.clone(),
-            ceiling,
-            max_timeout_seconds: self.cfg.config.payment.max_timeout_seconds,
-            pay_to: self.cfg.pay_to.clone(),
-        };
-        let choice = select::choose(&pr, &policy).map_err(refusal_error)?;
+        let choice = select::choose(&pr, &self.policy(&app_cfg)).map_err(refusal_error)?;
 
-        // 4. The wallet (503 with the command to run when there is none).
+        // 4. A payment's validity comes from our clock: refuse if it is far off.
+        self.check_clock(skew, choice.timeout_seconds)?;
+
+        // 5. The wallet (503 with the command to run when there is none).
         let wallet = self.wallet.get(&self.cfg.key_location()).await?;
 
-        // 5. Reserved: caps checked and budget held, durably, before any signature exists.
+        // 6. Reserved: caps checked and budget held, durably, before any signature
+        //    exists. From here every exit path releases it, or it releases itself.
         let now = crate::now_ms();
-        let reserve = Reserve {
-            now_ms: now,
-            app: call.app.clone(),
-            model: call.model.clone(),
-            route: path_only(&call.path_and_query).to_string(),
-            network: choice.network.caip2.to_string(),
-            asset: choice.network.usdc.to_string(),
-            pay_to: choice.pay_to.to_string(),
-            amount: choice.amount,
-            caps: self.caps(&app_cfg),
-        };
-        let id = match self.ledger.reserve(reserve).await {
-            Ok(Ok(id)) => id,
-            Ok(Err(cap)) => {
-                return Err(ProxyError::BudgetExceeded {
-                    code: cap.code,
-                    message: cap.message,
-                });
-            }
-            Err(e) => return Err(ProxyError::Ledger(e.to_string())),
-        };
-        let pending = Pending {
-            id,
-            app: &call.app,
-            network: choice.network.caip2,
-            amount: choice.amount,
-        };
+        let reservation = Reservation::hold(
+            self.ledger,
+            self.metrics,
+            choice.network.caip2,
+            Reserve {
+                now_ms: now,
+                app: call.app.clone(),
+                model: call.model.clone(),
+                route: path_only(&call.path_and_query).to_string(),
+                network: choice.network.caip2.to_string(),
+                asset: choice.network.usdc.to_string(),
+                pay_to: choice.pay_to.to_string(),
+                amount: choice.amount,
+                caps: self.caps(&app_cfg),
+            },
+        )
+        .await?;
 
-        // 6. Signed: sign, then persist nonce/amount/validBefore before the request leaves.
+        // 7. Signed: sign, then persist nonce/amount/validBefore before the request
+        //    leaves. From here the payment must be finished, or it is at risk.
         let valid_before = (now / 1000) as u64 + choice.timeout_seconds;
         let auth = Authorization {
             from: wallet.address(),
@@ -240,57 +393,24 @@ impl Payer<'_> {
             choice.network.chain_id,
             choice.network.usdc,
         );
-        let signature = match wallet.sign(&auth, &domain) {
-            Ok(s) => s,
-            Err(e) => {
-                self.release(&pending, "signing failed").await;
-                return Err(ProxyError::Wallet(e.to_string()));
-            }
-        };
-        if let Err(e) = self
-            .ledger
-            .signed(
-                id,
-                auth.from.to_string(),
-                auth.nonce.to_string(),
-                valid_before,
-                crate::now_ms(),
-            )
-            .await
-        {
-            // Not persisted, so not sent: the signature is dropped unused.
-            self.release(&pending, "could not persist the signature")
-                .await;
-            return Err(ProxyError::Ledger(e.to_string()));
-        }
-        let payment = x402::header::encode_payment(&pr, &choice, &auth, &signature);
+        let id = reservation.id();
+        let (payment, signature) = reservation.sign(&wallet, &auth, &domain).await?;
+        let header = x402::header::encode_payment(&pr, &choice, &auth, &signature);
+        let amount = choice.amount;
         tracing::info!(
             id, app = %call.app, model = call.model.as_deref().unwrap_or("-"),
-            amount = %choice.amount, network = choice.network.caip2, pay_to = %choice.pay_to,
+            %amount, network = choice.network.caip2, pay_to = %choice.pay_to,
             "payment signed"
         );
 
-        // 7. The one paid attempt.
-        let amount = choice.amount;
-        let sent = self
-            .send(
-                &call,
-                &uri,
-                Some((pr.version.payment_header(), payment)),
-                timeout,
-            )
-            .await;
-        let resp = match sent {
+        // 8. The one paid attempt.
+        let paid = (pr.version.payment_header(), header);
+        let resp = match self.send(&call, &uri, Some(paid), timeout).await {
             Ok(r) => r,
             Err(SendError::Connect(reason)) => {
                 // No connection was made, so the signature never left the process.
-                self.finish(
-                    &pending,
-                    Outcome::Released {
-                        reason: format!("not sent: {reason}"),
-                    },
-                )
-                .await;
+                let why = format!("not sent: {reason}");
+                payment.finish(Outcome::Released { reason: why }).await;
                 return Err(ProxyError::UpstreamUnreachable {
                     upstream: self.cfg.config.upstream.clone(),
                     reason,
@@ -302,13 +422,10 @@ impl Payer<'_> {
                     SendError::HeadTooLarge => "the reply headers were too large to read".into(),
                     SendError::Connect(r) | SendError::Other(r) => r,
                 };
-                self.finish(
-                    &pending,
-                    Outcome::AtRisk {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
+                let outcome = Outcome::AtRisk {
+                    reason: reason.clone(),
+                };
+                payment.finish(outcome).await;
                 tracing::warn!(id, app = %call.app, %amount, state = "at_risk", %reason, "paid request failed; payment at risk");
                 return Err(ProxyError::PaymentOutcomeUnknown {
                     reason,
@@ -317,16 +434,11 @@ impl Payer<'_> {
             }
         };
 
+        // 9. The outcome, recorded before the reply is relayed.
         let status = resp.status();
         if status.is_success() {
-            let settle = resp
-                .headers()
-                .get(x402::HDR_PAYMENT_RESPONSE)
-                .or_else(|| resp.headers().get(x402::HDR_X_PAYMENT_RESPONSE))
-                .and_then(|v| parse::parse_settle_response(v.as_bytes()));
-            let tx = settle.and_then(|s| s.transaction);
-            self.finish(&pending, Outcome::Settled { tx: tx.clone() })
-                .await;
+            let tx = settlement_tx(resp.headers());
+            payment.finish(Outcome::Settled { tx: tx.clone() }).await;
             tracing::info!(
                 id, app = %call.app, model = call.model.as_deref().unwrap_or("-"), %amount,
                 network = choice.network.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
@@ -337,25 +449,11 @@ impl Payer<'_> {
         if status == StatusCode::PAYMENT_REQUIRED {
             // The seller refused the payment and says why; it was not settled, but the
             // authorization stays counted until it expires unused.
-            let (parts, body) = resp.into_parts();
-            let body = read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout)
-                .await
-                .unwrap_or_default();
-            let reason = parts
-                .headers
-                .get(x402::HDR_PAYMENT_REQUIRED)
-                .map(|h| h.as_bytes().to_vec())
-                .and_then(|h| parse::parse_402(Some(&h), b"").ok())
-                .or_else(|| parse::parse_402(None, &body).ok())
-                .and_then(|p| p.error)
-                .unwrap_or_else(|| "no reason given".into());
-            self.finish(
-                &pending,
-                Outcome::Rejected {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
+            let reason = rejection_reason(resp, timeout).await;
+            let outcome = Outcome::Rejected {
+                reason: reason.clone(),
+            };
+            payment.finish(outcome).await;
             tracing::warn!(id, app = %call.app, %amount, state = "rejected", %reason, "seller rejected the payment");
             return Err(ProxyError::PaymentRejected {
                 reason,
@@ -364,15 +462,67 @@ impl Payer<'_> {
         }
         // Any other answer after the signature left: the seller may have settled.
         let reason = format!("upstream answered {status} to the paid request");
-        self.finish(
-            &pending,
-            Outcome::AtRisk {
-                reason: reason.clone(),
-            },
-        )
-        .await;
+        let outcome = Outcome::AtRisk {
+            reason: reason.clone(),
+        };
+        payment.finish(outcome).await;
         tracing::warn!(id, app = %call.app, %amount, state = "at_risk", %reason, "payment at risk");
         buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await
+    }
+
+    fn unpaid_error(&self, e: SendError, timeout: Duration) -> ProxyError {
+        match e {
+            SendError::Timeout => ProxyError::UpstreamTimeout {
+                secs: timeout.as_secs(),
+            },
+            // A reply head beyond hyper's limit (e.g. a megabyte PAYMENT-REQUIRED):
+            // unusable, and retrying cannot help.
+            SendError::HeadTooLarge => ProxyError::BadRequirements(
+                "the upstream's reply headers are too large to read".into(),
+            ),
+            SendError::Connect(r) | SendError::Other(r) => ProxyError::UpstreamUnreachable {
+                upstream: self.cfg.config.upstream.clone(),
+                reason: r,
+            },
+        }
+    }
+
+    fn policy(&self, app_cfg: &AppConfig) -> select::Policy {
+        let ceiling = match app_cfg.max_per_call {
+            Some(a) => a.min(self.cfg.config.payment.max_per_call),
+            None => self.cfg.config.payment.max_per_call,
+        };
+        select::Policy {
+            networks: self.cfg.networks.clone(),
+            ceiling,
+            max_timeout_seconds: self.cfg.config.payment.max_timeout_seconds,
+            pay_to: self.cfg.pay_to.clone(),
+        }
+    }
+
+    /// Records the skew estimate and refuses to sign when this clock is too far
+    /// off for a payment valid `timeout_secs` to be accepted.
+    fn check_clock(&self, skew: Option<i64>, timeout_secs: u64) -> Result<(), ProxyError> {
+        let Some(skew) = skew else { return Ok(()) };
+        self.metrics.set_clock_skew(skew, crate::now_ms());
+        let limit = crate::clock::limit_secs(timeout_secs);
+        if skew.abs() > limit {
+            tracing::error!(
+                skew_secs = skew,
+                limit_secs = limit,
+                "{}; refusing to sign (fix NTP)",
+                crate::clock::describe(skew)
+            );
+            return Err(ProxyError::ClockSkew { skew, limit });
+        }
+        if skew.abs() >= crate::clock::WARN_SECS {
+            tracing::warn!(
+                skew_secs = skew,
+                "{} (per its Date header); check NTP",
+                crate::clock::describe(skew)
+            );
+        }
+        Ok(())
     }
 
     fn app_cfg(&self, app: &str) -> AppConfig {
@@ -436,28 +586,55 @@ impl Payer<'_> {
             Ok(Err(e)) => Err(SendError::Other(describe_client_error(&e))),
         }
     }
+}
 
-    async fn release(&self, p: &Pending<'_>, why: &str) {
-        self.finish(p, Outcome::Released { reason: why.into() })
-            .await;
-    }
+/// The requirements of an unpaid 402. A v2 header carries them, so its body is
+/// only drained briefly (a stalled body must not delay the payment past the
+/// app's patience); a v1 body is read within the upstream timeout.
+pub async fn read_requirements(
+    resp: Response<Incoming>,
+    timeout: Duration,
+) -> Result<x402::PaymentRequired, ProxyError> {
+    let (parts, body) = resp.into_parts();
+    let header = parts
+        .headers
+        .get(x402::HDR_PAYMENT_REQUIRED)
+        .map(|v| v.as_bytes().to_vec());
+    let body = match header {
+        // Unused beside a header; an oversized, stalled or broken one is dropped.
+        Some(_) => read_limited(body, parse::MAX_REQUIREMENTS_BYTES, IGNORED_BODY_WAIT)
+            .await
+            .unwrap_or_default(),
+        None => read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout)
+            .await
+            .map_err(ProxyError::BadRequirements)?,
+    };
+    parse::parse_402(header.as_deref(), &body)
+        .map_err(|e| ProxyError::BadRequirements(e.to_string()))
+}
 
-    async fn finish(&self, p: &Pending<'_>, outcome: Outcome) {
-        let id = p.id;
-        let state = match &outcome {
-            Outcome::Settled { .. } => crate::ledger::State::Settled,
-            Outcome::Rejected { .. } => crate::ledger::State::Rejected,
-            Outcome::AtRisk { .. } => crate::ledger::State::AtRisk,
-            Outcome::Released { .. } => crate::ledger::State::Released,
-        };
-        self.metrics
-            .payment(p.app, p.network, state, p.amount.atomic());
-        if let Err(e) = self.ledger.finish(id, outcome, crate::now_ms()).await {
-            // The record keeps its last durable state (Signed → at-risk at next start):
-            // fail closed, never lose spend.
-            tracing::error!(id, error = %e, "could not record the payment outcome");
-        }
-    }
+/// The settlement transaction named on a paid reply, if any.
+fn settlement_tx(h: &HeaderMap) -> Option<String> {
+    h.get(x402::HDR_PAYMENT_RESPONSE)
+        .or_else(|| h.get(x402::HDR_X_PAYMENT_RESPONSE))
+        .and_then(|v| parse::parse_settle_response(v.as_bytes()))
+        .and_then(|s| s.transaction)
+}
+
+/// Why the seller refused a payment, from its 402 answer to the paid request.
+async fn rejection_reason(resp: Response<Incoming>, timeout: Duration) -> String {
+    let (parts, body) = resp.into_parts();
+    let body = read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout)
+        .await
+        .unwrap_or_default();
+    parts
+        .headers
+        .get(x402::HDR_PAYMENT_REQUIRED)
+        .map(|h| h.as_bytes().to_vec())
+        .and_then(|h| parse::parse_402(Some(&h), b"").ok())
+        .or_else(|| parse::parse_402(None, &body).ok())
+        .and_then(|p| p.error)
+        .unwrap_or_else(|| "no reason given".into())
 }
 
 enum SendError {
@@ -582,6 +759,9 @@ async fn buffer(
 ) -> Result<Upstream, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     upstream::strip_hop_by_hop(&mut parts.headers);
+    // The proxy's own headers say what x402d did; an upstream must not be able to
+    // forge them (e.g. "cost 0, settled, retry" on a reply whose payment is at risk).
+    strip_proxy_headers(&mut parts.headers);
     // The body is re-framed by our server (content-length of the bytes we hold).
     parts.headers.remove(hyper::header::CONTENT_LENGTH);
     let h = &mut parts.headers;
@@ -627,5 +807,287 @@ async fn buffer(
     })
 }
 
+/// Removes every header the proxy sets itself (`x-x402d-*`, `x-should-retry`).
+fn strip_proxy_headers(h: &mut HeaderMap) {
+    let ours: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-x402d-") || k.as_str() == HDR_SHOULD_RETRY)
+        .cloned()
+        .collect();
+    for k in ours {
+        h.remove(k);
+    }
+}
+
 /// Shared handle type for the flow's dependencies.
 pub type SharedWallet = Arc<WalletSlot>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Payment, State};
+    use crate::metrics::Metrics;
+    use jiff::tz::TimeZone;
+    use std::future::Future;
+    use std::path::PathBuf;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Context;
+
+    /// anvil dev key #1: a public test key, never funded on a real chain.
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn tmp() -> PathBuf {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let d = std::env::temp_dir().join(format!("x402d-pay-{}", hex::encode(b)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn reserve(now: i64) -> Reserve {
+        Reserve {
+            now_ms: now,
+            app: "default".into(),
+            model: None,
+            route: "/v1/chat/completions".into(),
+            network: "eip155:84532".into(),
+            asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e".into(),
+            pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
+            amount: Usd(1000),
+            caps: Caps::default(),
+        }
+    }
+
+    fn states(l: &Ledger) -> Vec<State> {
+        l.payments(None, 1000)
+            .unwrap()
+            .iter()
+            .map(|p: &Payment| p.state)
+            .collect()
+    }
+
+    /// Waits (bounded, generous) until no record is reserved or signed.
+    async fn settled_states(l: &Ledger) -> Vec<State> {
+        for _ in 0..2000 {
+            let s = states(l);
+            if !s
+                .iter()
+                .any(|s| matches!(s, State::Reserved | State::Signed))
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("records left open: {:?}", states(l));
+    }
+
+    fn auth(w: &Wallet) -> Authorization {
+        Authorization {
+            from: w.address(),
+            to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+                .parse()
+                .unwrap(),
+            value: U256::from(1000),
+            valid_after: 0,
+            valid_before: 4_000_000_000,
+            nonce: B256::repeat_byte(1),
+        }
+    }
+
+    fn domain() -> alloy_sol_types::Eip712Domain {
+        let n = crate::x402::networks::lookup("eip155:84532").unwrap();
+        wallet::eip3009::domain(n.eip712_name, n.eip712_version, n.chain_id, n.usdc)
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reservation_releases_itself() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(states(&l), [State::Reserved]);
+        drop(r);
+        assert_eq!(settled_states(&l).await, [State::Released]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_signed_payment_is_at_risk_never_released() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        let (signed, _sig) = r.sign(&w, &auth(&w), &domain()).await.unwrap();
+        assert_eq!(states(&l), [State::Signed]);
+        drop(signed);
+        assert_eq!(settled_states(&l).await, [State::AtRisk]);
+    }
+
+    #[tokio::test]
+    async fn a_finished_payment_is_not_touched_by_drop() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        let (signed, _) = r.sign(&w, &auth(&w), &domain()).await.unwrap();
+        signed.finish(Outcome::Settled { tx: None }).await;
+        // A later op on the same writer queue: anything queued by a Drop is in by now.
+        Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap()
+            .release("test")
+            .await;
+        assert_eq!(states(&l), [State::Released, State::Settled]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_signed_write_releases_once_and_sends_nothing() {
+        // The ledger refuses the "signed" transition (here: the record already
+        // ended). The flow gets an error, no signed payment exists to send, and the
+        // second release is a no-op, not a corruption.
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
+            .await
+            .unwrap();
+        l.finish(
+            r.id(),
+            Outcome::Released {
+                reason: "elsewhere".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        let e = r.sign(&w, &auth(&w), &domain()).await.err().unwrap();
+        assert!(matches!(e, ProxyError::Ledger(_)), "{e:?}");
+        assert_eq!(settled_states(&l).await, [State::Released]);
+        let p = &l.payments(None, 1).unwrap()[0];
+        assert_eq!(p.note.as_deref(), Some("elsewhere"));
+        assert_eq!(p.nonce, None, "never recorded as signed");
+    }
+
+    // --- Payer::run cancelled at each point ---------------------------------
+
+    /// A seller whose unpaid requests get a v2 402 and whose paid requests stall
+    /// forever; counts the paid requests that arrived.
+    async fn stalling_seller() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paid = Arc::new(AtomicUsize::new(0));
+        let p2 = paid.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let p3 = p2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let p4 = p3.clone();
+                        async move {
+                            if req.headers().contains_key(x402::HDR_PAYMENT_SIGNATURE) {
+                                p4.fetch_add(1, Ordering::SeqCst);
+                                std::future::pending::<()>().await;
+                            }
+                            Response::builder()
+                                .status(402)
+                                .header(
+                                    x402::HDR_PAYMENT_REQUIRED,
+                                    x402::parse::tests_support::V2_HEADER,
+                                )
+                                .body(Full::new(Bytes::from_static(b"{}")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, paid)
+    }
+
+    /// Polls `fut` until `stop()` holds before a poll, then drops it (a cancelled
+    /// flow: a hung-up connection, a shutdown, an aborted task).
+    async fn cancel_when<F: Future>(fut: F, mut stop: impl FnMut() -> bool) {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..20_000 {
+            if stop() {
+                return;
+            }
+            if Pin::as_mut(&mut fut).poll(&mut cx).is_ready() {
+                panic!("the flow finished before the cancel point");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("cancel point never reached");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_flow_leaves_nothing_reserved_or_signed() {
+        let (addr, paid) = stalling_seller().await;
+        let dir = tmp();
+        let cfg = crate::config::parse(
+            &format!(
+                "upstream = \"http://{addr}\"\nstate_dir = \"{}\"\n[payment]\nnetworks = [\"eip155:84532\"]\n",
+                dir.display()
+            ),
+            None,
+        )
+        .unwrap();
+        let client = crate::upstream::client().unwrap();
+        let (ledger, _) = Ledger::open(&dir.join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let slot = WalletSlot::new();
+        *slot.cached.lock().await = Some(Wallet::from_hex(KEY).unwrap());
+        let metrics = Metrics::new();
+        let payer = Payer {
+            cfg: &cfg,
+            client: &client,
+            ledger: &ledger,
+            wallet: &slot,
+            metrics: &metrics,
+            upstream_us: Default::default(),
+        };
+        let call = || Call {
+            app: "default".into(),
+            model: None,
+            method: Method::POST,
+            path_and_query: "/v1/chat/completions".into(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"{}"),
+        };
+        let last = |l: &Ledger| l.payments(None, 1).unwrap().first().map(|p| p.state);
+
+        // Cancelled once budget is held (whether or not it got to sign): released.
+        cancel_when(payer.run(call()), || last(&ledger).is_some()).await;
+        assert_eq!(settled_states(&ledger).await, [State::Released]);
+
+        // Cancelled once the signature is recorded, normally before it is sent:
+        // released. (If the flow slipped past the check and the request started to
+        // leave, at-risk is the right answer; released with a payment never is.)
+        cancel_when(payer.run(call()), || last(&ledger) == Some(State::Signed)).await;
+        let s = settled_states(&ledger).await;
+        assert!(matches!(s[0], State::Released | State::AtRisk), "{s:?}");
+        if s[0] == State::Released {
+            assert_eq!(paid.load(Ordering::SeqCst), 0, "released but paid");
+        }
+        let before = paid.load(Ordering::SeqCst);
+
+        // Cancelled after the seller got the payment: at risk, never released.
+        cancel_when(payer.run(call()), || {
+            paid.load(Ordering::SeqCst) == before + 1
+        })
+        .await;
+        let s = settled_states(&ledger).await;
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], State::AtRisk);
+    }
+}

@@ -279,3 +279,38 @@ async fn spend_and_payments_tables_for_humans() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
 }
+
+/// An app table with only an `api_key` keeps the default app's caps: the built-in
+/// $1/day stops it after 20 calls at $0.05 (the built-in per-call cap).
+#[tokio::test]
+async fn an_app_with_only_a_key_inherits_the_default_daily_cap() {
+    let seller = Seller::start(SellerCfg {
+        amount: "50000".into(),
+        ..SellerCfg::default()
+    })
+    .await;
+    let d = Daemon::start(
+        &seller.url(),
+        &format!("{SEPOLIA}[apps.bare]\napi_key = \"sk-bare\"\n"),
+    );
+    for i in 0..20 {
+        let r = chat(&d, "sk-bare").await;
+        assert_eq!(
+            r.status,
+            200,
+            "call {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = chat(&d, "sk-bare").await;
+    assert_eq!(r.status, 402, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "app_daily_cap_exceeded");
+    assert_eq!(
+        seller.counts().payment_attempts,
+        20,
+        "nothing signed past the cap"
+    );
+    let ps = d.payments();
+    assert_eq!(ps.len(), 20);
+    assert!(ps.iter().all(|p| p["app"] == "bare"));
+}

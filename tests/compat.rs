@@ -392,3 +392,38 @@ async fn retries_after_an_unpaid_transient_error_really_retry() {
     assert_eq!(seller.counts().requests, 3);
     assert_eq!(seller.counts().verified, 1);
 }
+
+#[tokio::test]
+async fn a_new_identical_call_failing_unpaid_does_not_make_a_retry_pay_again() {
+    let seller = Seller::start(SellerCfg::default()).await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    let send = |retry: &'static str| {
+        let url = d.url("/v1/chat/completions");
+        async move {
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer k"),
+                    ("x-stainless-retry-count", retry),
+                ],
+                CHAT,
+            )
+            .await
+        }
+    };
+    // Call A pays.
+    let a = send("0").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(seller.counts().verified, 1);
+    // Call B: the same request without a retry marker, a new call; it fails unpaid.
+    seller.set(|c| c.unpaid_status = 500);
+    assert_eq!(send("0").await.status, 500);
+    seller.set(|c| c.unpaid_status = 402);
+    // A retry of A gets A's paid answer: no second payment.
+    let retry = send("1").await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.body, a.body);
+    assert_eq!(seller.counts().verified, 1, "the retry of A paid again");
+    assert_eq!(d.payments().len(), 1);
+}

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use serde_json::json;
+use std::time::Duration;
 
 const SEPOLIA: &str = "[payment]\nnetworks = [\"eip155:84532\"]\n";
 
@@ -397,4 +398,73 @@ fn wallet_commands_through_the_real_keyring() {
     let (_, out, _) = run(&["wallet", "address"], None);
     assert_eq!(out.trim(), addr);
     run(&["wallet", "remove", "--yes"], None);
+}
+
+/// A paid model list (the seller charges for `GET /v1/models`).
+fn paid_models() -> SellerCfg {
+    SellerCfg {
+        free_models: false,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn browser_subresource_loads_and_navigations_cannot_pay() {
+    let seller = Seller::start(paid_models()).await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    for headers in [
+        // <img src="http://127.0.0.1:8402/v1/models"> on any web page.
+        &[("sec-fetch-dest", "image"), ("sec-fetch-mode", "no-cors")][..],
+        &[("sec-fetch-mode", "no-cors")][..],
+        &[
+            ("sec-fetch-dest", "document"),
+            ("sec-fetch-mode", "navigate"),
+        ][..],
+        &[("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")][..],
+    ] {
+        let r = request("GET", &d.url("/v1/models"), headers, "").await;
+        assert_eq!(r.status, 403, "{headers:?}");
+        assert_eq!(r.json()["error"]["code"], "browser_request_not_allowed");
+        let r = request("POST", &d.url("/v1/chat/completions"), headers, CHAT).await;
+        assert_eq!(r.status, 403, "{headers:?}");
+    }
+    let c = seller.counts();
+    assert_eq!((c.payment_attempts, c.verified), (0, 0), "{c:?}");
+    assert!(d.payments().is_empty());
+    // The same call from a non-browser client pays as usual.
+    assert_eq!(
+        request("GET", &d.url("/v1/models"), &[], "").await.status,
+        200
+    );
+    assert_eq!(seller.counts().verified, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_during_a_paid_model_list_still_records_the_payment() {
+    use tokio::io::AsyncWriteExt;
+    let seller = Seller::start(SellerCfg {
+        paid_delay_ms: 1500,
+        ..paid_models()
+    })
+    .await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    s.write_all(format!("GET /v1/models HTTP/1.1\r\nhost: {}\r\n\r\n", d.addr).as_bytes())
+        .await
+        .unwrap();
+    // The seller has the payment and is still working: the app hangs up.
+    for _ in 0..400 {
+        if seller.counts().verified == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seller.counts().verified, 1);
+    drop(s);
+    let settled = || d.payments().first().map(|p| p["state"].clone()) == Some(json!("settled"));
+    assert!(
+        wait_until(Duration::from_secs(20), settled),
+        "payment left as {:?}",
+        d.payments()
+    );
 }

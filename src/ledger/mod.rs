@@ -188,14 +188,85 @@ enum Op {
         id: u64,
         outcome: Outcome,
         now_ms: i64,
-        reply: oneshot::Sender<Result<(), LedgerError>>,
+        /// `None` when nobody waits (see `Ledger::finish_detached`).
+        reply: Option<oneshot::Sender<Result<(), LedgerError>>>,
     },
     SetTimezone(TimeZone, oneshot::Sender<Result<(), LedgerError>>),
     /// Read-only: answered from memory, outside any transaction.
     Unresolved(oneshot::Sender<Result<Vec<Payment>, LedgerError>>),
     /// Read-only: wallet-wide counted spend today and the amount without a final outcome.
     Summary(i64, oneshot::Sender<Result<(Usd, Usd), LedgerError>>),
+    /// Read-only: the totals behind `spend`/`status`/`/metrics`, from memory.
+    Totals {
+        now_ms: i64,
+        days: u32,
+        reply: oneshot::Sender<Result<Snapshot, LedgerError>>,
+    },
 }
+
+/// Counted spend in one window (released attempts never count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Payment attempts that count.
+    pub calls: u64,
+    /// Atomic units settled.
+    pub settled: u64,
+    /// Atomic units counted without being settled (reserved, signed, at-risk, rejected).
+    pub unsettled: u64,
+}
+
+impl Totals {
+    /// What counts against a cap.
+    pub fn counted(&self) -> u64 {
+        self.settled.saturating_add(self.unsettled)
+    }
+
+    fn add(&mut self, p: &Payment, sign: i8) {
+        if !p.state.counts() {
+            return;
+        }
+        let step = |v: &mut u64, by: u64| {
+            *v = if sign > 0 {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        step(&mut self.calls, 1);
+        if p.state == State::Settled {
+            step(&mut self.settled, p.amount);
+        } else {
+            step(&mut self.unsettled, p.amount);
+        }
+    }
+}
+
+/// One app's (or the wallet's) totals per window, as of one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppTotals {
+    pub today: Totals,
+    pub month: Totals,
+    pub total: Totals,
+    /// Today first, then each day before it (as many as asked).
+    pub days: Vec<(window::Day, Totals)>,
+}
+
+/// Every total a report needs, taken from the writer's in-memory index (no
+/// record is read or decoded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every app that has any record (released ones included), by name.
+    pub apps: BTreeMap<String, AppTotals>,
+    /// Wallet-wide.
+    pub wallet: AppTotals,
+    /// Records and their atomic amounts per state.
+    pub states: BTreeMap<&'static str, (u64, u64)>,
+    /// Number of records.
+    pub records: u64,
+}
+
+/// Most per-day rows a report asks the writer for (ten years).
+pub const MAX_REPORT_DAYS: u32 = 3660;
 
 /// Called with the duration of each commit (seconds), for metrics.
 pub type CommitObserver = Box<dyn Fn(f64) + Send + Sync>;
@@ -265,8 +336,23 @@ impl Ledger {
     }
 
     /// Holds budget for a payment, or says which cap refuses it.
+    ///
+    /// Cancel-safe: if the caller stops waiting, a reservation made for it is
+    /// released (by the writer when the answer cannot be delivered, or here on drop
+    /// when it was delivered but never read), so no budget stays held by nobody.
     pub async fn reserve(&self, r: Reserve) -> Result<Result<u64, CapExceeded>, LedgerError> {
-        self.ask(|tx| Op::Reserve(r, tx)).await
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Reserve(r, tx))
+            .map_err(|_| LedgerError::Closed)?;
+        let mut pending = PendingReserve {
+            ledger: self,
+            rx: Some(rx),
+        };
+        let rx = pending.rx.as_mut().ok_or(LedgerError::Closed)?;
+        let answer = rx.await.map_err(|_| LedgerError::Closed)?;
+        pending.rx = None;
+        answer
     }
 
     /// Records the signed authorization. Must complete before the request leaves.
@@ -290,14 +376,38 @@ impl Ledger {
     }
 
     /// Records how a reservation or payment ended.
+    ///
+    /// The op is queued before the first await, so once this future has been
+    /// polled the outcome is recorded even if the caller then stops waiting.
     pub async fn finish(&self, id: u64, outcome: Outcome, now_ms: i64) -> Result<(), LedgerError> {
         self.ask(|reply| Op::Finish {
             id,
             outcome,
             now_ms,
-            reply,
+            reply: Some(reply),
         })
         .await
+    }
+
+    /// Records an outcome without waiting, for `Drop` impls (which cannot await).
+    /// The op joins the writer's queue behind everything already sent, so any later
+    /// reservation sees its effect on the caps; it commits with the next batch. If
+    /// the process dies first, startup recovery reaches the same answer
+    /// (reserved → released, signed → at-risk). A transition the record no longer
+    /// allows (it already ended) is logged and changes nothing.
+    pub fn finish_detached(&self, id: u64, outcome: Outcome, now_ms: i64) {
+        let op = Op::Finish {
+            id,
+            outcome,
+            now_ms,
+            reply: None,
+        };
+        if self.tx.send(op).is_err() {
+            tracing::error!(
+                id,
+                "the ledger writer has stopped; startup recovery will settle this record"
+            );
+        }
     }
 
     /// Re-keys the windows after a time-zone change.
@@ -321,10 +431,50 @@ impl Ledger {
         self.ask(|tx| Op::Summary(now_ms, tx)).await
     }
 
+    /// Per-app and wallet-wide totals for today, this month, lifetime and the
+    /// last `days` days (at most [`MAX_REPORT_DAYS`]), plus per-state counts:
+    /// answered by the writer thread from its in-memory index, off the async
+    /// workers and without reading a record.
+    pub async fn totals(&self, now_ms: i64, days: u32) -> Result<Snapshot, LedgerError> {
+        self.ask(|reply| Op::Totals {
+            now_ms,
+            days,
+            reply,
+        })
+        .await
+    }
+
     /// Payments still waiting for an outcome (at-risk, rejected-not-expired),
     /// from the writer's in-memory index: no scan of the file.
     pub async fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
         self.ask(Op::Unresolved).await
+    }
+}
+
+/// The answer to a reservation while its caller waits. Dropped unread (the caller
+/// was cancelled), it stops further answers and releases a reservation that was
+/// already made: the caller can no longer sign it.
+struct PendingReserve<'a> {
+    ledger: &'a Ledger,
+    rx: Option<oneshot::Receiver<Result<Result<u64, CapExceeded>, LedgerError>>>,
+}
+
+impl Drop for PendingReserve<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        // After close() the writer cannot deliver any more (it releases instead),
+        // so an answer is either here now or handled there: never lost between.
+        rx.close();
+        if let Ok(Ok(Ok(id))) = rx.try_recv() {
+            self.ledger
+                .finish_detached(id, orphan_release(), crate::now_ms());
+        }
+    }
+}
+
+fn orphan_release() -> Outcome {
+    Outcome::Released {
+        reason: "released: the caller went away before signing".into(),
     }
 }
 
@@ -417,6 +567,7 @@ fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, Le
                     reason: "at-risk at startup: signed, outcome unknown".into(),
                 }
             };
+            let before_p = p.clone();
             let before = p.state;
             finish(&mut p, outcome).map_err(|to| LedgerError::BadTransition {
                 id: p.id,
@@ -427,9 +578,7 @@ fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, Le
             table
                 .insert(p.id, encode(&p)?.as_slice())
                 .map_err(storage)?;
-            if !p.state.counts() {
-                index.apply(&p, -(p.amount as i128));
-            }
+            index.replace(&before_p, &p);
             if p.state.is_final() {
                 index.open.remove(&p.id);
             } else {
@@ -444,9 +593,13 @@ fn recover(db: &Database, index: &mut Index, now_ms: i64) -> Result<Recovery, Le
 /// In-memory totals of counted spend per window, rebuilt from the file at start.
 struct Index {
     tz: TimeZone,
-    day: HashMap<(String, window::Day), u64>,
-    month: HashMap<(String, window::Month), u64>,
-    total: HashMap<String, u64>,
+    day: HashMap<(String, window::Day), Totals>,
+    month: HashMap<(String, window::Month), Totals>,
+    total: HashMap<String, Totals>,
+    /// Every app with a record, and records (count, amount) per state.
+    apps: std::collections::BTreeSet<String>,
+    states: HashMap<State, (u64, u64)>,
+    records: u64,
     /// Records not yet final, by id (so transitions need no read).
     open: BTreeMap<u64, Payment>,
     next_id: u64,
@@ -459,6 +612,9 @@ impl Index {
             day: HashMap::new(),
             month: HashMap::new(),
             total: HashMap::new(),
+            apps: Default::default(),
+            states: HashMap::new(),
+            records: 0,
             open: BTreeMap::new(),
             next_id: 1,
         };
@@ -475,10 +631,13 @@ impl Index {
         Ok(ix)
     }
 
+    /// A new record.
     fn add(&mut self, p: &Payment) {
-        if p.state.counts() {
-            self.apply(p, p.amount as i128);
+        self.records += 1;
+        if !self.apps.contains(&p.app) {
+            self.apps.insert(p.app.clone());
         }
+        self.apply(p, 1);
         if !p.state.is_final() {
             self.open.insert(p.id, p.clone());
         } else {
@@ -486,17 +645,74 @@ impl Index {
         }
     }
 
-    fn apply(&mut self, p: &Payment, delta: i128) {
+    /// A record changed from `before` to `after` (same id, app, amount, time).
+    fn replace(&mut self, before: &Payment, after: &Payment) {
+        self.apply(before, -1);
+        self.apply(after, 1);
+    }
+
+    fn apply(&mut self, p: &Payment, sign: i8) {
+        let st = self.states.entry(p.state).or_default();
+        if sign > 0 {
+            *st = (st.0 + 1, st.1.saturating_add(p.amount));
+        } else {
+            *st = (st.0.saturating_sub(1), st.1.saturating_sub(p.amount));
+        }
+        if !p.state.counts() {
+            return;
+        }
         let d = window::day(p.created_ms, &self.tz);
         let m = window::month(p.created_ms, &self.tz);
         for who in [p.app.as_str(), ALL] {
-            for v in [
-                self.day.entry((who.to_string(), d)).or_default(),
-                self.month.entry((who.to_string(), m)).or_default(),
-                self.total.entry(who.to_string()).or_default(),
-            ] {
-                *v = (*v as i128 + delta).max(0) as u64;
+            self.day
+                .entry((who.to_string(), d))
+                .or_default()
+                .add(p, sign);
+            self.month
+                .entry((who.to_string(), m))
+                .or_default()
+                .add(p, sign);
+            self.total.entry(who.to_string()).or_default().add(p, sign);
+        }
+    }
+
+    fn totals(&self, now_ms: i64, days: u32) -> Snapshot {
+        let today = window::day(now_ms, &self.tz);
+        let month = window::month(now_ms, &self.tz);
+        let mut day_keys = Vec::new();
+        let mut d = today;
+        for _ in 0..days.min(MAX_REPORT_DAYS) {
+            day_keys.push(d);
+            match d.yesterday() {
+                Ok(y) => d = y,
+                Err(_) => break,
             }
+        }
+        let of = |who: &str| {
+            let key = who.to_string();
+            let get_d =
+                |d: window::Day| self.day.get(&(key.clone(), d)).copied().unwrap_or_default();
+            AppTotals {
+                today: get_d(today),
+                month: self
+                    .month
+                    .get(&(key.clone(), month))
+                    .copied()
+                    .unwrap_or_default(),
+                total: self.total.get(&key).copied().unwrap_or_default(),
+                days: day_keys.iter().map(|&d| (d, get_d(d))).collect(),
+            }
+        };
+        Snapshot {
+            apps: self.apps.iter().map(|a| (a.clone(), of(a))).collect(),
+            wallet: of(ALL),
+            states: self
+                .states
+                .iter()
+                .filter(|(_, v)| v.0 > 0)
+                .map(|(s, v)| (s.as_str(), *v))
+                .collect(),
+            records: self.records,
         }
     }
 
@@ -505,9 +721,19 @@ impl Index {
         let d = window::day(r.now_ms, tz);
         let m = window::month(r.now_ms, tz);
         let amt = r.amount;
-        let get_d = |who: &str| Usd(self.day.get(&(who.to_string(), d)).copied().unwrap_or(0));
-        let get_m = |who: &str| Usd(self.month.get(&(who.to_string(), m)).copied().unwrap_or(0));
-        let get_t = |who: &str| Usd(self.total.get(who).copied().unwrap_or(0));
+        let get_d = |who: &str| {
+            Usd(self
+                .day
+                .get(&(who.to_string(), d))
+                .map_or(0, Totals::counted))
+        };
+        let get_m = |who: &str| {
+            Usd(self
+                .month
+                .get(&(who.to_string(), m))
+                .map_or(0, Totals::counted))
+        };
+        let get_t = |who: &str| Usd(self.total.get(who).map_or(0, Totals::counted));
         let day_reset = window::show(window::day_end(r.now_ms, tz), tz);
         let month_reset = window::show(window::month_end(r.now_ms, tz), tz);
         let app = &r.app;
@@ -590,10 +816,16 @@ fn writer(
             let counted = index
                 .day
                 .get(&(ALL.to_string(), today))
-                .copied()
-                .unwrap_or(0);
+                .map_or(0, Totals::counted);
             let pending: u64 = index.open.values().map(|p| p.amount).sum();
             let _ = reply.send(Ok((Usd(counted), Usd(pending))));
+        }
+        Op::Totals {
+            now_ms,
+            days,
+            reply,
+        } => {
+            let _ = reply.send(Ok(index.totals(now_ms, days)));
         }
         op => batch.push(op),
     };
@@ -626,9 +858,32 @@ enum Reply {
         oneshot::Sender<Result<(), LedgerError>>,
         Result<(), LedgerError>,
     ),
+    /// A finish nobody waits for: its result is only logged.
+    Detached(u64, Result<(), LedgerError>),
 }
 
 fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
+    let orphans = commit_batch(db, index, batch);
+    if !orphans.is_empty() {
+        // Reservations whose caller stopped waiting: release them now (a finish
+        // produces no orphans, so this does not recurse further).
+        let now = crate::now_ms();
+        let ops = orphans
+            .into_iter()
+            .map(|id| Op::Finish {
+                id,
+                outcome: orphan_release(),
+                now_ms: now,
+                reply: None,
+            })
+            .collect();
+        commit_batch(db, index, ops);
+    }
+}
+
+/// Commits one batch and answers its callers; returns the ids of reservations
+/// made for callers that no longer wait.
+fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
     let mut replies = Vec::with_capacity(batch.len());
     let mut rebuild = false;
     let result = (|| -> Result<(), LedgerError> {
@@ -698,7 +953,10 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
                         reply,
                     } => {
                         let res = transition(index, &mut table, id, now_ms, |p| finish(p, outcome));
-                        replies.push(Reply::Unit(reply, res));
+                        replies.push(match reply {
+                            Some(reply) => Reply::Unit(reply, res),
+                            None => Reply::Detached(id, res),
+                        });
                     }
                     // Never batched (answered in `writer`); kept exhaustive.
                     Op::Unresolved(reply) => {
@@ -706,6 +964,9 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
                     }
                     Op::Summary(_, reply) => {
                         let _ = reply.send(Ok((Usd::ZERO, Usd::ZERO)));
+                    }
+                    Op::Totals { reply, .. } => {
+                        let _ = reply.send(Ok(Snapshot::default()));
                     }
                     Op::SetTimezone(tz, reply) => {
                         replies.push(Reply::Unit(reply, Ok(())));
@@ -731,10 +992,13 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
             Err(e) => tracing::error!(error = %e, "ledger index rebuild failed"),
         }
     }
+    let mut orphans = Vec::new();
     for r in replies {
         match (r, &result) {
             (Reply::Reserve(tx, v), Ok(())) => {
-                let _ = tx.send(Ok(v));
+                if let Err(Ok(Ok(id))) = tx.send(Ok(v)) {
+                    orphans.push(id);
+                }
             }
             (Reply::Unit(tx, v), Ok(())) => {
                 let _ = tx.send(v);
@@ -745,8 +1009,19 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>) {
             (Reply::Unit(tx, _), Err(e)) => {
                 let _ = tx.send(Err(e.clone()));
             }
+            (Reply::Detached(id, v), Ok(())) => {
+                if let Err(e) = v {
+                    tracing::warn!(id, error = %e, "detached ledger update not applied");
+                }
+            }
+            (Reply::Detached(id, _), Err(e)) => {
+                // Not committed: the record keeps its last durable state, which
+                // startup recovery settles (reserved → released, signed → at-risk).
+                tracing::error!(id, error = %e, "detached ledger update failed to commit");
+            }
         }
     }
+    orphans
 }
 
 fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
@@ -795,6 +1070,7 @@ fn transition(
             }
         }
     };
+    let before_p = p.clone();
     let before = p.state;
     f(&mut p).map_err(|to| LedgerError::BadTransition {
         id,
@@ -803,9 +1079,7 @@ fn transition(
     })?;
     p.updated_ms = now_ms;
     table.insert(id, encode(&p)?.as_slice()).map_err(storage)?;
-    if before.counts() && !p.state.counts() {
-        index.apply(&p, -(p.amount as i128));
-    }
+    index.replace(&before_p, &p);
     if p.state.is_final() {
         index.open.remove(&id);
     } else {

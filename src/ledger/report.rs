@@ -1,7 +1,9 @@
-//! Spend summaries for `x402d spend` and `x402d status`, computed from ledger
-//! records (pure: the caller passes the records, caps, zone and time).
+//! Spend summaries for `x402d spend`, `x402d status` and `/metrics`: from the
+//! running ledger's in-memory totals ([`rows`] over a [`Snapshot`]), or, when no
+//! daemon runs, from the records themselves ([`spend`]). Pure: the caller passes
+//! the data, caps, zone and time.
 
-use super::{Payment, State, window};
+use super::{Payment, Snapshot, State, Totals, window};
 use crate::config::AppConfig;
 use crate::money::Usd;
 use jiff::tz::TimeZone;
@@ -138,6 +140,67 @@ pub fn spend(
         }
     }
     rows
+}
+
+/// The rows of [`spend`], from the ledger writer's totals instead of a scan of
+/// every record (`snapshot` taken with at least `days` days).
+pub fn rows(
+    snapshot: &Snapshot,
+    limits: &Limits<'_>,
+    only_app: Option<&str>,
+    days: u32,
+) -> Vec<SpendRow> {
+    let mut names: std::collections::BTreeSet<&str> =
+        limits.apps.keys().map(String::as_str).collect();
+    names.extend(snapshot.apps.keys().map(String::as_str));
+    let mut names: Vec<&str> = names.into_iter().collect();
+    if only_app.is_none() {
+        names.push(WALLET);
+    }
+    let empty = super::AppTotals::default();
+    let mut out = Vec::new();
+    for name in names {
+        if only_app.is_some_and(|a| a != name) {
+            continue;
+        }
+        let t = if name == WALLET {
+            &snapshot.wallet
+        } else {
+            snapshot.apps.get(name).unwrap_or(&empty)
+        };
+        let cfg = limits.apps.get(name);
+        let (cap_d, cap_m, cap_t) = if name == WALLET {
+            (limits.wallet_daily, limits.wallet_monthly, None)
+        } else {
+            (
+                cfg.and_then(|c| c.daily),
+                cfg.and_then(|c| c.monthly),
+                cfg.and_then(|c| c.total),
+            )
+        };
+        let row = |window: String, t: &Totals, cap: Option<Usd>| {
+            let settled = Usd(t.settled);
+            let at_risk = Usd(t.unsettled);
+            SpendRow {
+                app: name.to_string(),
+                window,
+                calls: t.calls,
+                settled,
+                at_risk,
+                cap,
+                remaining: cap.map(|c| c.saturating_sub(settled.saturating_add(at_risk))),
+            }
+        };
+        out.push(row("today".into(), &t.today, cap_d));
+        out.push(row("month".into(), &t.month, cap_m));
+        out.push(row("total".into(), &t.total, cap_t));
+        // Day labels from the wallet (always filled): an app with no record has none.
+        for (i, (d, _)) in snapshot.wallet.days.iter().take(days as usize).enumerate() {
+            let day = t.days.get(i).map(|(_, t)| *t).unwrap_or_default();
+            out.push(row(d.to_string(), &day, cap_d));
+        }
+    }
+    out
 }
 
 /// At-risk total across the ledger (everything counted but not settled).

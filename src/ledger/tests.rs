@@ -396,3 +396,205 @@ fn spend_report_rows() {
     assert_eq!(only[4].window, "2026-11-25");
     assert_eq!(report::at_risk_total(&ps), Usd(500));
 }
+
+/// Polls a future once (so its op reaches the writer), then drops it.
+fn poll_once_then_drop<F: std::future::Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(f.as_mut().poll(&mut cx).is_pending());
+}
+
+async fn until_no_reserved(l: &Ledger, n: usize) -> Vec<State> {
+    for _ in 0..2000 {
+        let s: Vec<State> = l.all().unwrap().iter().map(|p| p.state).collect();
+        if s.len() == n && !s.contains(&State::Reserved) {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{:?}", l.all().unwrap());
+}
+
+#[tokio::test]
+async fn a_reservation_whose_caller_went_away_is_released() {
+    let (l, _) = Ledger::open(&tmp(), TimeZone::UTC, 0).unwrap();
+    let now = ms("2026-11-26T12:00:00Z");
+    // Dropped before the writer answers: the writer cannot deliver the id and
+    // releases the reservation itself.
+    poll_once_then_drop(l.reserve(req("a", 1000, now, daily(1000))));
+    assert_eq!(until_no_reserved(&l, 1).await, [State::Released]);
+
+    // Dropped after the answer arrived but before it was read: the waiting side
+    // releases it on drop.
+    {
+        let f = l.reserve(req("a", 1000, now, daily(1000)));
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        // The record is committed (and answered) before it becomes readable.
+        for _ in 0..2000 {
+            if l.all().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(
+        until_no_reserved(&l, 2).await,
+        [State::Released, State::Released]
+    );
+    // The whole cap is free again.
+    l.reserve(req("a", 1000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The writer's totals give the same report as a scan of every record, on random
+/// histories (every state, several apps, days and months, a non-UTC zone), both
+/// as kept up to date op by op and as rebuilt from the file.
+#[tokio::test]
+async fn totals_match_a_full_scan_on_random_data() {
+    let seed = rand_suffix() | 1;
+    let mut x = seed;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let tz = TimeZone::fixed(jiff::tz::offset(-5));
+    let (l, _) = Ledger::open(&tmp(), tz.clone(), 0).unwrap();
+    let base = ms("2026-10-10T00:00:00Z");
+    let now = ms("2026-11-26T03:00:00Z");
+    let apps_used = ["a", "b", "c"];
+    for _ in 0..300 {
+        let t = base + rnd(48 * 86_400_000) as i64;
+        let app = apps_used[rnd(3) as usize];
+        let id = l
+            .reserve(req(app, 1 + rnd(5000), t, Caps::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        let released = |why: &str| Outcome::Released { reason: why.into() };
+        match rnd(6) {
+            0 => continue,
+            1 => {
+                l.finish(id, released("r"), t).await.unwrap();
+                continue;
+            }
+            _ => {}
+        }
+        l.signed(id, "0xp".into(), format!("0x{id:x}"), 1, t)
+            .await
+            .unwrap();
+        let outcome = match rnd(6) {
+            0 => continue,
+            1 => Outcome::Settled { tx: None },
+            2 => Outcome::Rejected { reason: "r".into() },
+            3 => Outcome::AtRisk { reason: "r".into() },
+            4 => released("r"),
+            _ => {
+                l.finish(id, Outcome::AtRisk { reason: "r".into() }, t)
+                    .await
+                    .unwrap();
+                if rnd(2) == 0 {
+                    Outcome::Settled { tx: None }
+                } else {
+                    released("expired")
+                }
+            }
+        };
+        l.finish(id, outcome, t).await.unwrap();
+    }
+    let mut apps = BTreeMap::new();
+    for (name, cap) in [("a", 20_000), ("d", 1000)] {
+        apps.insert(
+            name.to_string(),
+            crate::config::AppConfig {
+                daily: Some(Usd(cap)),
+                monthly: Some(Usd(cap * 10)),
+                total: Some(Usd(cap * 30)),
+                ..Default::default()
+            },
+        );
+    }
+    for round in 0..2 {
+        let lim = report::Limits {
+            apps: &apps,
+            wallet_daily: Some(Usd(50_000)),
+            wallet_monthly: Some(Usd(500_000)),
+            tz: &tz,
+            now_ms: now,
+        };
+        let all = l.all().unwrap();
+        for days in [0, 3, 60] {
+            let snap = l.totals(now, days).await.unwrap();
+            for only in [None, Some("a"), Some("b"), Some("d"), Some("zz")] {
+                assert_eq!(
+                    report::rows(&snap, &lim, only, days),
+                    report::spend(&all, &lim, only, days),
+                    "seed {seed}, round {round}, days {days}, app {only:?}"
+                );
+            }
+            assert_eq!(snap.records, all.len() as u64);
+            assert_eq!(
+                Usd(snap.wallet.total.unsettled),
+                report::at_risk_total(&all)
+            );
+            let mut states: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for p in &all {
+                let e = states.entry(p.state.as_str()).or_default();
+                *e = (e.0 + 1, e.1 + p.amount);
+            }
+            assert_eq!(snap.states, states, "seed {seed}");
+        }
+        // A time-zone change rebuilds the index from the file: same answers.
+        l.set_timezone(tz.clone()).await.unwrap();
+    }
+}
+
+/// A figure, not a check: `cargo test --release --lib report_cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn report_cost_scan_vs_totals() {
+    let (l, _) = Ledger::open(&tmp(), TimeZone::UTC, 0).unwrap();
+    let now = ms("2026-11-26T12:00:00Z");
+    let n = 50_000;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let app = ["a", "b", "c", "d"][i % 4];
+            let t = now - (i as i64 % 90) * 86_400_000;
+            l.reserve(req(app, 1000, t, Caps::default()))
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let apps = BTreeMap::new();
+    let tz = TimeZone::UTC;
+    let lim = report::Limits {
+        apps: &apps,
+        wallet_daily: None,
+        wallet_monthly: None,
+        tz: &tz,
+        now_ms: now,
+    };
+    let started = std::time::Instant::now();
+    let scan = report::spend(&l.all().unwrap(), &lim, None, 0);
+    let scan_t = started.elapsed();
+    let mut fast_t = std::time::Duration::MAX;
+    let mut fast = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        fast = report::rows(&l.totals(now, 0).await.unwrap(), &lim, None, 0);
+        fast_t = fast_t.min(started.elapsed());
+    }
+    assert_eq!(scan, fast);
+    println!("{n} records: full scan {scan_t:?}, writer totals {fast_t:?} (best of 5)");
+}

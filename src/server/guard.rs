@@ -37,7 +37,9 @@ pub fn check(cfg: &Loaded, headers: &HeaderMap, port: u16) -> Result<Option<Stri
 }
 
 fn host_allowed(cfg: &Loaded, host: &str, port: u16) -> bool {
-    let (name, p) = split_host_port(host);
+    let Some((name, p)) = split_host_port(host) else {
+        return false;
+    };
     if let Some(p) = p
         && p != port
     {
@@ -50,26 +52,80 @@ fn host_allowed(cfg: &Loaded, host: &str, port: u16) -> bool {
             .allowed_hosts
             .iter()
             .any(|h| h.eq_ignore_ascii_case(&name))
-        || (cfg.config.allow_remote && name == cfg.config.listen.ip().to_string())
+        || (cfg.config.allow_remote && name == listen_name(cfg.config.listen.ip()))
 }
 
-fn split_host_port(h: &str) -> (&str, Option<u16>) {
-    if h.starts_with('[') {
-        // [::1]:8402
-        if let Some(end) = h.find(']') {
-            let name = &h[..=end];
-            let port = h[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
-            return (name, port);
+/// The listen address as it appears in `Host` (IPv6 in brackets).
+fn listen_name(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+/// Parses `Host` strictly: `name`, `name:port`, `[v6]` or `[v6]:port`, where a name is
+/// letters, digits, `-` and `.`, a bracketed address is a valid IPv6 address and a port
+/// is 1-5 digits. Anything else (`[::1]evil`, `[::1]:8402junk`, `:80`, `a:+80`) is `None`.
+fn split_host_port(h: &str) -> Option<(&str, Option<u16>)> {
+    let (name, rest) = if h.starts_with('[') {
+        let end = h.find(']')?;
+        let inner = &h[1..end];
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
+        (&h[..=end], &h[end + 1..])
+    } else {
+        match h.find(':') {
+            Some(i) => (&h[..i], &h[i..]),
+            None => (h, ""),
         }
-        return (h, None);
+    };
+    if !h.starts_with('[')
+        && (name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    {
+        return None;
     }
-    match h.rsplit_once(':') {
-        Some((n, p)) => match p.parse() {
-            Ok(p) => (n, Some(p)),
-            Err(_) => (h, Some(0)),
-        },
-        None => (h, None),
+    if rest.is_empty() {
+        return Some((name, None));
     }
+    let digits = rest.strip_prefix(':')?;
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((name, Some(digits.parse().ok()?)))
+}
+
+/// Browser requests that may never make x402d pay. The `Origin` check alone cannot
+/// stop them: an `<img src>`, `<script src>`, a link or a form navigation sends no
+/// `Origin` on GET. Browsers label every request with `Sec-Fetch-*`, so a paid route
+/// only accepts a fetch()/XHR (`Sec-Fetch-Mode: cors|same-origin`, `Sec-Fetch-Dest:
+/// empty`), and a cross-site one only from an allowed origin (`allowed` is what
+/// [`check`] returned). Clients that are not browsers send none of these headers.
+pub fn check_paid(headers: &HeaderMap, allowed: Option<&str>) -> Result<(), ProxyError> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("<non-ASCII>").to_ascii_lowercase())
+    };
+    let refuse = |what: String| Err(ProxyError::BrowserRequestNotAllowed(clip(&what)));
+    if let Some(mode) = get("sec-fetch-mode")
+        && !matches!(mode.as_str(), "cors" | "same-origin")
+    {
+        return refuse(format!("Sec-Fetch-Mode: {mode}"));
+    }
+    if let Some(dest) = get("sec-fetch-dest")
+        && dest != "empty"
+    {
+        return refuse(format!("Sec-Fetch-Dest: {dest}"));
+    }
+    if let Some(site) = get("sec-fetch-site")
+        && site != "same-origin"
+        && allowed.is_none()
+    {
+        return refuse(format!("Sec-Fetch-Site: {site} without an allowed Origin"));
+    }
+    Ok(())
 }
 
 fn clip(s: &str) -> String {
@@ -105,6 +161,7 @@ mod tests {
             "[::1]:8402",
             "localhost",
             "X402D.lan:8402",
+            "[::1]",
         ] {
             assert!(check(&cfg, &hm(Some(ok), None), 8402).is_ok(), "{ok}");
         }
@@ -113,6 +170,17 @@ mod tests {
             "127.0.0.1:9999",
             "localhost.evil.com",
             "127.0.0.1:x",
+            "[::1]evil",
+            "[::1]:8402junk",
+            "[::1]:8402:8402",
+            "[::1",
+            "[evil]:8402",
+            "localhost:+8402",
+            "localhost:",
+            ":8402",
+            "localhost:8402:8402",
+            "local_host:8402",
+            "127.0.0.1:108402",
         ] {
             assert!(
                 matches!(
@@ -144,5 +212,68 @@ mod tests {
             check(&cfg, &hm(Some("localhost:8402"), Some("null")), 8402),
             Err(ProxyError::OriginNotAllowed(_))
         ));
+    }
+
+    #[test]
+    fn a_remote_listen_address_is_a_host_name_too() {
+        for (listen, host) in [
+            ("192.168.1.5:8402", "192.168.1.5:8402"),
+            ("[fd00::5]:8402", "[fd00::5]:8402"),
+        ] {
+            let cfg = crate::config::parse(
+                &format!(
+                    "listen = \"{listen}\"\nallow_remote = true\nreject_unknown_apps = true\n[apps.default]\napi_key = \"k\"\n"
+                ),
+                None,
+            )
+            .unwrap();
+            assert!(check(&cfg, &hm(Some(host), None), 8402).is_ok(), "{host}");
+            assert!(check(&cfg, &hm(Some("[fd00::6]:8402"), None), 8402).is_err());
+        }
+    }
+
+    #[test]
+    fn browser_requests_cannot_pay() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        // Not a browser, or a browser's fetch() from an allowed origin: fine.
+        assert!(check_paid(&HeaderMap::new(), None).is_ok());
+        let fetch = with(&[
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert!(check_paid(&fetch, Some("http://localhost:3000")).is_ok());
+        // The same fetch without an allowed Origin is refused.
+        assert!(check_paid(&fetch, None).is_err());
+        // Subresource loads and navigations: refused even from an allowed origin.
+        for bad in [
+            with(&[("sec-fetch-dest", "image")]),
+            with(&[("sec-fetch-mode", "no-cors")]),
+            with(&[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ]),
+            with(&[
+                ("sec-fetch-dest", "script"),
+                ("sec-fetch-site", "same-site"),
+            ]),
+        ] {
+            for origin in [None, Some("http://localhost:3000")] {
+                assert!(
+                    matches!(
+                        check_paid(&bad, origin),
+                        Err(ProxyError::BrowserRequestNotAllowed(_))
+                    ),
+                    "{bad:?}"
+                );
+            }
+        }
+        assert!(check_paid(&with(&[("sec-fetch-site", "none")]), None).is_err());
     }
 }

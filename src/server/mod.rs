@@ -25,7 +25,6 @@ use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Largest request body accepted from an app.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -43,6 +42,7 @@ pub struct Shared {
     /// Payment flows still running (they outlive their connections).
     pub inflight: InFlight,
     pub metrics: crate::metrics::Metrics,
+    pub timeouts: Timeouts,
 }
 
 /// Counts running payment flows so shutdown can wait for them.
@@ -95,7 +95,13 @@ impl Shared {
             catalog: RwLock::new(Arc::new(Vec::new())),
             inflight: InFlight::default(),
             metrics: crate::metrics::Metrics::new(),
+            timeouts: Timeouts::default(),
         }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Shared {
+        self.timeouts = timeouts;
+        self
     }
 
     /// A payment flow for one call under `cfg`.
@@ -170,14 +176,59 @@ impl Shared {
     }
 }
 
-/// Serves until `shutdown` flips to true, then drains connections for up to `grace`.
+/// How long an app may take before its connection is closed (a slow or stuck
+/// client must not hold a connection, or a payment decision, forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the moment a connection waits for a request until its headers are in.
+    /// hyper starts this timer whenever the connection waits for the next request,
+    /// so it also closes a keep-alive connection left idle this long.
+    pub header: Duration,
+    /// Reading a whole request body.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(30),
+            body: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, or `X402D_HEADER_TIMEOUT_MS` / `X402D_BODY_TIMEOUT_MS` when set
+    /// (undocumented knobs for tests and odd networks).
+    pub fn from_env() -> Timeouts {
+        let ms = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&n| n > 0)
+                .map(Duration::from_millis)
+        };
+        let d = Timeouts::default();
+        Timeouts {
+            header: ms("X402D_HEADER_TIMEOUT_MS").unwrap_or(d.header),
+            body: ms("X402D_BODY_TIMEOUT_MS").unwrap_or(d.body),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` completes, then stops accepting and
+/// returns the open connections, for the caller to drain under its deadline.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
-) {
+    shutdown: impl std::future::Future<Output = ()>,
+) -> hyper_util::server::graceful::GracefulShutdown {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shared.timeouts.header);
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -195,9 +246,7 @@ pub async fn serve(
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(handle(&shared, req, Some(peer)).await) }
                 });
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = http.serve_connection(TokioIo::new(stream), svc);
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = fut.await {
@@ -205,20 +254,11 @@ pub async fn serve(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = &mut shutdown => break,
         }
     }
     drop(listener);
-    tracing::info!("no longer accepting; waiting for in-flight calls");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "in-flight calls did not finish within {} s",
-            grace.as_secs()
-        );
-    }
+    graceful
 }
 
 enum Route {
@@ -290,7 +330,7 @@ async fn handle_inner(
     let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match pipeline(shared, cfg, req).await {
+    match pipeline(shared, cfg, req, origin.as_deref()).await {
         Ok(mut r) => {
             tracing::debug!(%method, %path, status = r.status().as_u16(),
                 ms = started.elapsed().as_millis() as u64, "served");
@@ -308,6 +348,7 @@ async fn pipeline(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
     req: Request<Incoming>,
+    origin: Option<&str>,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let Some(route) = route(&parts.method, parts.uri.path()) else {
@@ -319,6 +360,8 @@ async fn pipeline(
     if let Route::Metrics = route {
         return metrics_response(shared, cfg).await;
     }
+    // Both remaining routes can pay: no browser subresource load or navigation.
+    guard::check_paid(&parts.headers, origin)?;
     let key = bearer(&parts.headers);
     let app = cfg
         .app_for_key(key)
@@ -329,7 +372,7 @@ async fn pipeline(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = read_body(body, declared).await?;
+    let body = read_body(body, declared, shared.timeouts.body).await?;
     let app_cfg = cfg.apps.get(&app).cloned().unwrap_or_default();
     let query = parts
         .uri
@@ -387,37 +430,62 @@ async fn pipeline(
             ),
         });
     }
-    let idempotency = parts
+    let path = format!("{}{query}", tier.path());
+    let rx = start_call(
+        shared,
+        cfg,
+        Call {
+            app,
+            model,
+            method: parts.method,
+            path_and_query: path,
+            headers: parts.headers,
+            body: upstream_body,
+        },
+    );
+    if !stream {
+        let o = coalesce::wait(rx).await;
+        return match o.as_ref() {
+            Ok(u) => Ok(back.answer(u)),
+            Err(_) => Err(shared_err(o)),
+        };
+    }
+    stream_response(rx, back).await
+}
+
+/// Starts (or, for a retry, joins) one call. The payment flow runs on its own
+/// task, counted in `inflight`: a client that hangs up mid-payment must not
+/// cancel it between "reserved", "signed" and "outcome recorded".
+fn start_call(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Loaded>,
+    call: Call,
+) -> tokio::sync::watch::Receiver<Option<coalesce::Outcome>> {
+    let idempotency = call
         .headers
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .and_then(|v| v.to_str().ok());
     let is_retry = idempotency.is_some()
-        || parts
+        || call
             .headers
             .get("x-stainless-retry-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u32>().ok())
             .is_some_and(|n| n > 0);
-    let path = format!("{}{query}", tier.path());
-    let ckey = coalesce::key(&app, &path, idempotency.as_deref(), &upstream_body);
-    let call = Call {
-        app,
-        model,
-        method: parts.method,
-        path_and_query: path,
-        headers: parts.headers,
-        body: upstream_body,
-    };
-    let rx = match shared.coalescer.join(ckey, is_retry) {
+    let ckey = coalesce::key(
+        &call.app,
+        call.method.as_str(),
+        &call.path_and_query,
+        idempotency,
+        &call.body,
+    );
+    match shared.coalescer.join(ckey, is_retry) {
         coalesce::Join::Follower(rx) => {
             tracing::info!(app = %call.app, "retry of a call in flight or just finished: reusing its result, not paying again");
             rx
         }
         coalesce::Join::Leader(leader) => {
             let rx = leader.subscribe();
-            // The flow runs on its own task: a client that hangs up mid-payment
-            // must not cancel it between "signed" and "outcome recorded".
             let shared = shared.clone();
             let cfg = cfg.clone();
             tokio::spawn(async move {
@@ -432,19 +500,11 @@ async fn pipeline(
                     .metrics
                     .overhead_seconds
                     .observe(started.elapsed().saturating_sub(upstream).as_secs_f64());
-                shared.coalescer.finish(leader, Arc::new(out));
+                leader.finish(Arc::new(out));
             });
             rx
         }
-    };
-    if !stream {
-        let o = coalesce::wait(rx).await;
-        return match o.as_ref() {
-            Ok(u) => Ok(back.answer(u)),
-            Err(_) => Err(shared_err(o)),
-        };
     }
-    stream_response(rx, back).await
 }
 
 /// An error shared by coalesced calls.
@@ -596,14 +656,17 @@ async fn metrics_response(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
 ) -> Result<Response<Body>, ProxyError> {
-    let ledger = shared.ledger.clone();
-    let all = tokio::task::spawn_blocking(move || ledger.all())
+    // From the ledger writer's in-memory totals: no record is read or decoded,
+    // and nothing runs on the async workers but the rendering.
+    let now = crate::now_ms();
+    let totals = shared
+        .ledger
+        .totals(now, 0)
         .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?
         .map_err(|e| ProxyError::Ledger(e.to_string()))?;
     let text = shared.metrics.render(
-        &all,
-        &crate::ledger::report::Limits::from_config(cfg, crate::now_ms()),
+        &totals,
+        &crate::ledger::report::Limits::from_config(cfg, now),
     );
     let mut r = Response::new(
         Full::new(Bytes::from(text))
@@ -629,23 +692,29 @@ async fn models(
     let mut catalog = shared.catalog_models();
     if catalog.is_empty() {
         // No list yet: ask the upstream (paying, like any call, if it wants money).
-        let u = shared
-            .payer(cfg)
-            .run(Call {
+        let rx = start_call(
+            shared,
+            cfg,
+            Call {
                 app: app.to_string(),
                 model: None,
                 method: Method::GET,
                 path_and_query: format!("/v1/models{query}"),
                 headers,
                 body: Bytes::new(),
-            })
-            .await?;
+            },
+        );
+        let o = coalesce::wait(rx).await;
+        let u = match o.as_ref() {
+            Ok(u) => u,
+            Err(_) => return Err(shared_err(o)),
+        };
         match (u.status.is_success(), models::parse_catalog(&u.body)) {
             (true, Ok(list)) => {
                 shared.set_catalog(list.clone());
                 catalog = Arc::new(list);
             }
-            _ => return Ok(u.into_response()),
+            _ => return Ok(u.clone().into_response()),
         }
     }
     let allowed = |m: &models::Model| {
@@ -681,8 +750,23 @@ async fn models(
 /// gets the 413 instead of a broken pipe (which SDKs would retry).
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Buffers the request body (one copy, reused for the paid retry), at most `MAX_BODY`.
-async fn read_body(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
+/// Buffers the request body (one copy, reused for the paid retry), at most
+/// `MAX_BODY`, arriving within `timeout` (a stalled app must not hold the call).
+async fn read_body(
+    body: Incoming,
+    declared: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    tokio::time::timeout(timeout, read_body_inner(body, declared))
+        .await
+        .map_err(|_| {
+            ProxyError::BadRequestBody(format!(
+                "the request body did not arrive within {timeout:?}"
+            ))
+        })?
+}
+
+async fn read_body_inner(mut body: Incoming, declared: Option<u64>) -> Result<Bytes, ProxyError> {
     let too_large = ProxyError::BodyTooLarge { limit: MAX_BODY };
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(too_large);

@@ -38,12 +38,18 @@ pub fn encode_payment(
 ) -> String {
     let sig = format!("0x{}", hex::encode(signature));
     let doc = match pr.version {
-        Version::V2 => json!({
-            "x402Version": 2,
-            "payload": { "authorization": auth.to_json(), "signature": sig },
-            "resource": pr.resource.clone().unwrap_or(Value::Null),
-            "accepted": choice.requirement.raw,
-        }),
+        Version::V2 => {
+            let mut doc = json!({
+                "x402Version": 2,
+                "payload": { "authorization": auth.to_json(), "signature": sig },
+                "accepted": choice.requirement.raw,
+            });
+            // Echoed only when the 402 had one: `"resource": null` is not a resource.
+            if let (Some(r), Some(obj)) = (&pr.resource, doc.as_object_mut()) {
+                obj.insert("resource".into(), r.clone());
+            }
+            doc
+        }
         Version::V1 => json!({
             "x402Version": 1,
             "scheme": choice.requirement.scheme,
@@ -104,6 +110,19 @@ mod tests {
         assert_eq!(a["validBefore"], "1795483740");
         assert_eq!(a["nonce"], format!("0x{}", "ab".repeat(32)));
         assert_eq!(v["payload"]["signature"], format!("0x{}", "07".repeat(65)));
+
+        // A 402 without a resource: the key is left out, not sent as null.
+        let mut bare = pr.clone();
+        bare.resource = None;
+        let enc = encode_payment(&bare, &c, &auth, &sig);
+        let v: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(enc)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(v.get("resource").is_none(), "{v}");
+        assert_eq!(v["accepted"], c.requirement.raw);
 
         let pr1 = parse_402(None, crate::x402::parse::tests_support::V1_BODY.as_bytes()).unwrap();
         let c1 = choose(&pr1, &policy).unwrap();

@@ -169,11 +169,8 @@ fn check(r: &Requirement, p: &Policy) -> Result<Choice, (String, bool)> {
     {
         return refuse(format!("payTo {pay_to} is not in payment.pay_to"));
     }
-    if r.max_timeout_seconds == 0 || r.max_timeout_seconds > p.max_timeout_seconds {
-        return refuse(format!(
-            "maxTimeoutSeconds {} is outside 1..={}",
-            r.max_timeout_seconds, p.max_timeout_seconds
-        ));
+    if r.max_timeout_seconds == 0 {
+        return refuse("maxTimeoutSeconds is 0 (a payment must stay valid for some time)".into());
     }
     let amount = match parse_amount(&r.amount) {
         Ok(a) => a,
@@ -200,7 +197,9 @@ fn check(r: &Requirement, p: &Policy) -> Result<Choice, (String, bool)> {
         network: net,
         amount,
         pay_to,
-        timeout_seconds: r.max_timeout_seconds,
+        // A seller that allows a longer validity than our policy still accepts a
+        // shorter one: sign for the shorter.
+        timeout_seconds: r.max_timeout_seconds.min(p.max_timeout_seconds),
     })
 }
 
@@ -318,7 +317,7 @@ mod tests {
         o["payTo"] = json!("me");
         assert!(refuse(o, &p).contains("not an address"));
         let mut o = good("eip155:84532", "1000");
-        o["maxTimeoutSeconds"] = json!(86400);
+        o["maxTimeoutSeconds"] = json!(0);
         assert!(refuse(o, &p).contains("maxTimeoutSeconds"));
         for bad in ["", "-1", "+1", "0x10", " 1", "1.5", "01", "1e6"] {
             let why = refuse(good("eip155:84532", bad), &p);
@@ -333,6 +332,17 @@ mod tests {
         let mut p2 = policy();
         p2.pay_to = Some(vec![Address::repeat_byte(7)]);
         assert!(refuse(good("eip155:84532", "1000"), &p2).contains("payment.pay_to"));
+    }
+
+    #[test]
+    fn a_longer_validity_than_policy_is_signed_shorter() {
+        let mut o = good("eip155:84532", "1000");
+        o["maxTimeoutSeconds"] = json!(86400);
+        let c = choose(&pr(vec![o]), &policy()).unwrap();
+        assert_eq!(c.timeout_seconds, 3600, "policy's maximum, not the offer's");
+        // A shorter offer keeps its own.
+        let c = choose(&pr(vec![good("eip155:84532", "1000")]), &policy()).unwrap();
+        assert_eq!(c.timeout_seconds, 300);
     }
 
     #[test]

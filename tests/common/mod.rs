@@ -82,6 +82,10 @@ pub struct SellerCfg {
     pub huge_body_mb: u64,
     /// The unpaid 402 sends its headers and the start of a v1 body, then stalls forever.
     pub stall_body: bool,
+    /// Seconds added to the seller's clock in the `Date` header of its unpaid 402.
+    pub date_offset_secs: i64,
+    /// Extra headers on every answer to a paid request (e.g. forged `x-x402d-*`).
+    pub paid_headers: Vec<(String, String)>,
 }
 
 impl Default for SellerCfg {
@@ -106,6 +110,8 @@ impl Default for SellerCfg {
             unpaid_headers: Vec::new(),
             huge_body_mb: 0,
             stall_body: false,
+            date_offset_secs: 0,
+            paid_headers: Vec::new(),
         }
     }
 }
@@ -275,7 +281,14 @@ fn unpaid_402(
     resource: &str,
     counts: &Arc<Mutex<Counts>>,
 ) -> Response<SellerBody> {
-    let r = payment_required(cfg, resource, "Payment required");
+    let mut r = payment_required(cfg, resource, "Payment required");
+    if cfg.date_offset_secs != 0 {
+        let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(cfg.date_offset_secs);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&t)
+            .unwrap();
+        r.headers_mut().insert("date", date.parse().unwrap());
+    }
     if cfg.huge_body_mb == 0 && !cfg.stall_body {
         return boxed(r);
     }
@@ -465,50 +478,63 @@ async fn handle(
             if cfg.paid_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(cfg.paid_delay_ms)).await;
             }
-            match cfg.after_pay {
-                AfterPay::Fail500 => Ok(boxed(
-                    Response::builder()
-                        .status(500)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from_static(
-                            b"{\"error\":{\"message\":\"model crashed\"}}",
-                        )))
-                        .unwrap(),
-                )),
-                AfterPay::Drop => Err(std::io::Error::other("drop")),
-                AfterPay::Redirect(location) => Ok(boxed(
-                    Response::builder()
-                        .status(302)
-                        .header("location", location.as_str())
-                        .body(Full::new(Bytes::from_static(b"moved")))
-                        .unwrap(),
-                )),
-                _ => {
-                    let tx = keccak256(nonce.as_slice());
-                    let settle = json!({"success": true, "payer": PAYER, "transaction": tx.to_string(), "network": cfg.network});
-                    let name = if cfg.version == 1 {
-                        "x-payment-response"
-                    } else {
-                        "payment-response"
-                    };
-                    Ok(boxed(
-                        Response::builder()
-                            .status(200)
-                            .header("content-type", "application/json")
-                            .header(
-                                name,
-                                base64::engine::general_purpose::STANDARD
-                                    .encode(settle.to_string()),
-                            )
-                            .body(Full::new(Bytes::from(
-                                cfg.completion
-                                    .clone()
-                                    .unwrap_or_else(|| COMPLETION.to_string()),
-                            )))
-                            .unwrap(),
-                    ))
+            let mut reply = paid_reply(&cfg, nonce);
+            if let Ok(r) = reply.as_mut() {
+                for (k, v) in &cfg.paid_headers {
+                    r.headers_mut().append(
+                        hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
                 }
             }
+            reply
+        }
+    }
+}
+
+/// The seller's answer to a verified payment, as `after_pay` says.
+fn paid_reply(cfg: &SellerCfg, nonce: B256) -> Result<Response<SellerBody>, std::io::Error> {
+    match cfg.after_pay.clone() {
+        AfterPay::Fail500 => Ok(boxed(
+            Response::builder()
+                .status(500)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(
+                    b"{\"error\":{\"message\":\"model crashed\"}}",
+                )))
+                .unwrap(),
+        )),
+        AfterPay::Drop => Err(std::io::Error::other("drop")),
+        AfterPay::Redirect(location) => Ok(boxed(
+            Response::builder()
+                .status(302)
+                .header("location", location.as_str())
+                .body(Full::new(Bytes::from_static(b"moved")))
+                .unwrap(),
+        )),
+        _ => {
+            let tx = keccak256(nonce.as_slice());
+            let settle = json!({"success": true, "payer": PAYER, "transaction": tx.to_string(), "network": cfg.network});
+            let name = if cfg.version == 1 {
+                "x-payment-response"
+            } else {
+                "payment-response"
+            };
+            Ok(boxed(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header(
+                        name,
+                        base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                    )
+                    .body(Full::new(Bytes::from(
+                        cfg.completion
+                            .clone()
+                            .unwrap_or_else(|| COMPLETION.to_string()),
+                    )))
+                    .unwrap(),
+            ))
         }
     }
 }
@@ -583,8 +609,14 @@ impl Daemon {
         let service = format!("x402d-test-{}", hex::encode(b));
         let config = dir.0.join("config.toml");
         let text = format!(
-            "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\nstate_dir = \"{}\"\nupstream_timeout_secs = 10\n{extra}\n",
-            dir.0.join("state").display()
+            "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\nstate_dir = \"{}\"\n{}{extra}\n",
+            dir.0.join("state").display(),
+            // A test may set its own (as the first line of `extra`).
+            if extra.contains("upstream_timeout_secs") {
+                ""
+            } else {
+                "upstream_timeout_secs = 10\n"
+            }
         );
         let text = merge_tables(&text, &service);
         std::fs::write(&config, text).unwrap();

@@ -5,6 +5,7 @@
 #   -> facilitator (@x402/core + @x402/evm) -> seller (@x402/express v2, OpenAI-shaped, priced)
 #   -> x402d (the real binary, wallet in the kernel keyring) <- real OpenAI SDKs (Python + Node) and LangChain
 #   retry-seller.mjs (takes the payment, then 500 / drops / is slow) <- a second x402d ("retry") <- the SDKs
+#   a second anvil whose clock is 2 min behind the host's <- x402d "resolve" <- checks/resolve.mjs (seller + RPC proxy)
 #
 # Usage:  bash tests/interop/run.sh
 # Env:    X402D_BIN      x402d binary (default <repo>/target/debug/x402d; built with `cargo build` if missing)
@@ -16,14 +17,22 @@ set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
-# ---- run inside a fresh session keyring (x402d keeps the wallet key in the kernel keyring) ----
+# ---- run with a throwaway keyring (x402d keeps the wallet key in the kernel keyring) ----
+# A fresh session keyring alone is not enough: x402d's keyutils store also links the key into the uid's
+# *persistent* keyring, which outlives the session and is shared with the user's own sessions. A new user
+# namespace has its own persistent keyring, which dies with the run. Where unprivileged user namespaces are
+# off, the run falls back to a session keyring and removes the test wallet on exit (see keyring-clean).
 if [ "${X402D_INTEROP_IN_SESSION:-}" != 1 ]; then
   if ! command -v keyctl >/dev/null 2>&1; then
     echo "FAIL setup: keyctl not found; install keyutils (e.g. apt-get install -y keyutils)"
     echo "0 passed, 1 failed"
     exit 1
   fi
-  X402D_INTEROP_IN_SESSION=1 exec keyctl session - bash "$HERE/run.sh" "$@"
+  export X402D_INTEROP_IN_SESSION=1
+  if command -v unshare >/dev/null 2>&1 && unshare --user --map-current-user true 2>/dev/null; then
+    X402D_INTEROP_KEYRING=userns exec unshare --user --map-current-user keyctl session - bash "$HERE/run.sh" "$@"
+  fi
+  X402D_INTEROP_KEYRING=session exec keyctl session - bash "$HERE/run.sh" "$@"
 fi
 
 cd "$HERE" || exit 1
@@ -35,6 +44,12 @@ export WORK
 
 log() { echo "# $*"; }
 CHECK_PID=""
+# remove_wallet: delete the test wallet from the keyring (every instance uses the same entry). Harmless when absent.
+remove_wallet() {
+  [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
+  "$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet remove --yes >/dev/null 2>&1
+  return 0
+}
 cleanup() {
   local p
   [ -n "$CHECK_PID" ] && PIDS+=("$CHECK_PID")
@@ -46,11 +61,28 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
+  remove_wallet
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# keyring_clean: once the wallet was imported, remove it and prove it is gone (counted as a check).
+keyring_clean() {
+  [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
+  remove_wallet
+  local out
+  if out=$("$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet address 2>&1); then
+    failed keyring-clean "the test wallet is still in the keyring after \`wallet remove\`: $out"
+  elif ! grep -q "no wallet key" <<<"$out"; then
+    failed keyring-clean "cannot tell whether the test wallet is gone: $out"
+  else
+    echo "ok   keyring-clean"; PASS=$((PASS + 1))
+    echo "     note: keyring: $X402D_INTEROP_KEYRING ($([ "$X402D_INTEROP_KEYRING" = userns ] && echo "private persistent keyring in a user namespace" || echo "session keyring; no user namespace, so the key was in your persistent keyring during the run"))"
+  fi
+}
+
 finish() {
+  keyring_clean
   [ -f "$WORK/timings.tsv" ] && log "slowest checks: $(sort -t$'\t' -k2 -rn "$WORK/timings.tsv" | head -5 | tr '\t\n' ' ,')"
   log "logs in $WORK ($(( $(date +%s) - T_START ))s)"
   echo "$PASS passed, $FAIL failed"
@@ -154,7 +186,8 @@ if [ -z "$X402D_PROBLEM" ]; then
 fi
 
 # ---- ports and URLs ----
-read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT < <(node lib/free-ports.mjs 9)
+read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT \
+  PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT < <(node lib/free-ports.mjs 13)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
@@ -163,12 +196,19 @@ export X402D_CAP_URL="http://127.0.0.1:$X_CAP_PORT" X402D_CAP_CONFIG="$WORK/x402
 export X402D_V1_URL="http://127.0.0.1:$X_V1_PORT" X402D_V1_CONFIG="$WORK/x402d-v1/config.toml"
 export RETRY_SELLER_PORT RETRY_SELLER_URL="http://127.0.0.1:$RETRY_SELLER_PORT"
 export X402D_RETRY_URL="http://127.0.0.1:$X_RETRY_PORT" X402D_RETRY_CONFIG="$WORK/x402d-retry/config.toml"
+# The resolver check: its own anvil (clock in the past), its own x402d; the check serves the seller and an RPC proxy.
+export PAST_RPC_URL="http://127.0.0.1:$PAST_RPC_PORT" RESOLVE_SELLER_PORT RESOLVE_RPC_PORT
+export X402D_RESOLVE_URL="http://127.0.0.1:$X_RESOLVE_PORT" X402D_RESOLVE_CONFIG="$WORK/x402d-resolve/config.toml"
 log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"), "openai-agents", v("openai-agents"))'), x402d $X402D_BIN"
 
 # ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
 start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$RPC_PORT" --chain-id 84532 --silent
 STACK_ERR=$(wait_http "$RPC_URL" anvil) || { failed stack-up "anvil: $STACK_ERR"; finish; }
 node chain-setup.mjs >"$WORK/logs/chain-setup.log" 2>&1 || { failed stack-up "chain-setup: $(tail -2 "$WORK/logs/chain-setup.log" | tr '\n' ' ')"; finish; }
+# A chain whose clock runs 2 minutes behind the host's (--block-time 1: its head follows its own clock).
+start anvil-past "$ANVIL_BIN" --host 127.0.0.1 --port "$PAST_RPC_PORT" --chain-id 84532 --silent --block-time 1 --timestamp $(( $(date +%s) - 120 ))
+STACK_ERR=$(wait_http "$PAST_RPC_URL" anvil-past) || { failed stack-up "anvil-past: $STACK_ERR"; finish; }
+RPC_URL=$PAST_RPC_URL node chain-setup.mjs >"$WORK/logs/chain-setup-past.log" 2>&1 || { failed stack-up "chain-setup (past): $(tail -2 "$WORK/logs/chain-setup-past.log" | tr '\n' ' ')"; finish; }
 start facilitator node facilitator.mjs
 # The seller must start only after the facilitator answers: @x402/express fetches /supported at startup.
 STACK_ERR=$(wait_http "$FACILITATOR_URL/supported" facilitator) || { failed stack-up "facilitator: $STACK_ERR"; finish; }
@@ -194,13 +234,13 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   retry-transient-python retry-transient-node
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
-X402D_CHECKS+=(facilitator-down)
+X402D_CHECKS+=(resolve-on-chain facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
   for c in "${X402D_CHECKS[@]}"; do failed "$c" "not run: $X402D_PROBLEM"; done
   finish
 fi
 
-write_config() { # NAME PORT UPSTREAM [extra toml]
+write_config() { # NAME PORT UPSTREAM [extra toml] [extra [payment] keys] [RPC URL]
   mkdir -p "$WORK/x402d-$1/state"
   cat >"$WORK/x402d-$1/config.toml" <<EOF
 listen = "127.0.0.1:$2"
@@ -214,9 +254,10 @@ keyring_user = "wallet"
 [payment]
 networks = ["eip155:84532"]
 max_per_call = "0.50"
+${5:-}
 
 [payment.rpc]
-"eip155:84532" = "$RPC_URL"
+"eip155:84532" = "${6:-$RPC_URL}"
 ${4:-}
 EOF
 }
@@ -228,6 +269,7 @@ max_per_call = "0.01"
 daily = "0.003"'
 write_config v1 "$X_V1_PORT" "$SELLER_V1_URL"
 write_config retry "$X_RETRY_PORT" "$RETRY_SELLER_URL"
+write_config resolve "$X_RESOLVE_PORT" "http://127.0.0.1:$RESOLVE_SELLER_PORT" "" "resolve_every_secs = 1" "http://127.0.0.1:$RESOLVE_RPC_PORT"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
 PAYER_KEY=$(node --input-type=module -e 'import {X402D_PAYER_KEY} from "./lib/common.mjs"; console.log(X402D_PAYER_KEY)')
@@ -245,9 +287,10 @@ check x402d-wallet bash -c wallet_check
 start x402d-main "$X402D_BIN" --config "$X402D_MAIN_CONFIG" serve
 start x402d-cap "$X402D_BIN" --config "$X402D_CAP_CONFIG" serve
 start x402d-retry "$X402D_BIN" --config "$X402D_RETRY_CONFIG" serve
+start x402d-resolve "$X402D_BIN" --config "$X402D_RESOLVE_CONFIG" serve
 [ "${RUN_V1:-0}" = 1 ] && start x402d-v1 "$X402D_BIN" --config "$X402D_V1_CONFIG" serve
 X_ERR=""
-for inst in main cap retry $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
+for inst in main cap retry resolve $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
   port_var="X_${inst^^}_PORT"
   e=$(wait_tcp "${!port_var}" "x402d-$inst") || X_ERR="$X_ERR x402d-$inst: $e;"
 done
@@ -307,6 +350,7 @@ cat "$WORK/retry-group.out"
 if read -r rp rf <"$WORK/retry-group.counts" 2>/dev/null; then PASS=$((PASS + rp)); FAIL=$((FAIL + rf))
 else failed retry-group "the retry group did not finish (see $WORK/retry-group.out)"; fi
 [ "${RUN_V1:-0}" = 1 ] && check v1-seller-paid node checks/chat.mjs --driver py --instance v1
+check resolve-on-chain      node checks/resolve.mjs
 # Last: stop the facilitator, then a paid call must fail cleanly without settling anything.
 stop facilitator
 check facilitator-down      node checks/facilitator-down.mjs

@@ -16,7 +16,7 @@ import { privateKeyToAccount } from "viem/accounts";
 
 const USAGE = `fake-x402d (interop self-test stand-in)
 usage: fake-x402d --config FILE <command>
-commands: serve | wallet import | wallet address | payments --json [--app NAME] [--limit N]`;
+commands: serve | wallet import | wallet address | wallet remove --yes | payments --json [--app NAME] [--limit N]`;
 const V1_NAMES = { "base-sepolia": "eip155:84532", base: "eip155:8453" };
 
 // ---- minimal TOML subset: [a.b] tables, key = "str" | ["a", "b"], quoted keys ----
@@ -56,7 +56,15 @@ if (cmd === "wallet" && sub === "import") {
   execFileSync("keyctl", ["padd", "user", keyDesc, "@s"], { input: key, stdio: ["pipe", "ignore", "inherit"] });
   console.log(`imported ${privateKeyToAccount(key).address}`);
 } else if (cmd === "wallet" && sub === "address") {
-  console.log(privateKeyToAccount(loadKey()).address);
+  let key;
+  try { key = loadKey(); } catch { console.error(`no wallet key in the keyring entry (${keyDesc})`); process.exit(1); }
+  console.log(privateKeyToAccount(key).address);
+} else if (cmd === "wallet" && sub === "remove") {
+  try {
+    const id = execFileSync("keyctl", ["search", "@s", "user", keyDesc], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    execFileSync("keyctl", ["invalidate", id]);
+    console.error(`removed the wallet key (${keyDesc})`);
+  } catch { console.error(`no wallet key in the keyring entry (${keyDesc})`); }
 } else if (cmd === "payments" && process.env.FAKE_X402D_NO_LEDGER === "1") {
   console.error("error: unrecognized subcommand 'payments'"); process.exit(2);
 } else if (cmd === "payments") {

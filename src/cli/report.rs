@@ -1,0 +1,193 @@
+//! `spend`, `payments` and `status`: from the running daemon, else from the ledger file.
+
+use super::{Cli, Fail, PaymentsArgs, SpendArgs, cell, load_config, print_table};
+use hyper::Method;
+use serde_json::Value;
+use std::process::ExitCode;
+use x402d::admin;
+use x402d::config::Loaded;
+use x402d::ledger::{self, report};
+
+/// Reads the ledger file directly (only when no daemon holds it).
+fn offline_payments(cfg: &Loaded) -> Result<Vec<ledger::Payment>, Fail> {
+    let path = cfg.state_dir.join("ledger.redb");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let db = ledger::open_offline(&path)?;
+    Ok(ledger::read_all(&db)?)
+}
+
+pub(crate) async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let mut path = format!("/spend?days={}", a.days);
+    if let Some(app) = &a.app {
+        path.push_str(&format!("&app={app}"));
+    }
+    let rows: Vec<Value> = match admin::call(&cfg.state_dir, Method::GET, &path).await? {
+        Some(Value::Array(v)) => v,
+        Some(_) => return Err(Fail(1, "unexpected reply from the daemon".into())),
+        None => {
+            let all = offline_payments(&cfg)?;
+            let rows = report::spend(
+                &all,
+                &report::Limits::from_config(&cfg, x402d::now_ms()),
+                a.app.as_deref(),
+                a.days,
+            );
+            serde_json::to_value(rows)?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = cell;
+    let mut t = vec![vec![
+        "APP".to_string(),
+        "WINDOW".into(),
+        "CALLS".into(),
+        "SETTLED".into(),
+        "AT-RISK".into(),
+        "CAP".into(),
+        "REMAINING".into(),
+    ]];
+    for r in &rows {
+        t.push(vec![
+            s(r, "app"),
+            s(r, "window"),
+            s(r, "calls"),
+            s(r, "settled"),
+            s(r, "at_risk"),
+            s(r, "cap"),
+            s(r, "remaining"),
+        ]);
+    }
+    print_table(&t);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let mut path = format!("/payments?limit={}", a.limit);
+    if let Some(app) = &a.app {
+        path.push_str(&format!("&app={app}"));
+    }
+    let rows: Vec<Value> = match admin::call(&cfg.state_dir, Method::GET, &path).await? {
+        Some(Value::Array(v)) => v,
+        Some(_) => return Err(Fail(1, "unexpected reply from the daemon".into())),
+        None => {
+            let path = cfg.state_dir.join("ledger.redb");
+            if path.exists() {
+                let db = ledger::open_offline(&path)?;
+                ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+                    .iter()
+                    .map(admin::payment_json)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = cell;
+    let mut t = vec![vec![
+        "ID".to_string(),
+        "TIME".into(),
+        "APP".into(),
+        "MODEL".into(),
+        "AMOUNT".into(),
+        "NETWORK".into(),
+        "STATE".into(),
+        "TX".into(),
+    ]];
+    for r in &rows {
+        let time = s(r, "time");
+        t.push(vec![
+            s(r, "id"),
+            time.get(..19).unwrap_or(&time).to_string(),
+            s(r, "app"),
+            s(r, "model"),
+            s(r, "amount"),
+            s(r, "network"),
+            s(r, "state"),
+            s(r, "tx"),
+        ]);
+    }
+    print_table(&t);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    match admin::call(&cfg.state_dir, Method::GET, "/status").await? {
+        None => {
+            if json {
+                outln!("{}", serde_json::json!({"running": false}));
+            } else {
+                outln!(
+                    "x402d is not running (state dir {})",
+                    cfg.state_dir.display()
+                );
+            }
+            Ok(ExitCode::from(3))
+        }
+        Some(v) => {
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let g = |k: &str| match &v[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                o => o.to_string(),
+            };
+            outln!("x402d {} running (pid {})", g("version"), g("pid"));
+            outln!("  listen:     {}", g("listen"));
+            outln!("  upstream:   {}", g("upstream"));
+            outln!(
+                "  wallet:     {}",
+                if v["wallet"].is_null() {
+                    "none (run `x402d wallet import`)".into()
+                } else {
+                    g("wallet")
+                }
+            );
+            outln!("  at-risk:    ${}", g("at_risk"));
+            outln!("  last error: {}", g("last_error"));
+            let mut t = vec![vec![
+                "APP".to_string(),
+                "WINDOW".into(),
+                "SPENT".into(),
+                "AT-RISK".into(),
+                "CAP".into(),
+                "REMAINING".into(),
+            ]];
+            if let Some(rows) = v["spend"].as_array() {
+                for r in rows {
+                    let s = |k: &str| match &r[k] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "-".into(),
+                        o => o.to_string(),
+                    };
+                    t.push(vec![
+                        s("app"),
+                        s("window"),
+                        s("settled"),
+                        s("at_risk"),
+                        s("cap"),
+                        s("remaining"),
+                    ]);
+                }
+            }
+            print_table(&t);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
