@@ -461,3 +461,63 @@ async fn count_tokens_is_an_estimate_never_paid() {
     assert_eq!(s.counts().requests, 0, "nothing reached the seller");
     assert!(d.payments().is_empty());
 }
+
+#[tokio::test]
+async fn late_failure_after_pings_is_an_error_event() {
+    let s = Seller::start(SellerCfg {
+        models_body: Some(MODELS.into()),
+        paid_delay_ms: 2500,
+        after_pay: AfterPay::Fail500,
+        ..Default::default()
+    })
+    .await;
+    let d = Daemon::start(&s.url(), &config(""));
+    let r = post(
+        &d,
+        "/v1/messages",
+        &[("x-api-key", "sk-claude")],
+        msg("claude-haiku-4-5", true),
+    )
+    .await;
+    assert_eq!(r.status, 200, "the stream had started");
+    let ev = events(&r.body);
+    assert_eq!(ev[0].0, "ping");
+    let (name, data) = ev.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(data["type"], "error");
+    assert_eq!(data["error"]["type"], "api_error");
+    assert!(ev.iter().all(|(n, _)| n == "ping" || n == "error"));
+    assert_eq!(s.counts().payment_attempts, 1);
+}
+
+#[tokio::test]
+async fn tier_paths_force_the_tier() {
+    let s = seller().await;
+    let d = Daemon::start(&s.url(), &config(""));
+    // ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/v1/premium → /v1/premium/v1/messages.
+    for (path, paid) in [
+        ("/v1/premium/v1/messages", "/v1/premium/chat/completions"),
+        ("/v1/pro/messages", "/v1/pro/chat/completions"),
+    ] {
+        let r = post(
+            &d,
+            path,
+            &[("x-api-key", "sk-claude")],
+            msg("claude-haiku-4-5", false),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(s.counts().paths.last().unwrap(), paid);
+    }
+    // A wrong method on a Messages path is answered in Anthropic's shape.
+    let r = request(
+        "GET",
+        &d.url("/v1/messages"),
+        &[("x-api-key", "sk-claude")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "not_found_error");
+}

@@ -19,7 +19,7 @@ pub fn kind(e: &ProxyError) -> &'static str {
     match e {
         NotFound { .. } | UnknownModel { .. } => "not_found_error",
         BodyTooLarge { .. } => "request_too_large",
-        InvalidJson(_) | BadRequestBody(_) | InvalidRequest(_) => "invalid_request_error",
+        InvalidJson(_) | BadRequestBody(_) | InvalidRequest { .. } => "invalid_request_error",
         UnknownApp => "authentication_error",
         ModelNotAllowed { .. } | HostNotAllowed(_) | OriginNotAllowed(_) => "permission_error",
         // Refusals to pay: Anthropic's own "out of credit" type, status 402.
@@ -74,7 +74,11 @@ mod tests {
         let cases: Vec<(ProxyError, u16, &str, &str)> = vec![
             (ProxyError::UnknownApp, 401, "authentication_error", "false"),
             (
-                ProxyError::InvalidRequest("x".into()),
+                ProxyError::InvalidRequest {
+                    param: "messages",
+                    code: "invalid_request",
+                    message: "x".into(),
+                },
                 400,
                 "invalid_request_error",
                 "false",

@@ -25,8 +25,22 @@ pub struct Translated {
     pub body: Map<String, Value>,
 }
 
+/// A request x402d cannot carry; `param` is the top-level field the message's path starts with.
 fn bad(msg: impl Into<String>) -> ProxyError {
-    ProxyError::InvalidRequest(msg.into())
+    let message = msg.into();
+    let param = ["messages", "system", "tools", "tool_choice", "model"]
+        .into_iter()
+        .find(|p| {
+            message
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with(['.', ':']))
+        })
+        .unwrap_or("body");
+    ProxyError::InvalidRequest {
+        param,
+        code: "invalid_request",
+        message,
+    }
 }
 
 /// System text blocks that carry client bookkeeping, not instructions.
@@ -435,7 +449,7 @@ mod tests {
 
     fn err(v: Value) -> String {
         match translate(v.to_string().as_bytes()) {
-            Err(ProxyError::InvalidRequest(m)) => m,
+            Err(ProxyError::InvalidRequest { message, .. }) => message,
             other => panic!("expected InvalidRequest, got {other:?}"),
         }
     }
@@ -655,6 +669,14 @@ mod tests {
         assert!(
             m.contains("messages.0.content.0") && m.contains("document"),
             "{m}"
+        );
+        let e = translate(json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "document"}]}]}).to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.param(), Some("messages"));
+        assert_eq!(e.code(), "invalid_request");
+        assert_eq!(bad("tool_choice.name: x").param(), Some("tool_choice"));
+        assert_eq!(
+            bad("The request body must be a JSON object.").param(),
+            Some("body")
         );
         assert!(err(json!({"messages": []})).contains("model"));
         assert!(err(json!({"model": "m"})).contains("messages"));

@@ -1,22 +1,20 @@
-//! `POST /v1/messages` (Claude Code, the Anthropic SDKs) on the common pipeline:
-//! the Messages request is translated (`crate::anthropic::request`), its model
-//! mapped to the upstream's catalog, then it goes through the same allow-lists,
-//! tier routing, caps, payment flow and retry coalescing as a chat completion
-//! (`super::route_model`, `super::start_call`). The completion comes back as a
-//! Message or its event stream, with `ping` events as the heartbeat; errors in
-//! Anthropic's shape (`crate::anthropic::error`).
+//! The Anthropic Messages dialect's server side (Claude Code, the Anthropic
+//! SDKs): its paths, the model mapping and upstream headers it needs before the
+//! common pipeline (allow-lists, tier routing, caps, payment, retry coalescing;
+//! see `dialect`), and its answers: a Message or its event stream, `ping` events
+//! as the heartbeat, Anthropic-shaped errors. `count_tokens` is answered here,
+//! never paid. The translation itself is `crate::anthropic`.
 
-use super::{Body, ChannelBody, HEARTBEAT_EVERY, STREAM_HOLD, Shared, coalesce};
+use super::{Body, Shared, coalesce, dialect::Front};
 use crate::anthropic::{answer, models, request};
-use crate::config::{AppConfig, Loaded};
+use crate::config::Loaded;
 use crate::error::ProxyError;
 use crate::openai::models::Tier;
-use crate::pay::{BoxError, Call, Upstream};
+use crate::pay::{BoxError, Upstream};
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::Response;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::{Method, Response};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -50,26 +48,24 @@ pub fn parse_path(path: &str) -> Option<(Option<Tier>, Endpoint)> {
     Some((tier, ep))
 }
 
-/// Whether errors on this path are answered in Anthropic's shape.
-pub fn is_anthropic_path(path: &str) -> bool {
-    parse_path(path).is_some()
+/// `POST …/messages/count_tokens`: an estimate (about 4 bytes a token), never
+/// paid; Claude Code uses it for context accounting only.
+pub(super) fn count_tokens(body: &[u8]) -> Result<Response<Body>, ProxyError> {
+    let t = request::translate(body)?;
+    let v = serde_json::json!({"input_tokens": request::estimate_tokens(&t)});
+    Ok(json_response(hyper::StatusCode::OK, &v, None))
 }
 
-pub(super) async fn handle(
+/// Points the call at the upstream model that serves the Anthropic id asked
+/// for (`crate::anthropic::models`), before allow-lists and tiers look at it.
+pub(super) async fn map_model(
     shared: &Arc<Shared>,
-    cfg: &Arc<Loaded>,
-    app: String,
-    app_cfg: &AppConfig,
-    headers: &HeaderMap,
-    body: Bytes,
-    (path_tier, ep): (Option<Tier>, Endpoint),
-) -> Result<Response<Body>, ProxyError> {
-    let t = request::translate(&body)?;
-    if ep == Endpoint::CountTokens {
-        // Never paid: an estimate is all Claude Code needs (it uses it for context accounting).
-        let v = serde_json::json!({"input_tokens": request::estimate_tokens(&t)});
-        return Ok(json_response(hyper::StatusCode::OK, &v, None));
-    }
+    cfg: &Loaded,
+    front: &mut Front,
+) -> Result<(), ProxyError> {
+    let Some(asked) = front.model.clone() else {
+        return Ok(());
+    };
     let mut catalog = shared.catalog_models();
     if catalog.is_empty() {
         // The model list is free (a 402 is skipped); without it ids cannot be mapped.
@@ -78,43 +74,23 @@ pub(super) async fn handle(
         }
         catalog = shared.catalog_models();
     }
-    let upstream_model = match models::resolve(&t.model, &cfg.config.models, &catalog) {
+    let upstream = match models::resolve(&asked, &cfg.config.models, &catalog) {
         models::Resolved::Model(m) => m,
         models::Resolved::Unknown(close) => {
             return Err(ProxyError::UnknownModel {
-                model: t.model.chars().take(200).collect(),
+                model: asked.chars().take(200).collect(),
                 close: models::close_text(&close),
             });
         }
     };
-    let tier = super::route_model(
-        shared,
-        cfg,
-        &app,
-        app_cfg,
-        Some(&upstream_model),
-        path_tier.unwrap_or(Tier::Budget),
-    )?;
-    let mut chat = t.body;
-    chat.insert("model".into(), Value::String(upstream_model.clone()));
-    let upstream_body = Bytes::from(Value::Object(chat).to_string());
-    let call = Call {
-        app,
-        model: Some(upstream_model),
-        method: Method::POST,
-        path_and_query: tier.path().to_string(),
-        headers: upstream_headers(headers),
-        body: upstream_body,
-    };
-    let rx = super::start_call(shared, cfg, call);
-    if !t.stream {
-        let o = coalesce::wait(rx).await;
-        return match o.as_ref() {
-            Err(e) => Err(e.clone()),
-            Ok(u) => Ok(answer_response(u, &t.model)),
-        };
+    if upstream != asked {
+        let mut body: Value = serde_json::from_slice(&front.upstream_body)
+            .map_err(|e| ProxyError::Internal(e.to_string()))?;
+        body["model"] = Value::String(upstream.clone());
+        front.upstream_body = Bytes::from(body.to_string());
+        front.model = Some(upstream);
     }
-    stream(rx, t.model).await
+    Ok(())
 }
 
 /// The call's idempotency key for retry coalescing (`start_call` reads it; it
@@ -137,7 +113,7 @@ fn retry_marker(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Only what the upstream needs (plus the retry marker, which `pay` never
 /// forwards): the app's key (`x-api-key`), Anthropic's headers and Claude
 /// Code's session ids stay here.
-fn upstream_headers(from: &HeaderMap) -> HeaderMap {
+pub(super) fn upstream_headers(from: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for name in ["accept", "user-agent", "x-stainless-retry-count"] {
@@ -188,7 +164,7 @@ fn boxed(b: Bytes) -> Body {
 }
 
 /// A finished upstream reply as a Message, or as an Anthropic error with the upstream's status.
-fn answer_response(u: &Upstream, model: &str) -> Response<Body> {
+pub(super) fn answer(u: &Upstream, model: &str) -> Response<Body> {
     if !u.status.is_success() {
         let v = answer::upstream_error(u.status.as_u16(), &u.body);
         return json_response(u.status, &v, Some(u));
@@ -215,45 +191,13 @@ fn not_a_completion(u: &Upstream, msg: &str) -> Response<Body> {
     r
 }
 
-async fn stream(
-    rx: tokio::sync::watch::Receiver<Option<coalesce::Outcome>>,
-    model: String,
-) -> Result<Response<Body>, ProxyError> {
-    // Known quickly (the usual case, including refusals): errors as plain HTTP errors.
-    if let Ok(o) = tokio::time::timeout(STREAM_HOLD, coalesce::wait(rx.clone())).await {
-        return match o.as_ref() {
-            Err(e) => Err(e.clone()),
-            Ok(u) if !u.status.is_success() => Ok(answer_response(u, &model)),
-            Ok(u) => match completion(u).and_then(|c| answer::stream_body(&c, &model)) {
-                Ok(bytes) => Ok(sse(Some(u), boxed(bytes))),
-                Err(msg) => Ok(not_a_completion(u, &msg)),
-            },
-        };
-    }
-    // Slow (paying, or a slow model): open the stream now and send pings.
-    let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    tokio::spawn(async move {
-        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-        let wait = coalesce::wait(rx);
-        tokio::pin!(wait);
-        let tail = loop {
-            tokio::select! {
-                o = &mut wait => break stream_tail(&o, &model),
-                _ = beat.tick() => {
-                    if tx.send(Bytes::from_static(answer::PING)).await.is_err() {
-                        // The app hung up; the payment flow finishes on its own task.
-                        return;
-                    }
-                }
-            }
-        };
-        let _ = tx.send(tail).await;
-    });
-    Ok(sse(None, BoxBody::new(ChannelBody(body_rx))))
+/// The whole event stream for a finished 2xx reply; `Err` when it is not a completion.
+pub(super) fn synthesize(u: &Upstream, model: &str) -> Result<Bytes, String> {
+    completion(u).and_then(|c| answer::stream_body(&c, model))
 }
 
 /// What ends a stream whose headers are out: the events, or one `error` event.
-fn stream_tail(o: &coalesce::Outcome, model: &str) -> Bytes {
+pub(super) fn tail(o: &coalesce::Outcome, model: &str) -> Bytes {
     let failed = |body: Value| answer::error_event(&body);
     match o.as_ref() {
         Err(e) => failed(crate::anthropic::error::body(e)),
@@ -267,19 +211,6 @@ fn stream_tail(o: &coalesce::Outcome, model: &str) -> Bytes {
                     "message": format!("The upstream answered, but {msg}; the call may have been paid, do not retry.")}}))
             }),
     }
-}
-
-fn sse(u: Option<&Upstream>, body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    carry(h, u);
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
 }
 
 #[cfg(test)]

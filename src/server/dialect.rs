@@ -1,0 +1,255 @@
+//! API dialects: the wire formats apps speak to x402d. The upstream speaks only
+//! chat completions, so every dialect is translated to one chat request *before*
+//! the pipeline looks at model, tier, allow-lists, caps and coalescing (a new
+//! route is never a way around a cap), and the one upstream outcome is
+//! translated back per dialect.
+//!
+//! Adding a dialect takes three small hooks, all in this file:
+//! 1. a `Dialect` variant and its path suffix in [`parse_path`];
+//! 2. its arm in [`Front::parse`]: body → chat request (+ what the answer needs, in [`Back`]);
+//! 3. its arms in [`Back`]: `answer` (non-streaming), `synthesize` (the stream of a
+//!    finished 2xx answer) and `tail` (what ends a stream whose headers are already
+//!    out: the stream, or the dialect's error event).
+//!
+//! Errors before the first byte are `ProxyError`s, rendered OpenAI-shaped, or
+//! Anthropic-shaped on the Messages paths (`server::error_response`). Messages
+//! also maps its model ids to the upstream's (`anthropic::map_model`, right after
+//! `Front::parse`), sends upstream only the headers it needs
+//! ([`upstream_headers`]) and keeps streams alive with `ping` events ([`Back::heartbeat`]).
+
+use super::coalesce::Outcome;
+use crate::error::ProxyError;
+use crate::openai::models::Tier;
+use crate::openai::responses::{self, Echo};
+use crate::openai::sse;
+use crate::pay::{Body, Upstream};
+use bytes::Bytes;
+use hyper::Response;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `…/chat/completions`: native, relayed as is.
+    Chat,
+    /// `…/responses`: the OpenAI Responses API (Codex CLI, the Agents SDK).
+    Responses,
+    /// `…/messages`: the Anthropic Messages API (Claude Code, the Anthropic SDKs);
+    /// see `super::anthropic`.
+    Messages,
+}
+
+/// The dialect and price tier a `POST` path asks for: `/v1/<api>`,
+/// `/v1/pro/<api>` or `/v1/premium/<api>`. The plain `/v1` form is `Budget`,
+/// which the pipeline may route on by model.
+pub fn parse_path(path: &str) -> Option<(Dialect, Tier)> {
+    if let Some((tier, super::anthropic::Endpoint::Messages)) = super::anthropic::parse_path(path) {
+        return Some((Dialect::Messages, tier.unwrap_or(Tier::Budget)));
+    }
+    let (prefix, dialect) = if let Some(p) = path.strip_suffix("/chat/completions") {
+        (p, Dialect::Chat)
+    } else if let Some(p) = path.strip_suffix("/responses") {
+        (p, Dialect::Responses)
+    } else {
+        return None;
+    };
+    let tier = match prefix {
+        "/v1" => Tier::Budget,
+        "/v1/pro" => Tier::Pro,
+        "/v1/premium" => Tier::Premium,
+        _ => return None,
+    };
+    Some((dialect, tier))
+}
+
+/// A request as the pipeline needs it, whatever the dialect.
+pub struct Front {
+    pub model: Option<String>,
+    pub stream: bool,
+    /// The chat completion request sent upstream (never streaming).
+    pub upstream_body: Bytes,
+    pub back: Back,
+}
+
+/// How to answer the app once the upstream outcome is known.
+pub enum Back {
+    Chat {
+        include_usage: bool,
+    },
+    Responses(Box<Echo>),
+    /// The model id the client asked for (a Message names it).
+    Messages {
+        model: String,
+    },
+}
+
+/// The bits of a chat request the proxy looks at; everything else passes through.
+#[derive(serde::Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+impl Front {
+    pub fn parse(dialect: Dialect, body: Bytes) -> Result<Front, ProxyError> {
+        match dialect {
+            Dialect::Chat => {
+                let req: ChatRequest = serde_json::from_slice(&body)
+                    .map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
+                let stream = req.stream == Some(true);
+                let (upstream_body, include_usage) = if stream {
+                    sse::unstream_request(&body).map_err(ProxyError::InvalidJson)?
+                } else {
+                    (body, false)
+                };
+                Ok(Front {
+                    model: req.model,
+                    stream,
+                    upstream_body,
+                    back: Back::Chat { include_usage },
+                })
+            }
+            Dialect::Responses => {
+                let t = responses::request::translate(&body)?;
+                Ok(Front {
+                    model: t.model,
+                    stream: t.stream,
+                    upstream_body: Bytes::from(t.chat.to_string()),
+                    back: Back::Responses(Box::new(t.echo)),
+                })
+            }
+            Dialect::Messages => {
+                let t = crate::anthropic::request::translate(&body)?;
+                Ok(Front {
+                    model: Some(t.model.clone()),
+                    stream: t.stream,
+                    upstream_body: Bytes::from(Value::Object(t.body).to_string()),
+                    back: Back::Messages { model: t.model },
+                })
+            }
+        }
+    }
+}
+
+impl Back {
+    /// The answer to a non-streaming call. Upstream errors, and 2xx bodies that
+    /// are not a completion, are relayed as they came.
+    pub fn answer(&self, u: &Upstream) -> Response<Body> {
+        match self {
+            Back::Chat { .. } => u.clone().into_response(),
+            Back::Responses(echo) => {
+                if !u.status.is_success() {
+                    return u.clone().into_response();
+                }
+                match responses::answer::from_completion(&u.body, echo) {
+                    Ok(r) => {
+                        let mut out = u.clone();
+                        out.body = Bytes::from(r.to_string());
+                        out.headers
+                            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        out.into_response()
+                    }
+                    Err(msg) => {
+                        tracing::warn!(
+                            "upstream 2xx is not a chat completion ({msg}); relayed as is"
+                        );
+                        u.clone().into_response()
+                    }
+                }
+            }
+            Back::Messages { model } => super::anthropic::answer(u, model),
+        }
+    }
+
+    /// What keeps a stream alive while paying.
+    pub fn heartbeat(&self) -> &'static [u8] {
+        match self {
+            Back::Messages { .. } => crate::anthropic::answer::PING,
+            _ => sse::HEARTBEAT,
+        }
+    }
+
+    /// The whole event stream for a finished 2xx answer; `Err` when it is not a completion.
+    pub fn synthesize(&self, u: &Upstream) -> Result<Bytes, String> {
+        match self {
+            Back::Chat { include_usage } => super::synthesize(u, *include_usage),
+            Back::Responses(echo) => {
+                let r = responses::answer::from_completion(&u.body, echo)?;
+                Ok(responses::stream::to_sse(&responses::stream::events(&r)))
+            }
+            Back::Messages { model } => super::anthropic::synthesize(u, model),
+        }
+    }
+
+    /// What ends a stream whose headers are already out (after heartbeats).
+    pub fn tail(&self, o: &Outcome) -> Bytes {
+        match self {
+            Back::Chat { include_usage } => super::stream_tail(o, *include_usage),
+            Back::Responses(echo) => responses_tail(echo, o),
+            Back::Messages { model } => super::anthropic::tail(o, model),
+        }
+    }
+}
+
+/// The request headers that go upstream with the call (`pay` drops the app's
+/// key and hop-by-hop headers from whatever it is given).
+pub fn upstream_headers(dialect: Dialect, headers: hyper::HeaderMap) -> hyper::HeaderMap {
+    match dialect {
+        Dialect::Messages => super::anthropic::upstream_headers(&headers),
+        Dialect::Chat | Dialect::Responses => headers,
+    }
+}
+
+/// The Responses stream, or one `response.failed` event carrying the error.
+fn responses_tail(echo: &Echo, o: &Outcome) -> Bytes {
+    let error = match o.as_ref() {
+        Ok(u) if u.status.is_success() => match responses::answer::from_completion(&u.body, echo) {
+            Ok(r) => return responses::stream::to_sse(&responses::stream::events(&r)),
+            Err(msg) => json!({"message": msg, "code": "invalid_completion"}),
+        },
+        Ok(u) => {
+            // The upstream's own error object when it has one.
+            let v: Value = serde_json::from_slice(&u.body).unwrap_or_default();
+            match v.get("error") {
+                Some(e) if e.is_object() => e.clone(),
+                _ => {
+                    json!({"message": format!("upstream answered {}", u.status), "code": "upstream_error"})
+                }
+            }
+        }
+        Err(e) => crate::openai::error::body(e)["error"].clone(),
+    };
+    let failed = responses::answer::failed(&error, crate::now_ms() / 1000, echo);
+    responses::stream::to_sse(&responses::stream::failed(&failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("/v1/chat/completions"),
+            Some((Dialect::Chat, Tier::Budget))
+        );
+        assert_eq!(
+            parse_path("/v1/pro/chat/completions"),
+            Some((Dialect::Chat, Tier::Pro))
+        );
+        assert_eq!(
+            parse_path("/v1/responses"),
+            Some((Dialect::Responses, Tier::Budget))
+        );
+        assert_eq!(
+            parse_path("/v1/premium/responses"),
+            Some((Dialect::Responses, Tier::Premium))
+        );
+        assert_eq!(parse_path("/v1/other/responses"), None);
+        assert_eq!(parse_path("/v2/responses"), None);
+        assert_eq!(parse_path("/v1/responses/resp_1"), None);
+        assert_eq!(parse_path("/v1/models"), None);
+    }
+}
