@@ -247,6 +247,15 @@ mod tests {
             parse_path("/v1/premium/responses"),
             Some((Dialect::Responses, Tier::Premium))
         );
+        assert_eq!(
+            parse_path("/v1/messages"),
+            Some((Dialect::Messages, Tier::Budget))
+        );
+        assert_eq!(
+            parse_path("/v1/premium/v1/messages"),
+            Some((Dialect::Messages, Tier::Premium))
+        );
+        assert_eq!(parse_path("/v1/messages/count_tokens"), None);
         assert_eq!(parse_path("/v1/other/responses"), None);
         assert_eq!(parse_path("/v2/responses"), None);
         assert_eq!(parse_path("/v1/responses/resp_1"), None);

@@ -447,6 +447,12 @@ async fn pipeline(
             ),
         });
     }
+    // The Messages query (`?beta=true`) is Anthropic's, not the upstream's.
+    let query = if dialect == dialect::Dialect::Messages {
+        ""
+    } else {
+        &query
+    };
     let path = format!("{}{query}", tier.path());
     let rx = start_call(
         shared,
