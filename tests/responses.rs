@@ -383,3 +383,61 @@ async fn slow_payment_heartbeats_then_events_and_late_errors_are_response_failed
     assert_eq!(resp["error"]["message"], "model crashed");
     assert_eq!(seller.counts().verified, 2);
 }
+
+#[tokio::test]
+async fn custom_and_namespaced_tool_calls_map_back() {
+    let patch = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch";
+    let completion = json!({
+        "id": "chatcmpl-tools", "object": "chat.completion", "created": 1764115200, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [
+                {"id": "call_p", "type": "function", "function": {"name": "apply_patch", "arguments": json!({"input": patch}).to_string()}},
+                {"id": "call_n", "type": "function", "function": {"name": "agents__close", "arguments": "{\"id\":\"a1\"}"}}
+            ]}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18}
+    });
+    let seller = Seller::start(SellerCfg {
+        completion: Some(completion.to_string()),
+        ..Default::default()
+    })
+    .await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    let body = json!({"model": "gpt-4o-mini", "input": "add a file", "stream": true, "tools": [
+        {"type": "custom", "name": "apply_patch", "description": "Edit files.",
+         "format": {"type": "grammar", "syntax": "lark", "definition": "start: patch"}},
+        {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
+            {"type": "function", "name": "close", "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]},
+        {"type": "web_search"}
+    ]});
+    let r = responses(&d, "/v1/responses", "k", body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (_, ev) = parse_events(&r.body);
+    let items: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_item.done")
+        .map(|e| &e["item"])
+        .collect();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["type"], "custom_tool_call");
+    assert_eq!(items[0]["name"], "apply_patch");
+    assert_eq!(items[0]["call_id"], "call_p");
+    assert_eq!(items[0]["input"], patch);
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "response.custom_tool_call_input.done" && e["input"] == patch)
+    );
+    assert_eq!(items[1]["type"], "function_call");
+    assert_eq!(items[1]["name"], "close");
+    assert_eq!(items[1]["namespace"], "agents");
+    assert_eq!(items[1]["arguments"], "{\"id\":\"a1\"}");
+    // What the upstream was offered: two functions, the hosted tool left out.
+    let sent: Value = serde_json::from_slice(seller.counts().bodies.last().unwrap()).unwrap();
+    let names: Vec<&str> = sent["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["apply_patch", "agents__close"]);
+    assert_eq!(seller.counts().verified, 1);
+}

@@ -228,6 +228,122 @@ fn responses_tail(echo: &Echo, o: &Outcome) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pay::Paid;
+    use hyper::StatusCode;
+    use std::sync::Arc;
+
+    fn upstream(status: u16, body: &str) -> Upstream {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(crate::pay::HDR_COST, HeaderValue::from_static("0.001"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Upstream {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+            paid: Paid::Settled,
+        }
+    }
+
+    const COMPLETION: &str = r#"{"id":"c","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+
+    fn responses_back(stream: bool) -> Front {
+        let body = json!({"model": "m", "input": "x", "stream": stream}).to_string();
+        Front::parse(Dialect::Responses, Bytes::from(body)).unwrap()
+    }
+
+    fn events(b: &Bytes) -> Vec<Value> {
+        String::from_utf8(b.to_vec())
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.split_once("\ndata: ").unwrap().1).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn fronts() {
+        let f = responses_back(true);
+        assert!(f.stream);
+        assert_eq!(f.model.as_deref(), Some("m"));
+        let up: Value = serde_json::from_slice(&f.upstream_body).unwrap();
+        assert_eq!(up["stream"], false);
+        assert_eq!(up["messages"][0]["content"], "x");
+        let c = Front::parse(
+            Dialect::Chat,
+            Bytes::from_static(
+                br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+            ),
+        )
+        .unwrap();
+        assert!(c.stream);
+        assert!(matches!(
+            c.back,
+            Back::Chat {
+                include_usage: true
+            }
+        ));
+        assert!(matches!(
+            Front::parse(Dialect::Chat, Bytes::from_static(b"nope")),
+            Err(ProxyError::InvalidJson(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn responses_answers_keep_the_cost_headers() {
+        use http_body_util::BodyExt;
+        let back = responses_back(false).back;
+        let r = back.answer(&upstream(200, COMPLETION));
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[crate::pay::HDR_COST], "0.001");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["object"], "response");
+        assert_eq!(v["output"][0]["content"][0]["text"], "hi");
+        // Upstream errors and 2xx bodies that are not completions go through as they came.
+        let err = r#"{"error":{"message":"bad","type":"x","param":null,"code":"y"}}"#;
+        let r = back.answer(&upstream(400, err));
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), err);
+        let r = back.answer(&upstream(200, "plain"));
+        assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "plain");
+    }
+
+    #[test]
+    fn responses_stream_tail_for_every_outcome() {
+        let back = responses_back(true).back;
+        let ok: Outcome = Arc::new(Ok(upstream(200, COMPLETION)));
+        let ev = events(&back.tail(&ok));
+        assert_eq!(ev.first().unwrap()["type"], "response.created");
+        assert_eq!(ev.last().unwrap()["type"], "response.completed");
+        assert_eq!(
+            back.synthesize(ok.as_ref().as_ref().unwrap()).unwrap(),
+            back.tail(&ok)
+        );
+
+        let failed = |o: Outcome| {
+            let ev = events(&back.tail(&o));
+            assert_eq!(ev.len(), 1);
+            assert_eq!(ev[0]["type"], "response.failed");
+            assert_eq!(ev[0]["response"]["status"], "failed");
+            ev[0]["response"]["error"].clone()
+        };
+        let e = failed(Arc::new(Ok(upstream(
+            500,
+            r#"{"error":{"message":"model crashed","code":"boom"}}"#,
+        ))));
+        assert_eq!(e, json!({"code": "boom", "message": "model crashed"}));
+        let e = failed(Arc::new(Ok(upstream(502, "gateway"))));
+        assert_eq!(e["message"], "upstream answered 502 Bad Gateway");
+        let e = failed(Arc::new(Ok(upstream(200, "not a completion"))));
+        assert_eq!(e["code"], "invalid_completion");
+        let e = failed(Arc::new(Err(ProxyError::PaymentOutcomeUnknown {
+            reason: "reset".into(),
+            amount: "0.001".into(),
+        })));
+        assert_eq!(e["code"], "payment_outcome_unknown");
+        assert!(e["message"].as_str().unwrap().contains("Do not retry"));
+    }
 
     #[test]
     fn paths() {

@@ -73,7 +73,7 @@ pub fn translate(body: &[u8]) -> Result<Translated, ProxyError> {
     }
 
     let mut tool_map = BTreeMap::new();
-    let tools = translate_tools(req.get("tools"), &mut tool_map)?;
+    let tools = translate_tools(req.get("tools"), &mut tool_map);
 
     let mut messages = Vec::new();
     match req.get("instructions") {
@@ -201,13 +201,10 @@ fn flat_name(namespace: &str, name: &str) -> String {
 }
 
 /// `tools` → chat `tools`; fills `map` with the names that do not map back to a plain `function_call`.
-fn translate_tools(
-    tools: Option<&Value>,
-    map: &mut BTreeMap<String, ToolKind>,
-) -> Result<Vec<Value>, ProxyError> {
+fn translate_tools(tools: Option<&Value>, map: &mut BTreeMap<String, ToolKind>) -> Vec<Value> {
     let mut out = Vec::new();
     let Some(tools) = tools.and_then(Value::as_array) else {
-        return Ok(out);
+        return out;
     };
     for t in tools {
         match t.get("type").and_then(Value::as_str) {
@@ -248,7 +245,7 @@ fn translate_tools(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// One `function` or `custom` tool as a chat function named `name`; hosted tools give `None`.
