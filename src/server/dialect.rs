@@ -377,4 +377,61 @@ mod tests {
         assert_eq!(parse_path("/v1/responses/resp_1"), None);
         assert_eq!(parse_path("/v1/models"), None);
     }
+
+    #[tokio::test]
+    async fn messages_back() {
+        use http_body_util::BodyExt;
+        let f = Front::parse(
+            Dialect::Messages,
+            Bytes::from(
+                json!({"model": "claude-haiku-4-5", "max_tokens": 5, "stream": true,
+                "messages": [{"role": "user", "content": "x"}]})
+                .to_string(),
+            ),
+        )
+        .unwrap();
+        assert!(f.stream);
+        assert_eq!(f.model.as_deref(), Some("claude-haiku-4-5"));
+        assert_eq!(f.back.heartbeat(), crate::anthropic::answer::PING);
+        let r = f.back.answer(&upstream(200, COMPLETION));
+        assert_eq!(r.headers()[crate::pay::HDR_COST], "0.001");
+        let v: Value =
+            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["model"], "claude-haiku-4-5");
+        // An upstream error keeps its status, in Anthropic's shape.
+        let r = f
+            .back
+            .answer(&upstream(429, r#"{"error":{"message":"slow down"}}"#));
+        assert_eq!(r.status(), 429);
+        let v: Value =
+            serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+        );
+        // A 2xx that is not a completion may have been paid: never retry.
+        let r = f.back.answer(&upstream(200, "not json"));
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["x-should-retry"], "false");
+        // After the stream started: the events, or one `error` event.
+        let ok = f.back.tail(&Arc::new(Ok(upstream(200, COMPLETION))));
+        assert!(ok.starts_with(b"event: message_start\n"));
+        let late = f
+            .back
+            .tail(&Arc::new(Err(ProxyError::PaymentOutcomeUnknown {
+                reason: "reset".into(),
+                amount: "0.001".into(),
+            })));
+        assert!(late.starts_with(b"event: error\n"));
+        assert_eq!(
+            upstream_headers(Dialect::Messages, {
+                let mut h = hyper::HeaderMap::new();
+                h.insert("x-api-key", HeaderValue::from_static("sk-app"));
+                h
+            })
+            .get("x-api-key"),
+            None
+        );
+    }
 }
