@@ -55,6 +55,10 @@ pub struct Config {
     /// Model → tier overrides (`"gpt-4o" = "pro"`), on top of what the upstream's model list says.
     #[serde(default)]
     pub tiers: BTreeMap<String, Tier>,
+    /// Model aliases for the Anthropic front door (`"claude-opus-5-5" = "anthropic/claude-opus-4.1"`,
+    /// glob keys allowed): requested id → upstream id. See `anthropic::models`.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1016,7 +1020,7 @@ models = ["gpt-4o-mini", "anthropic/*"]
     fn invalid_configs_name_key_and_line() {
         assert_eq!(
             bad("listen = \"127.0.0.1:1\"\nlisten_port = 3\n"),
-            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`"
+            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`"
         );
         let e = bad("[payment]\nnetworks = [\"ethereum\"]\n");
         assert!(

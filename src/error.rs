@@ -9,7 +9,7 @@ use hyper::StatusCode;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error(
-        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/pro/chat/completions, /v1/premium/chat/completions and GET /v1/models."
+        "Unknown route {method} {path}. x402d serves POST /v1/chat/completions, /v1/responses and /v1/messages (Anthropic) (also under /v1/pro/ and /v1/premium/) and GET /v1/models."
     )]
     NotFound { method: String, path: String },
 
@@ -21,6 +21,20 @@ pub enum ProxyError {
 
     #[error("Could not read the request body: {0}")]
     BadRequestBody(String),
+
+    /// A well-formed request x402d cannot serve as asked (e.g. a Responses
+    /// `previous_response_id`: x402d keeps no conversation state).
+    #[error("{message}")]
+    InvalidRequest {
+        param: &'static str,
+        code: &'static str,
+        message: String,
+    },
+
+    #[error(
+        "Model {model:?} is not in the upstream's model list and no `[models]` alias maps it.{close} Set ANTHROPIC_MODEL to a listed id, or add an alias under [models] in the x402d config."
+    )]
+    UnknownModel { model: String, close: String },
 
     #[error(
         "Unknown API key. This x402d only accepts the api_key of a configured app ([apps.NAME] in its config)."
@@ -110,7 +124,8 @@ impl ProxyError {
         match self {
             NotFound { .. } => StatusCode::NOT_FOUND,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            InvalidJson(_) | BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            InvalidJson(_) | BadRequestBody(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            UnknownModel { .. } => StatusCode::NOT_FOUND,
             UnknownApp => StatusCode::UNAUTHORIZED,
             ModelNotAllowed { .. } | OriginNotAllowed(_) | BrowserRequestNotAllowed(_) => {
                 StatusCode::FORBIDDEN
@@ -138,9 +153,12 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         use ProxyError::*;
         match self {
-            NotFound { .. } | BodyTooLarge { .. } | InvalidJson(_) | BadRequestBody(_) => {
-                "invalid_request_error"
-            }
+            NotFound { .. }
+            | BodyTooLarge { .. }
+            | InvalidJson(_)
+            | BadRequestBody(_)
+            | InvalidRequest { .. }
+            | UnknownModel { .. } => "invalid_request_error",
             UnknownApp => "authentication_error",
             ModelNotAllowed { .. }
             | HostNotAllowed(_)
@@ -170,6 +188,8 @@ impl ProxyError {
             BodyTooLarge { .. } => "request_too_large",
             InvalidJson(_) => "invalid_json",
             BadRequestBody(_) => "bad_request_body",
+            InvalidRequest { code, .. } => code,
+            UnknownModel { .. } => "model_not_found",
             UnknownApp => "invalid_api_key",
             ModelNotAllowed { .. } => "model_not_allowed",
             HostNotAllowed(_) => "host_not_allowed",
@@ -216,7 +236,8 @@ impl ProxyError {
     /// The `param` field, where one applies.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            ProxyError::ModelNotAllowed { .. } => Some("model"),
+            ProxyError::ModelNotAllowed { .. } | ProxyError::UnknownModel { .. } => Some("model"),
+            ProxyError::InvalidRequest { param, .. } => Some(param),
             _ => None,
         }
     }

@@ -687,6 +687,7 @@ fn forwardable(name: &HeaderName) -> bool {
             | "payment-signature"
             | "x-payment"
             | "idempotency-key"
+            | "x-api-key"
     ) && !name.as_str().starts_with("x-x402d-")
 }
 

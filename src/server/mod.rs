@@ -1,13 +1,15 @@
 //! The HTTP/1.1 server apps talk to: accept loop, graceful shutdown, and the
 //! per-request pipeline (guard → route → identify app → read body → pay → relay).
 
+pub mod anthropic;
 pub mod coalesce;
+pub mod dialect;
 pub mod guard;
 
 use crate::config::{Loaded, glob_match};
 use crate::error::ProxyError;
 use crate::ledger::Ledger;
-use crate::openai::models::{self, Tier};
+use crate::openai::models;
 use crate::openai::sse;
 use crate::pay::{Body, BoxError, Call, Payer, WalletSlot};
 use crate::upstream::Client;
@@ -261,16 +263,23 @@ pub async fn serve(
 }
 
 enum Route {
-    Chat,
+    /// A paid call, in the app's dialect (see `dialect`).
+    Call(dialect::Dialect),
     Models,
     Metrics,
+    /// `…/messages/count_tokens`: an estimate, never paid.
+    CountTokens,
 }
 
 fn route(method: &Method, path: &str) -> Option<Route> {
     match (method, path) {
-        (&Method::POST, "/v1/chat/completions")
-        | (&Method::POST, "/v1/pro/chat/completions")
-        | (&Method::POST, "/v1/premium/chat/completions") => Some(Route::Chat),
+        (&Method::POST, p)
+            if anthropic::parse_path(p)
+                .is_some_and(|(_, e)| e == anthropic::Endpoint::CountTokens) =>
+        {
+            Some(Route::CountTokens)
+        }
+        (&Method::POST, p) => dialect::parse_path(p).map(|(d, _)| Route::Call(d)),
         (&Method::GET, "/v1/models") => Some(Route::Models),
         (&Method::GET, "/metrics") => Some(Route::Metrics),
         _ => None,
@@ -284,9 +293,10 @@ pub async fn handle(
     peer: Option<std::net::SocketAddr>,
 ) -> Response<Body> {
     let cfg = shared.config();
+    let shape = ErrorShape::of(req.uri().path());
     let origin = match guard::check(&cfg, req.headers(), shared.local_port) {
         Ok(o) => o,
-        Err(e) => return error_response(shared, &e, None),
+        Err(e) => return error_response(shared, &e, None, shape),
     };
     if req.uri().path() == "/metrics" && peer.is_some_and(|p| !p.ip().is_loopback()) {
         return error_response(
@@ -296,6 +306,7 @@ pub async fn handle(
                 path: "/metrics".into(),
             },
             origin,
+            shape,
         );
     }
     let app_label = bearer(req.headers())
@@ -339,7 +350,7 @@ async fn handle_inner(
         }
         Err(e) => {
             tracing::info!(%method, %path, code = e.code(), "refused: {e}");
-            error_response(shared, &e, origin)
+            error_response(shared, &e, origin, ErrorShape::of(&path))
         }
     }
 }
@@ -380,14 +391,26 @@ async fn pipeline(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
 
-    if let Route::Models = route {
-        return models(shared, cfg, &app, &app_cfg, parts.headers, &query).await;
-    }
+    let dialect = match route {
+        Route::Models => return models(shared, cfg, &app, &app_cfg, parts.headers, &query).await,
+        Route::Metrics => return metrics_response(shared, cfg).await,
+        Route::CountTokens => return anthropic::count_tokens(&body),
+        Route::Call(d) => d,
+    };
 
-    // Chat: look at the model (and stream flag); everything else passes through.
-    let req: ChatRequest =
-        serde_json::from_slice(&body).map_err(|e| ProxyError::InvalidJson(e.to_string()))?;
-    let model = req.model;
+    // Translated to one chat request first: model, tier, caps and coalescing see
+    // the same thing whatever the app's dialect.
+    let mut front = dialect::Front::parse(dialect, body)?;
+    if dialect == dialect::Dialect::Messages {
+        // Anthropic model ids name the upstream's models their own way.
+        anthropic::map_model(shared, cfg, &mut front).await?;
+    }
+    let dialect::Front {
+        model,
+        stream,
+        upstream_body,
+        back,
+    } = front;
     if let (Some(model), Some(allowed)) = (&model, app_cfg.models.as_ref())
         && !model_allowed(allowed, model)
     {
@@ -398,9 +421,13 @@ async fn pipeline(
         });
     }
     // Tier routing: plain /v1/chat/completions goes to the tier that serves the model.
-    let requested = Tier::from_path(parts.uri.path()).unwrap_or(Tier::Budget);
+    let requested = dialect::parse_path(parts.uri.path())
+        .map(|(_, t)| t)
+        .unwrap_or(models::Tier::Budget);
     let tier = match (&model, requested) {
-        (Some(m), Tier::Budget) => models::tier_of(m, &cfg.config.tiers, &shared.catalog_models()),
+        (Some(m), models::Tier::Budget) => {
+            models::tier_of(m, &cfg.config.tiers, &shared.catalog_models())
+        }
         _ => requested,
     };
     if let Some(tiers) = &app_cfg.tiers
@@ -420,13 +447,12 @@ async fn pipeline(
             ),
         });
     }
-    let stream = req.stream == Some(true);
-    let (upstream_body, include_usage) = if stream {
-        sse::unstream_request(&body).map_err(ProxyError::InvalidJson)?
+    // The Messages query (`?beta=true`) is Anthropic's, not the upstream's.
+    let query = if dialect == dialect::Dialect::Messages {
+        ""
     } else {
-        (body, false)
+        &query
     };
-
     let path = format!("{}{query}", tier.path());
     let rx = start_call(
         shared,
@@ -436,18 +462,18 @@ async fn pipeline(
             model,
             method: parts.method,
             path_and_query: path,
-            headers: parts.headers,
+            headers: dialect::upstream_headers(dialect, parts.headers),
             body: upstream_body,
         },
     );
     if !stream {
         let o = coalesce::wait(rx).await;
         return match o.as_ref() {
-            Ok(u) => Ok(u.clone().into_response()),
+            Ok(u) => Ok(back.answer(u)),
             Err(_) => Err(shared_err(o)),
         };
     }
-    stream_response(rx, include_usage).await
+    stream_response(rx, back).await
 }
 
 /// Starts (or, for a retry, joins) one call. The payment flow runs on its own
@@ -518,35 +544,36 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 async fn stream_response(
     rx: tokio::sync::watch::Receiver<Option<coalesce::Outcome>>,
-    include_usage: bool,
+    back: dialect::Back,
 ) -> Result<Response<Body>, ProxyError> {
     // Known quickly (the usual case, including over-budget and refusals): answer
     // errors as plain HTTP errors, before any byte of the stream.
     if let Ok(o) = tokio::time::timeout(STREAM_HOLD, coalesce::wait(rx.clone())).await {
         return match o.as_ref() {
             Err(_) => Err(shared_err(o)),
-            Ok(u) if !u.status.is_success() => Ok(u.clone().into_response()),
-            Ok(u) => match synthesize(u, include_usage) {
+            Ok(u) if !u.status.is_success() => Ok(back.answer(u)),
+            Ok(u) => match back.synthesize(u) {
                 Ok(bytes) => Ok(sse_response(
                     Some(u),
                     BoxBody::new(Full::new(bytes).map_err(|n| match n {})),
                 )),
-                // A 2xx that is not a completion: relay it as it is.
-                Err(_) => Ok(u.clone().into_response()),
+                // A 2xx that is not a completion: answered as the dialect answers it.
+                Err(_) => Ok(back.answer(u)),
             },
         };
     }
     // Slow (paying, or a slow model): start the stream now and keep it alive.
     let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let heartbeat = back.heartbeat();
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         let wait = coalesce::wait(rx);
         tokio::pin!(wait);
         let final_bytes = loop {
             tokio::select! {
-                o = &mut wait => break stream_tail(&o, include_usage),
+                o = &mut wait => break back.tail(&o),
                 _ = beat.tick() => {
-                    if tx.send(Bytes::from_static(sse::HEARTBEAT)).await.is_err() {
+                    if tx.send(Bytes::from_static(heartbeat)).await.is_err() {
                         // The app hung up; the payment flow still finishes on its own task.
                         return;
                     }
@@ -789,16 +816,8 @@ async fn read_body_inner(mut body: Incoming, declared: Option<u64>) -> Result<By
     Ok(buf.freeze())
 }
 
-/// The bits of a chat request the proxy looks at; everything else passes through.
-#[derive(serde::Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    stream: Option<bool>,
-}
-
-/// The API key an app sent (`Authorization: Bearer <key>`), which names the app.
+/// The API key an app sent (`Authorization: Bearer <key>`, or Anthropic's
+/// `x-api-key: <key>`), which names the app.
 fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     headers
         .get(AUTHORIZATION)
@@ -807,6 +826,7 @@ fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
 }
 
@@ -818,9 +838,34 @@ pub fn model_allowed(allowed: &[String], model: &str) -> bool {
         .any(|p| glob_match(p, model) || glob_match(p, bare))
 }
 
-fn error_response(shared: &Shared, e: &ProxyError, origin: Option<String>) -> Response<Body> {
+/// Which API's error shape a path answers in.
+#[derive(Clone, Copy)]
+enum ErrorShape {
+    OpenAi,
+    Anthropic,
+}
+
+impl ErrorShape {
+    fn of(path: &str) -> ErrorShape {
+        if anthropic::parse_path(path).is_some() {
+            ErrorShape::Anthropic
+        } else {
+            ErrorShape::OpenAi
+        }
+    }
+}
+
+fn error_response(
+    shared: &Shared,
+    e: &ProxyError,
+    origin: Option<String>,
+    shape: ErrorShape,
+) -> Response<Body> {
     shared.note_error(e);
-    let r = crate::openai::error::response(e);
+    let r = match shape {
+        ErrorShape::OpenAi => crate::openai::error::response(e),
+        ErrorShape::Anthropic => crate::anthropic::error::response(e),
+    };
     let mut r = r.map(|b| b.map_err(|never| -> BoxError { match never {} }).boxed());
     cors(&mut r, origin);
     r
@@ -855,7 +900,7 @@ fn preflight(origin: Option<String>) -> Response<Body> {
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static(
-            "authorization, content-type, idempotency-key, x-stainless-retry-count",
+            "authorization, content-type, idempotency-key, x-stainless-retry-count, x-api-key, anthropic-version, anthropic-beta",
         ),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("600"));

@@ -199,7 +199,7 @@ export X402D_RETRY_URL="http://127.0.0.1:$X_RETRY_PORT" X402D_RETRY_CONFIG="$WOR
 # The resolver check: its own anvil (clock in the past), its own x402d; the check serves the seller and an RPC proxy.
 export PAST_RPC_URL="http://127.0.0.1:$PAST_RPC_PORT" RESOLVE_SELLER_PORT RESOLVE_RPC_PORT
 export X402D_RESOLVE_URL="http://127.0.0.1:$X_RESOLVE_PORT" X402D_RESOLVE_CONFIG="$WORK/x402d-resolve/config.toml"
-log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"))'), x402d $X402D_BIN"
+log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"), "openai-agents", v("openai-agents"))'), x402d $X402D_BIN"
 
 # ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
 start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$RPC_PORT" --chain-id 84532 --silent
@@ -229,7 +229,8 @@ check stack-direct-replay node checks/stack.mjs direct-replay
 # ---- x402d ----
 X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-paid openai-python-premium
   tier-routing-premium tier-routing-pro stream-openai-python stream-openai-node stream-tools-python stream-tools-node
-  langchain-chatopenai sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
+  langchain-chatopenai codex-answer codex-tool-turn responses-openai-python agents-sdk-tool sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
+  claude-code-answer claude-code-tool anthropic-python anthropic-python-stream
   retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
   retry-transient-python retry-transient-node
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
@@ -261,7 +262,9 @@ ${5:-}
 ${4:-}
 EOF
 }
-write_config main "$X_MAIN_PORT" "$SELLER_URL"
+write_config main "$X_MAIN_PORT" "$SELLER_URL" '
+[apps.claude]
+api_key = "sk-claude-code"'
 write_config cap "$X_CAP_PORT" "$SELLER_URL" '
 [apps.capped]
 api_key = "sk-capped"
@@ -336,10 +339,18 @@ check stream-openai-node    node checks/chat.mjs --driver node --stream --usage
 check stream-tools-python   node checks/chat.mjs --driver py --stream --tools --usage
 check stream-tools-node     node checks/chat.mjs --driver node --stream --tools
 check langchain-chatopenai  node checks/langchain.mjs
+check codex-answer          node checks/responses.mjs codex-answer
+check codex-tool-turn       node checks/responses.mjs codex-tool
+check responses-openai-python node checks/responses.mjs python
+check agents-sdk-tool       node checks/responses.mjs agents
 check sequential-20         node checks/sequential.mjs 20
 check replay-rejected       node checks/replay.mjs seller
 check ledger-nonces-unique  node checks/replay.mjs ledger
 check capped-app-budget     node checks/capped.mjs
+check claude-code-answer    node checks/claude.mjs code-answer
+check claude-code-tool      node checks/claude.mjs code-tool
+check anthropic-python      node checks/claude.mjs sdk
+check anthropic-python-stream node checks/claude.mjs sdk --stream
 # The retry group's lines (it ran beside the checks above).
 wait "$RETRY_GROUP_PID" 2>/dev/null
 cat "$WORK/retry-group.out"

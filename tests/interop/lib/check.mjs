@@ -42,10 +42,11 @@ function run(cmd, args, { timeout = 120_000 } = {}) {
   });
 }
 
-/** Run an SDK driver ("py" | "node" | "langchain") with the given options; returns the parsed per-call records. */
+/** Run an SDK driver ("py" | "node" | "langchain" | "responses") with the given options; returns the parsed per-call records. */
 export async function driver(kind, opts) {
   const [cmd, script] = kind === "py" ? [env("PY"), path.join(ROOT, "drivers/openai_call.py")]
     : kind === "langchain" ? [env("PY"), path.join(ROOT, "drivers/langchain_call.py")]
+    : kind === "responses" ? [env("PY"), path.join(ROOT, "drivers/responses_call.py")]
     : [process.execPath, path.join(ROOT, "drivers/openai_call.mjs")];
   const r = await run(cmd, [script, JSON.stringify(opts)]);
   const recs = r.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
@@ -198,4 +199,37 @@ export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, la
     if (model !== undefined) p.expect(e.model === model, `ledger model ${JSON.stringify(e.model)}, expected ${JSON.stringify(model)}`);
   });
   return { paid, chainTx, moved };
+}
+
+/** The on-chain / seller / ledger cross-check of `n` paid calls made after snapshot `s0` and tap index `tap0`, all at
+ *  `price`: exactly n x price.atomic moved in n AuthorizationUsed + n Transfer logs; the seller saw exactly n paid
+ *  requests, each on `price.path` with a PAYMENT-RESPONSE tx among those on-chain txs (all distinct); x402d's ledger
+ *  has each `settled` with that tx. Failures go into `p`; returns the seller's paid records (oldest first). */
+export async function verifyPaidN(p, { inst, s0, tap0, price, n, label = "" }) {
+  const s1 = await snapshot();
+  const logs = await authLogsSince(s0);
+  const transfers = await transfersSince(s0);
+  const N = BigInt(n);
+  const moved = { payer: s0.payerBal - s1.payerBal, payTo: s1.payToBal - s0.payToBal };
+  info(`chain${label}`, { moved, authorizationUsed: logs.map((l) => ({ tx: l.transactionHash, nonce: l.args.nonce })) });
+  p.expect(moved.payer === N * price.atomic && moved.payTo === N * price.atomic,
+    `balance deltas payer -${moved.payer} payTo +${moved.payTo}, expected exactly ${N * price.atomic} (${n} x ${price.atomic})`);
+  p.expect(logs.length === n && transfers.length === n && transfers.every((t) => t.args.value === price.atomic),
+    `${logs.length} AuthorizationUsed / ${transfers.length} transfers, expected ${n} of ${price.atomic}`);
+  const chainTxs = new Set(logs.map((l) => l.transactionHash));
+  const paid = await tapWaitPaid(tap0, n, inst.tap);
+  info(`seller saw${label}`, paid.map((r) => ({ path: r.path, status: r.status, settle: r.settle })));
+  p.expect(paid.length === n, `seller saw ${paid.length} paid requests, expected ${n}`);
+  const txs = paid.map((r) => r.settle?.transaction);
+  p.expect(txs.every((tx) => tx && chainTxs.has(tx)) && new Set(txs).size === txs.length,
+    `seller PAYMENT-RESPONSE txs ${JSON.stringify(txs)} are not ${n} distinct on-chain AuthorizationUsed txs`);
+  p.expect(paid.every((r) => r.path === price.path), `seller paid paths ${JSON.stringify(paid.map((r) => r.path))}, expected ${price.path}`);
+  await p.attempt(async () => {
+    const ledger = await paymentsWait(inst.config, (a) => txs.every((tx) => a.some((e) => eqAddr(e.tx, tx) && e.state === "settled")));
+    for (const tx of txs) {
+      const e = ledger.find((x) => eqAddr(x.tx, tx));
+      p.expect(e && e.state === "settled" && usdToAtomic(e.amount) === price.atomic, `ledger: entry for tx ${tx}: ${JSON.stringify(e ?? null)}`);
+    }
+  });
+  return paid;
 }

@@ -3,9 +3,11 @@
 import fs from "node:fs";
 
 import crypto from "node:crypto";
+import { claudeScripted } from "./claude-script.mjs";
 
 // The seller's model list, with the tier that serves each model (like the real upstream's GET /v1/models).
-export const MODEL_TIERS = { "gpt-4o-mini": "budget", "gpt-4o": "pro", "claude-opus-4": "premium", "interop-echo": "budget" };
+export const MODEL_TIERS = { "gpt-4o-mini": "budget", "gpt-4o": "pro", "claude-opus-4": "premium", "interop-echo": "budget",
+  "anthropic/claude-haiku-4.5": "budget" };
 export const MODELS = Object.keys(MODEL_TIERS);
 
 /** Text of the last user message (string content or array of text parts). */
@@ -18,6 +20,19 @@ export function lastUserText(body) {
   return "";
 }
 
+/** Text of the last message when it is a tool result (role "tool"): the model's second turn of a tool loop. */
+export function toolResultText(body) {
+  const msgs = Array.isArray(body?.messages) ? body.messages : [];
+  const m = msgs.at(-1);
+  if (m?.role !== "tool") return null;
+  if (typeof m.content === "string") return m.content;
+  return Array.isArray(m.content) ? m.content.map((p) => p?.text || "").join("") : "";
+}
+
+/** A last user message starting with this gets text even when the request offers tools (agents such as Codex CLI
+ *  always offer tools). */
+export const NO_TOOLS = "[no tools]";
+
 /** The one tool the drivers offer with "tools": true (drivers/openai_call.py and langchain_call.py carry the same). */
 export const TOOLS = [{ type: "function", function: {
   name: "get_weather", description: "Current weather for a city",
@@ -29,6 +44,7 @@ export const usageFor = (content) => ({ prompt_tokens: 5, completion_tokens: [..
 /** Deterministic tool call for a request that has `tools`: the first tool, its first parameter (or "input") set to
  *  the last user message, id "call_" + sha256(name + message)[:24]. Checks recompute it from the request. */
 export function toolCallFor(body) {
+  if (toolResultText(body) !== null || lastUserText(body).startsWith(NO_TOOLS)) return null;
   const tools = Array.isArray(body?.tools) ? body.tools : [];
   const fn = tools.map((t) => t?.function).find((f) => f?.name);
   if (!fn) return null;
@@ -41,12 +57,21 @@ export function toolCallFor(body) {
 
 /** Deterministic chat completion, always plain JSON like the real upstream (which has no streaming): `stream` and
  *  `stream_options` are ignored. Content is "echo: <last user message>"; with `tools` the message is a tool call
- *  (content null, finish_reason "tool_calls"). */
+ *  (content null, finish_reason "tool_calls"), unless the last user message starts with NO_TOOLS; when the last
+ *  message is a tool result the content is "tool said: <its text>" (the end of a tool loop). */
 export function chatHandler(tag) {
   return (req, res) => {
     const model = req.body?.model || "interop-echo";
+    const scripted = claudeScripted(req.body);
+    if (scripted) {
+      const { message, finish } = scripted;
+      return res.json({ id: `chatcmpl-interop-${tag}-${Date.now()}`, object: "chat.completion", created: Math.floor(Date.now() / 1000), model,
+        system_fingerprint: "fp_interop", choices: [{ index: 0, message, logprobs: null, finish_reason: finish }],
+        usage: usageFor(message.content ?? message.tool_calls[0].function.arguments) });
+    }
     const call = toolCallFor(req.body);
-    const content = call ? null : `echo: ${lastUserText(req.body)}`;
+    const result = toolResultText(req.body);
+    const content = call ? null : result !== null ? `tool said: ${result}` : `echo: ${lastUserText(req.body)}`;
     const message = call ? { role: "assistant", content: null, tool_calls: [call], refusal: null } : { role: "assistant", content, refusal: null };
     res.json({ id: `chatcmpl-interop-${tag}-${Date.now()}`, object: "chat.completion", created: Math.floor(Date.now() / 1000), model,
       system_fingerprint: "fp_interop", choices: [{ index: 0, message, logprobs: null, finish_reason: call ? "tool_calls" : "stop" }],
