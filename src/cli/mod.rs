@@ -29,6 +29,7 @@ macro_rules! outln {
 }
 
 mod config;
+mod docs;
 mod doctor;
 mod report;
 mod serve;
@@ -68,6 +69,13 @@ pub(crate) enum Cmd {
     Doctor,
     /// Write the systemd unit for this binary and reload systemd.
     InstallService(InstallArgs),
+    /// Print the shell completion script (bash, zsh or fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: docs::CompletionShell,
+    },
+    /// Print the man page, x402d(1), in roff.
+    Man,
 }
 
 #[derive(Args)]
@@ -187,6 +195,8 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Doctor => doctor::doctor_cmd(&cli).await,
         Cmd::InstallService(a) => service::install_service(a).await,
         Cmd::Reload => config::reload(&cli).await,
+        Cmd::Completions { shell } => docs::completions(*shell),
+        Cmd::Man => docs::man(),
     }
 }
 

@@ -87,6 +87,24 @@ pub(crate) async fn install_service(a: &InstallArgs) -> Result<ExitCode, Fail> {
         )
     })?;
     outln!("wrote {}", path.display());
+    // The Debian package ships the units in the vendor directory; a copy in /etc or ~/.config
+    // shadows it, also after package upgrades that change it.
+    let vendor: &[&str] = if a.system {
+        &[
+            "/lib/systemd/system/x402d.service",
+            "/usr/lib/systemd/system/x402d.service",
+        ]
+    } else {
+        &["/usr/lib/systemd/user/x402d.service"]
+    };
+    if let Some(v) = vendor.iter().find(|v| std::path::Path::new(v).exists()) {
+        eprintln!(
+            "note: {v} (from the x402d package) is now overridden by {}, also after package \
+             upgrades; to follow the package instead: rm {} && systemctl {scope}daemon-reload",
+            path.display(),
+            path.display()
+        );
+    }
     let mut cmd = tokio::process::Command::new("systemctl");
     if !a.system {
         cmd.arg("--user");

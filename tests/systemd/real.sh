@@ -1,14 +1,18 @@
 #!/bin/bash
-# Real-systemd integration test of x402d and the units in systemd/.
+# Real-systemd integration test of x402d's Debian package and the units in systemd/ it ships.
 #
 # Boots systemd as PID 1 of a systemd-nspawn container (a cached Debian rootfs, private network:
 # only `lo`), drives it with nsenter, and checks the system unit (Type=notify, STATUS=, encrypted
 # credential, reload, crash restart, watchdog, journald fields), socket activation and a lingering
-# user's `systemctl --user` service that reads the wallet from that user's kernel keyring.
+# user's `systemctl --user` service that reads the wallet from that user's kernel keyring. x402d is
+# installed with `dpkg -i` (scripts/deb packages the binary under test), so the units under test are
+# the packaged ones; the package's own behaviour (man page, completions, nothing enabled or started,
+# upgrade/remove/purge keeping the config and the ledger) is checked too.
 # A mock x402 seller (tests/systemd/mock_seller.py) runs inside the container on 127.0.0.1:4021.
 #
-#   sudo tests/systemd/real.sh                 # the x402d under test: target/debug/x402d
+#   sudo tests/systemd/real.sh                 # packages target/debug/x402d (scripts/deb --binary)
 #   X402D_BIN=target/release/x402d tests/systemd/real.sh
+#   X402D_DEB=target/debian/x402d_0.1.0_amd64.deb tests/systemd/real.sh   # an already built package
 #
 # Needs root, cgroup v2 (pure or hybrid), and systemd-container + debootstrap (installed with apt
 # when missing). First run: debootstrap of Debian bookworm (~275 MB) into
@@ -24,8 +28,10 @@ HERE=$ROOT/tests/systemd
 BIN=${X402D_BIN:-$ROOT/target/debug/x402d}
 ROOTFS=${X402D_ROOTFS:-${XDG_CACHE_HOME:-$HOME/.cache}/x402d-systemd-rootfs}
 SUITE=${X402D_SUITE:-bookworm}
-INCLUDE=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,procps,python3,keyutils,curl
+INCLUDE=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,procps,python3,keyutils,curl,man-db,bash-completion
 STAMP="x402d-rootfs v1 suite=$SUITE include=$INCLUDE"
+DEB=${X402D_DEB:-}
+X=/usr/bin/x402d # where the package installs it
 MACHINE=x402d-test-$$
 KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d # anvil dev key #1 (public)
 ADDR=0x70997970C51812dc3A010C7d01b50e0d17dc79C8
@@ -60,8 +66,19 @@ die() {
 	echo "FAIL needs root (systemd-nspawn); run with sudo"
 	exit 2
 }
-[ -x "$BIN" ] || {
-	echo "FAIL no x402d binary at $BIN (cargo build, or set X402D_BIN)"
+if [ -z "$DEB" ]; then
+	[ -x "$BIN" ] || {
+		echo "FAIL no x402d binary at $BIN (cargo build, or set X402D_BIN)"
+		exit 2
+	}
+	echo "# packaging $BIN: scripts/deb --binary"
+	DEB=$("$ROOT/scripts/deb" --binary "$BIN" | tail -2 | head -1) && [ -f "$DEB" ] || {
+		echo "FAIL scripts/deb --binary $BIN"
+		exit 2
+	}
+fi
+[ -f "$DEB" ] || {
+	echo "FAIL no package at $DEB"
 	exit 2
 }
 
@@ -92,7 +109,7 @@ cleanup() {
 	if [ -n "$L" ] && kill -0 "$L" 2>/dev/null; then
 		# The container shares the host kernel's keyrings: drop the test user's wallet key.
 		timeout 20 nsenter -t "$L" -a runuser -u alice -- keyctl session - \
-			/usr/local/bin/x402d wallet remove --yes >/dev/null 2>&1
+			$X wallet remove --yes >/dev/null 2>&1
 		if [ "$fail" -gt 0 ] || [ "${X402D_KEEP:-0}" = 1 ]; then
 			timeout 20 nsenter -t "$L" -a journalctl --no-pager -o short-monotonic >"$WORK/journal.txt" 2>&1
 		fi
@@ -114,7 +131,7 @@ cleanup() {
 	fi
 	find "$CG" -depth -type d -exec rmdir {} \; 2>/dev/null
 	find "/sys/fs/cgroup/systemd/$MACHINE" -depth -type d -exec rmdir {} \; 2>/dev/null
-	rm -f "$WORK/x402d"
+	rm -f "$WORK/x402d.deb"
 	if [ "$fail" -gt 0 ] || [ "${X402D_KEEP:-0}" = 1 ]; then
 		echo "# logs kept in $WORK (nspawn.log, journal.txt)"
 	else
@@ -157,9 +174,9 @@ fi
 flock -u 9
 
 # --- boot -----------------------------------------------------------------------------------------
-# Snapshot the binary: a rebuild during the run must not change what is tested.
-cp "$BIN" "$WORK/x402d"
-echo "# x402d under test: $BIN ($(stat -c '%y' "$BIN" | cut -d. -f1)); $("$WORK/x402d" --version)"
+# Snapshot the package: a rebuild during the run must not change what is tested.
+cp "$DEB" "$WORK/x402d.deb"
+echo "# x402d under test: $DEB ($(stat -c '%y' "$DEB" | cut -d. -f1)); $(dpkg-deb -f "$DEB" Package Version | tr '\n' ' ')"
 # Why each flag (found by failures): --register=no --keep-unit: no host D-Bus/machined;
 # own cgroup + SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1: pure cgroup v2 inside; --console=pipe: passive
 # never drains the pty; --volatile=overlay: the cached rootfs stays pristine; --private-network:
@@ -171,7 +188,7 @@ T=$(date +%s.%N)
 	echo $BASHPID >"$CG/cgroup.procs"
 	exec env SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -q -D "$ROOTFS" -M "$MACHINE" \
 		--volatile=overlay --register=no --keep-unit --console=pipe --private-network \
-		--system-call-filter='bpf @keyring' --bind-ro="$WORK/x402d:/usr/local/bin/x402d" -b
+		--system-call-filter='bpf @keyring' --bind-ro="$WORK/x402d.deb:/root/x402d.deb" -b
 ) </dev/null >"$WORK/nspawn.log" 2>&1 &
 NSPAWN=$!
 for _ in $(seq 200); do
@@ -223,6 +240,31 @@ hdr() { sed -n "s/^$1: *//Ip" <<<"$HDRS" | head -1; }
 jlog() { ct journalctl --no-pager -o cat "$@"; }
 count() { jlog "${@:2}" | grep -c -- "$1"; } # pattern, journalctl args
 
+# --- the package -----------------------------------------------------------------------------------
+echo "# dpkg -i $(basename "$DEB")"
+out=$(ct dpkg -i /root/x402d.deb 2>&1)
+verdict $? "dpkg -i installs the package" "$out"
+ct dpkg -L x402d >"$WORK/dpkg-L.txt" 2>&1
+miss=$(for f in /usr/bin/x402d /lib/systemd/system/x402d.service /lib/systemd/system/x402d.socket \
+	/usr/lib/systemd/user/x402d.service /usr/lib/systemd/user/x402d.socket /etc/x402d/config.toml \
+	/usr/share/man/man1/x402d.1.gz /usr/share/bash-completion/completions/x402d; do
+	ct test -e "$f" || echo "$f"
+done)
+check "installed: binary, system + user units, conffile, man page, completions${miss:+ (missing: $miss)}" [ -z "$miss" ]
+en=$(S is-enabled x402d.service x402d.socket 2>&1 | tr '\n' ' ')
+ac=$(S is-active x402d.service x402d.socket 2>&1 | tr '\n' ' ')
+[ "$en" = "disabled disabled " ] && [ "$ac" = "inactive inactive " ]
+verdict $? "nothing enabled or started by the package (enabled: $en; active: $ac)" "$out"
+grep -q "nothing was enabled or started" <<<"$out"
+verdict $? "postinst says so and what to do next" "$out"
+m=$(ct env MANWIDTH=100 man -P cat x402d 2>&1)
+grep -q "x402d wallet import" <<<"$m" && grep -q "/etc/x402d/config.toml" <<<"$m"
+verdict $? "'man x402d' shows the page ($(grep -c . <<<"$m") lines)" "$m"
+comp=$(ct bash -c '. /usr/share/bash-completion/bash_completion; _completion_loader x402d;
+	COMP_WORDS=(x402d install-s); COMP_CWORD=1; _x402d x402d install-s x402d; echo "${COMPREPLY[*]}"' 2>&1)
+[ "$comp" = install-service ]
+verdict $? "bash-completion loads the packaged completion: 'x402d install-s<TAB>' -> '$comp'" "$comp"
+
 # --- setup: mock seller, credential, config, units ------------------------------------------------
 put /usr/local/lib/x402d-test/mock_seller.py <"$HERE/mock_seller.py"
 ct systemd-run -q --unit=mock-seller -p Environment=MOCK_LOG=/run/mock-seller.log \
@@ -248,23 +290,26 @@ config() { # daily cap of the default app
 	EOF
 }
 config 0.003 | put /etc/x402d/config.toml
-echo "# system unit (systemd/x402d-system.service as x402d.service)"
-# The README's way: `x402d install-service --system` (the binary is /usr/local/bin/x402d here, so the
-# unit it writes must be systemd/x402d-system.service byte for byte). x402d.socket is copied.
-inst=$(ct /usr/local/bin/x402d install-service --system 2>&1)
-ct cmp -s /etc/systemd/system/x402d.service - <"$ROOT/systemd/x402d-system.service" &&
+echo "# system unit (the package's x402d.service, systemd/x402d-system.service for /usr/bin/x402d)"
+# The README's other way, `x402d install-service --system`, writes the very unit the package ships.
+# It goes again afterwards, so that what runs below is the packaged unit.
+inst=$(ct $X install-service --system 2>&1)
+ct cmp -s /etc/systemd/system/x402d.service /lib/systemd/system/x402d.service &&
 	grep -q "systemd reloaded" <<<"$inst"
-verdict $? "'x402d install-service --system' wrote the unit and ran daemon-reload" "$inst"
-ct cmp -s /etc/systemd/system/x402d.service - <"$ROOT/systemd/x402d-system.service" ||
-	put /etc/systemd/system/x402d.service <"$ROOT/systemd/x402d-system.service" # go on with the repo's
-put /etc/systemd/system/x402d.socket <"$ROOT/systemd/x402d.socket"
+verdict $? "'x402d install-service --system' wrote the packaged unit and ran daemon-reload" "$inst"
+grep -q "note: /lib/systemd/system/x402d.service (from the x402d package) is now overridden" <<<"$inst"
+verdict $? "... and warned that its copy overrides the package's" "$inst"
+ct rm -f /etc/systemd/system/x402d.service
 S daemon-reload
+fp=$(prop x402d FragmentPath)
+check "x402d.service is the packaged unit ($fp), ExecStart=$X" \
+	grep -Eq "^(/usr)?/lib/systemd/system/x402d.service\$" <<<"$fp"
 
 # --- 1. Type=notify: activating until READY=1 -----------------------------------------------------
 # x402d starts in milliseconds, too fast to see `activating`; a runtime drop-in delays the exec by 2 s
 # (sh execs x402d, so the main PID and its READY=1 are x402d's own).
 ct sh -c "mkdir -p /run/systemd/system/x402d.service.d && printf '%s\n' '[Service]' 'ExecStart=' \
-	\"ExecStart=/bin/sh -c 'sleep 2; exec /usr/local/bin/x402d serve'\" > /run/systemd/system/x402d.service.d/delay.conf"
+	\"ExecStart=/bin/sh -c 'sleep 2; exec $X serve'\" > /run/systemd/system/x402d.service.d/delay.conf"
 S daemon-reload
 T=$(date +%s.%N)
 S start --no-block x402d
@@ -314,7 +359,7 @@ pay
 verdict $? "paid call: 200, payment settled (got $CODE, state '$(hdr x-x402d-payment-state)')" "$BODY"
 check "the seller got the credential wallet's authorization (from $ADDR)" \
 	ct grep -qi "\"from\": \"$ADDR\"" /run/mock-seller.log
-adm=$(ct env STATE_DIRECTORY=/var/lib/x402d /usr/local/bin/x402d status --json 2>&1)
+adm=$(ct env STATE_DIRECTORY=/var/lib/x402d $X status --json 2>&1)
 grep -qi "\"wallet\": *\"$ADDR\"" <<<"$adm"
 verdict $? "admin socket under DynamicUser: 'STATE_DIRECTORY=/var/lib/x402d x402d status' as root" "$adm"
 
@@ -340,7 +385,7 @@ ct kill -KILL "$P0"
 T=$(date +%s.%N)
 wait_for 15 is_restarted x402d "$P0"
 check "SIGKILL -> restarted in $(el "$T")s (NRestarts=$(prop x402d NRestarts))" is_restarted x402d "$P0"
-led=$(ct env STATE_DIRECTORY=/var/lib/x402d /usr/local/bin/x402d payments --json 2>&1 | ct python3 -c '
+led=$(ct env STATE_DIRECTORY=/var/lib/x402d $X payments --json 2>&1 | ct python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
 print(sum(1 for r in rows if r["state"] == "settled" and r["payer"].lower() == "'"${ADDR,,}"'"))' 2>&1)
@@ -407,22 +452,23 @@ check "crash under socket activation: the next call is answered ($CODE)" [ "$COD
 S stop x402d.socket x402d.service
 
 # --- 9. user service (systemctl --user), wallet in the user's kernel keyring ------------------------
-echo "# user unit (systemd/x402d.service, systemctl --user, lingering user)"
+echo "# user unit (the package's /usr/lib/systemd/user/x402d.service, systemctl --user, lingering user)"
 ct useradd -m -u "$TUID" alice
 ct loginctl enable-linger alice
 wait_for 15 ct test -S "/run/user/$TUID/systemd/private" || bad "user manager for alice did not start"
 U() { ct runuser -u alice -- env XDG_RUNTIME_DIR="/run/user/$TUID" "$@"; }
 config 1 | grep -v -e '^\[wallet\]' -e '^source' | put "/home/alice/.config/x402d/config.toml"
 ct chown -R alice: /home/alice/.config
-inst=$(U /usr/local/bin/x402d install-service --user 2>&1)
-ct cmp -s /home/alice/.config/systemd/user/x402d.service - <"$ROOT/systemd/x402d.service" &&
+inst=$(U $X install-service --user 2>&1)
+ct cmp -s /home/alice/.config/systemd/user/x402d.service /usr/lib/systemd/user/x402d.service &&
 	grep -q "systemd reloaded" <<<"$inst"
-verdict $? "alice: 'x402d install-service --user' wrote systemd/x402d.service to ~/.config/systemd/user, daemon-reload" "$inst"
-ct cmp -s /home/alice/.config/systemd/user/x402d.service - <"$ROOT/systemd/x402d.service" ||
-	put "/home/alice/.config/systemd/user/x402d.service" <"$ROOT/systemd/x402d.service" # go on with the repo's
-put "/home/alice/.config/systemd/user/x402d.socket" <"$ROOT/systemd/x402d.socket"
-ct chown -R alice: /home/alice/.config
+verdict $? "alice: 'x402d install-service --user' wrote the packaged user unit to ~/.config/systemd/user, daemon-reload" "$inst"
+grep -q "note: /usr/lib/systemd/user/x402d.service (from the x402d package) is now overridden" <<<"$inst"
+verdict $? "... and warned that her copy overrides the package's" "$inst"
+ct rm -f /home/alice/.config/systemd/user/x402d.service # what runs below is the packaged unit
 U systemctl --user daemon-reload
+fp=$(U systemctl --user show -p FragmentPath --value x402d)
+check "alice's x402d.service is the packaged user unit ($fp)" [ "$fp" = /usr/lib/systemd/user/x402d.service ]
 T=$(date +%s.%N)
 U systemctl --user start x402d
 st=$(U systemctl --user is-active x402d)
@@ -435,7 +481,7 @@ pay
 verdict $? "call without a wallet: 503 wallet_not_configured (got $CODE)" "$BODY"
 # alice imports the key in a session keyring of her own (as in a login session); it lands in her
 # per-uid persistent keyring, which the running service reaches: the next call pays.
-imp=$(printf '%s\n' "$KEY" | ct runuser -u alice -- keyctl session - /usr/local/bin/x402d wallet import 2>&1)
+imp=$(printf '%s\n' "$KEY" | ct runuser -u alice -- keyctl session - $X wallet import 2>&1)
 grep -qi "$ADDR" <<<"$imp"
 verdict $? "alice: 'x402d wallet import' in her own session keyring -> $ADDR" "$imp"
 pay
@@ -448,7 +494,7 @@ check "after a restart the wallet is loaded from alice's keyring at startup (STA
 UP=$(U systemctl --user show -p MainPID --value x402d)
 usb=$(ct sh -c "grep -E '^(NoNewPrivs|Seccomp):' /proc/$UP/status | tr -d '\t' | tr '\n' ' '")
 check "user service sandbox applied: $usb" grep -q "NoNewPrivs:1 Seccomp:2" <<<"$usb"
-ust=$(ct runuser -u alice -- /usr/local/bin/x402d status 2>&1)
+ust=$(ct runuser -u alice -- $X status 2>&1)
 check "alice's 'x402d status' finds the service (admin.sock in ~/.local/state/x402d)" grep -q "running (pid" <<<"$ust"
 U systemctl --user reload x402d
 wait_for 10 sh -c "nsenter -t $L -a runuser -u alice -- env XDG_RUNTIME_DIR=/run/user/$TUID journalctl --user -u x402d -o cat | grep -q 'config reloaded'"
@@ -459,3 +505,26 @@ U systemctl --user start x402d.socket
 pay
 check "user x402d.socket: first call starts the user service and is paid ($CODE)" [ "$CODE" = 200 ]
 U systemctl --user stop x402d.socket x402d.service
+
+# --- 10. the package: upgrade, remove, purge --------------------------------------------------------
+echo "# package lifecycle (dpkg -i again, dpkg -r, dpkg --purge)"
+# alice's key is in the host kernel's keyring for her uid: remove it while x402d is still installed.
+ct runuser -u alice -- keyctl session - $X wallet remove --yes >/dev/null 2>&1
+S start x402d
+P0=$(prop x402d MainPID)
+cfg0=$(ct sha256sum /etc/x402d/config.toml)
+out=$(ct dpkg -i /root/x402d.deb 2>&1)
+[ "$(prop x402d MainPID)" = "$P0" ] && is_active x402d && [ "$(ct sha256sum /etc/x402d/config.toml)" = "$cfg0" ]
+verdict $? "upgrade (dpkg -i over itself): the running service is left alone, the edited config kept" "$out"
+led=$(ct env STATE_DIRECTORY=/var/lib/x402d $X payments --json 2>&1 | ct python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>&1)
+check "upgrade keeps the ledger ($led payments listed)" [ "$led" -ge 4 ]
+out=$(ct dpkg -r x402d 2>&1)
+[ "$(S is-active x402d)" != active ] && ct test -f /etc/x402d/config.toml && ct test -e /var/lib/private/x402d/ledger.redb
+verdict $? "dpkg -r: service stopped, config and ledger kept (is-active: $(S is-active x402d))" "$out"
+out=$(ct dpkg --purge x402d 2>&1)
+! ct test -e /etc/x402d/config.toml && ct test -e /var/lib/private/x402d/ledger.redb && grep -q "ledger was kept" <<<"$out"
+verdict $? "dpkg --purge: config gone, ledger kept, and it says so: $(grep -m1 'ledger' <<<"$out")" "$out"
+ct dpkg -i /root/x402d.deb >/dev/null 2>&1
+out=$(ct env X402D_PURGE_LEDGER=yes dpkg --purge x402d 2>&1)
+! ct test -e /var/lib/private/x402d && ! ct test -e /var/lib/x402d && grep -q "purged the ledger" <<<"$out"
+verdict $? "X402D_PURGE_LEDGER=yes dpkg --purge: the ledger goes too" "$out"
