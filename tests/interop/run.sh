@@ -150,15 +150,11 @@ for tool in node npm python3 curl timeout; do
 done
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { failed setup "Node $(node --version) is too old: need Node 20+"; finish; }
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { failed setup "$(python3 --version) is too old: need Python 3.11+ (openai 3.54 uses httpx2)"; finish; }
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  log "npm ci (tests/interop)"
-  npm ci --no-audit --no-fund --loglevel=error >"$WORK/logs/npm-ci.log" 2>&1 || { failed setup "npm ci failed (see $WORK/logs/npm-ci.log)"; finish; }
-fi
-if ! cmp -s requirements.txt .venv/.requirements.txt 2>/dev/null; then
-  log "creating .venv (openai python)"
-  { python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt && cp requirements.txt .venv/.requirements.txt; } \
-    >"$WORK/logs/venv.log" 2>&1 || { failed setup "venv/pip failed (see $WORK/logs/venv.log)"; finish; }
-fi
+# Pinned npm/pip dependencies, installed once per lock-file content outside the clone (lib/deps.sh).
+. lib/deps.sh
+if [ ! -f "$(readlink node_modules 2>/dev/null)/../.complete" ]; then log "npm ci (tests/interop, cached in $X402D_CI_CACHE)"; fi
+interop_node_deps "$WORK/logs/npm-ci.log" || { failed setup "npm ci failed (see $WORK/logs/npm-ci.log)"; finish; }
+interop_py_deps "$WORK/logs/venv.log" || { failed setup "venv/pip failed (see $WORK/logs/venv.log)"; finish; }
 export PY="$HERE/.venv/bin/python"
 if [ "${RUN_V1:-0}" = 1 ] && { [ ! -f v1/node_modules/.package-lock.json ] || [ v1/package-lock.json -nt v1/node_modules/.package-lock.json ]; }; then
   log "npm ci (tests/interop/v1, slow)"
