@@ -395,7 +395,7 @@ impl Payer<'_> {
         );
         let id = reservation.id();
         let (payment, signature) = reservation.sign(&wallet, &auth, &domain).await?;
-        let header = x402::header::encode_payment(&pr, &choice, &auth, &signature);
+        let header = x402::header::encode_payment(&pr, &choice, &auth, &signature, None);
         let amount = choice.amount;
         tracing::info!(
             id, app = %call.app, model = call.model.as_deref().unwrap_or("-"),
