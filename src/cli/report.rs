@@ -105,7 +105,10 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
         "AMOUNT".into(),
         "NETWORK".into(),
         "STATE".into(),
+        "SENT".into(),
         "TX".into(),
+        "PAYMENT-ID".into(),
+        "LAST ERROR".into(),
     ]];
     for r in &rows {
         let time = s(r, "time");
@@ -117,7 +120,10 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
             s(r, "amount"),
             s(r, "network"),
             s(r, "state"),
+            s(r, "attempts"),
             s(r, "tx"),
+            s(r, "payment_identifier"),
+            s(r, "last_error"),
         ]);
     }
     print_table(&t);
