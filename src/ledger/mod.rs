@@ -1031,7 +1031,15 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
                         now_ms,
                         reply,
                     } => {
-                        let res = transition(index, &mut table, id, now_ms, |p| finish(p, outcome));
+                        let res = transition(index, &mut table, id, now_ms, |p| {
+                            // A signed payment that got an answer was sent at least
+                            // once; re-sends record their own count (Op::Attempt).
+                            let sent = !matches!(outcome, Outcome::Released { .. });
+                            if p.state == State::Signed && sent && p.attempts == 0 {
+                                p.attempts = 1;
+                            }
+                            finish(p, outcome)
+                        });
                         replies.push(match reply {
                             Some(reply) => Reply::Unit(reply, res),
                             None => Reply::Detached(id, res),
