@@ -105,8 +105,8 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
         "AMOUNT".into(),
         "NETWORK".into(),
         "STATE".into(),
-        "SENT".into(),
         "TX".into(),
+        "SENT".into(),
         "PAYMENT-ID".into(),
         "LAST ERROR".into(),
     ]];
@@ -120,8 +120,8 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
             s(r, "amount"),
             s(r, "network"),
             s(r, "state"),
-            s(r, "attempts"),
             s(r, "tx"),
+            s(r, "attempts"),
             s(r, "payment_identifier"),
             s(r, "last_error"),
         ]);
