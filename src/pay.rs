@@ -605,7 +605,10 @@ impl Payer<'_> {
                     n - 1
                 )
             }
-            (_, n) if n > 1 => format!("{last_error} ({} re-sends of the same payment)", n - 1),
+            (_, n) if n > 1 => format!(
+                "{last_error}; {} re-sends of the same payment brought no answer",
+                n - 1
+            ),
             _ => last_error,
         };
         payment

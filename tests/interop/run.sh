@@ -5,6 +5,7 @@
 #   -> facilitator (@x402/core + @x402/evm) -> seller (@x402/express v2, OpenAI-shaped, priced)
 #   -> x402d (the real binary, wallet in the kernel keyring) <- real OpenAI SDKs (Python + Node) and LangChain
 #   retry-seller.mjs (takes the payment, then 500 / drops / is slow) <- a second x402d ("retry") <- the SDKs
+#   recover-seller.mjs (settles through the facilitator, then loses the answer) <- x402d "recover" <- openai-python
 #   a second anvil whose clock is 2 min behind the host's <- x402d "resolve" <- checks/resolve.mjs (seller + RPC proxy)
 #
 # Usage:  bash tests/interop/run.sh
@@ -187,7 +188,7 @@ fi
 
 # ---- ports and URLs ----
 read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT \
-  PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT < <(node lib/free-ports.mjs 13)
+  PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT RECOVER_SELLER_PORT X_RECOVER_PORT < <(node lib/free-ports.mjs 15)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
@@ -196,6 +197,8 @@ export X402D_CAP_URL="http://127.0.0.1:$X_CAP_PORT" X402D_CAP_CONFIG="$WORK/x402
 export X402D_V1_URL="http://127.0.0.1:$X_V1_PORT" X402D_V1_CONFIG="$WORK/x402d-v1/config.toml"
 export RETRY_SELLER_PORT RETRY_SELLER_URL="http://127.0.0.1:$RETRY_SELLER_PORT"
 export X402D_RETRY_URL="http://127.0.0.1:$X_RETRY_PORT" X402D_RETRY_CONFIG="$WORK/x402d-retry/config.toml"
+export RECOVER_SELLER_PORT RECOVER_SELLER_URL="http://127.0.0.1:$RECOVER_SELLER_PORT"
+export X402D_RECOVER_URL="http://127.0.0.1:$X_RECOVER_PORT" X402D_RECOVER_CONFIG="$WORK/x402d-recover/config.toml"
 # The resolver check: its own anvil (clock in the past), its own x402d; the check serves the seller and an RPC proxy.
 export PAST_RPC_URL="http://127.0.0.1:$PAST_RPC_PORT" RESOLVE_SELLER_PORT RESOLVE_RPC_PORT
 export X402D_RESOLVE_URL="http://127.0.0.1:$X_RESOLVE_PORT" X402D_RESOLVE_CONFIG="$WORK/x402d-resolve/config.toml"
@@ -216,6 +219,8 @@ start seller node seller.mjs
 STACK_ERR=$(wait_http "$SELLER_URL/v1/models" seller) || { failed stack-up "seller: $STACK_ERR"; finish; }
 start retry-seller node retry-seller.mjs
 STACK_ERR=$(wait_http "$RETRY_SELLER_URL/v1/models" retry-seller) || { failed stack-up "retry-seller: $STACK_ERR"; finish; }
+start recover-seller node recover-seller.mjs
+STACK_ERR=$(wait_http "$RECOVER_SELLER_URL/v1/models" recover-seller) || { failed stack-up "recover-seller: $STACK_ERR"; finish; }
 if [ "${RUN_V1:-0}" = 1 ]; then
   SELLER_TAP="$SELLER_V1_TAP" start seller-v1 node v1/seller-v1.mjs
   STACK_ERR=$(wait_http "$SELLER_V1_URL/v1/models" seller-v1) || { failed stack-up "seller-v1: $STACK_ERR"; finish; }
@@ -230,6 +235,7 @@ check stack-direct-replay node checks/stack.mjs direct-replay
 X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-paid openai-python-premium
   tier-routing-premium tier-routing-pro stream-openai-python stream-openai-node stream-tools-python stream-tools-node
   langchain-chatopenai sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
+  extensions-echo recover-by-payment-id recover-nonce-used
   retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
   retry-transient-python retry-transient-node
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
@@ -269,6 +275,7 @@ max_per_call = "0.01"
 daily = "0.003"'
 write_config v1 "$X_V1_PORT" "$SELLER_V1_URL"
 write_config retry "$X_RETRY_PORT" "$RETRY_SELLER_URL"
+write_config recover "$X_RECOVER_PORT" "$RECOVER_SELLER_URL"
 write_config resolve "$X_RESOLVE_PORT" "http://127.0.0.1:$RESOLVE_SELLER_PORT" "" "resolve_every_secs = 1" "http://127.0.0.1:$RESOLVE_RPC_PORT"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
@@ -287,10 +294,11 @@ check x402d-wallet bash -c wallet_check
 start x402d-main "$X402D_BIN" --config "$X402D_MAIN_CONFIG" serve
 start x402d-cap "$X402D_BIN" --config "$X402D_CAP_CONFIG" serve
 start x402d-retry "$X402D_BIN" --config "$X402D_RETRY_CONFIG" serve
+start x402d-recover "$X402D_BIN" --config "$X402D_RECOVER_CONFIG" serve
 start x402d-resolve "$X402D_BIN" --config "$X402D_RESOLVE_CONFIG" serve
 [ "${RUN_V1:-0}" = 1 ] && start x402d-v1 "$X402D_BIN" --config "$X402D_V1_CONFIG" serve
 X_ERR=""
-for inst in main cap retry resolve $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
+for inst in main cap retry resolve recover $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
   port_var="X_${inst^^}_PORT"
   e=$(wait_tcp "${!port_var}" "x402d-$inst") || X_ERR="$X_ERR x402d-$inst: $e;"
 done
@@ -340,6 +348,9 @@ check sequential-20         node checks/sequential.mjs 20
 check replay-rejected       node checks/replay.mjs seller
 check ledger-nonces-unique  node checks/replay.mjs ledger
 check capped-app-budget     node checks/capped.mjs
+check extensions-echo       node checks/extensions.mjs
+check recover-by-payment-id node checks/recover.mjs --mode id
+check recover-nonce-used    node checks/recover.mjs --mode noid
 # The retry group's lines (it ran beside the checks above).
 wait "$RETRY_GROUP_PID" 2>/dev/null
 cat "$WORK/retry-group.out"
