@@ -480,6 +480,9 @@ impl Payer<'_> {
         // (relayed when no re-send brings anything better).
         let mut first_error: Option<String> = None;
         let mut last_reply: Option<Upstream> = None;
+        // The whole exchange, re-sends included, ends within twice the upstream
+        // timeout: the app waits for this, and its payment stays unknown meanwhile.
+        let deadline = tokio::time::Instant::now() + timeout * 2;
         let last_error = loop {
             sends += 1;
             let resent = sends > 1;
@@ -487,8 +490,15 @@ impl Payer<'_> {
                 (Some(c), true) => c,
                 _ => self.client,
             };
+            let wait = if resent {
+                deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(timeout)
+            } else {
+                timeout
+            };
             let result = self
-                .send_on(client, s.call, s.uri, Some(s.header.clone()), timeout)
+                .send_on(client, s.call, s.uri, Some(s.header.clone()), wait)
                 .await;
             let next = match result {
                 Err(SendError::Connect(reason)) if !resent => {
@@ -504,7 +514,7 @@ impl Payer<'_> {
                     Next::Retry(format!("re-send could not connect: {r}"))
                 }
                 Err(SendError::Timeout) => {
-                    Next::Retry(format!("no reply within {} s", timeout.as_secs()))
+                    Next::Retry(format!("no reply within {} s", wait.as_secs()))
                 }
                 Err(SendError::Other(r)) => Next::Retry(r),
                 Err(SendError::HeadTooLarge) => {
@@ -587,7 +597,12 @@ impl Payer<'_> {
             self.note_attempt(id, sends, Some(why.clone())).await;
             let now_s = (crate::now_ms() / 1000).max(0) as u64;
             let room = s.auth.valid_before.saturating_sub(now_s);
-            if stop || sends >= max_sends || room <= RESEND_MARGIN_SECS + backoff(sends).as_secs() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if stop
+                || sends >= max_sends
+                || room <= RESEND_MARGIN_SECS + backoff(sends).as_secs()
+                || left <= backoff(sends) + Duration::from_secs(1)
+            {
                 break why;
             }
             tracing::warn!(id, app, %amount, send = sends, reason = %why, "paid answer lost; re-sending the same payment");

@@ -373,3 +373,36 @@ async fn settlement_failures_are_at_risk_never_not_settled() {
     assert_eq!(d.payments()[0]["state"], "at_risk");
     assert_eq!(seller.counts().payment_attempts, 2, "neither is re-sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_sends_stop_within_twice_the_upstream_timeout() {
+    // The seller takes the payment and never answers; a re-send is refused
+    // (nonce used) while the chain has not seen the transfer: worth re-trying,
+    // but only until the exchange has taken twice the upstream timeout.
+    let seller = Seller::start(SellerCfg {
+        paid_delay_ms: 600_000,
+        ..Default::default()
+    })
+    .await;
+    let rpc = chain(Arc::new(Mutex::new(HashSet::new()))).await;
+    let d = Daemon::start(
+        &seller.url(),
+        &format!(
+            "upstream_timeout_secs = 2\n{}",
+            cfg(&rpc.url, "recover_attempts = 10")
+        ),
+    );
+    let r = chat(&d, "k").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"]["code"], "payment_outcome_unknown");
+    let c = seller.counts();
+    assert!(
+        (2..11).contains(&c.payment_attempts),
+        "{} sends: bounded by the deadline, not by recover_attempts",
+        c.payment_attempts
+    );
+    assert_eq!(c.distinct_payments(), 1);
+    let p = &d.payments()[0];
+    assert_eq!(p["state"], "at_risk");
+    assert_eq!(p["attempts"], c.payment_attempts);
+}
