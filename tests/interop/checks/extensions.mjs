@@ -5,25 +5,33 @@
 // PAYMENT-SIGNATURE the seller got, both advertised extensions with every advertised field unchanged, plus an
 // info.id of 16-128 [A-Za-z0-9_-]; and x402d's ledger must hold that id as the payment's payment_identifier.
 // A second call gets a different id.
+//   --instance pyseller: the same against the x402 Python seller (seller_py.py: PyPI x402 2.25.0 Flask middleware,
+//   route config declaring the same two extensions on POST /v1/chat/completions, $0.001).
+import { parseArgs } from "node:util";
 import { PRICES, snapshot } from "../lib/common.mjs";
 import { b64json } from "../lib/common.mjs";
 import { main, assert, note, canon, driver, hdr, tapRead, tapPaidSince, Problems, instance, verifyPaidOnce, paymentsWait, eqAddr } from "../lib/check.mjs";
 
+const { values: o } = parseArgs({ options: { instance: { type: "string", default: "main" } } });
+
 main(async () => {
-  const inst = instance("main");
-  const price = PRICES.premium;
+  const inst = instance(o.instance);
+  const py = o.instance === "pyseller";
+  const price = py ? PRICES.base : PRICES.premium;
+  // What the seller advertises (an unpaid request straight to it, as x402d's probe sees it).
+  const probe = await fetch(`${inst.sellerUrl}${price.path}`, { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "probe" }] }) });
+  assert(probe.status === 402 && probe.headers.get("payment-required"), `the seller answered ${probe.status} to an unpaid request`);
+  const advertised = b64json(probe.headers.get("payment-required")).extensions;
   const ids = [];
   for (const n of [1, 2]) {
     const s0 = await snapshot();
     const tap0 = tapRead(inst.tap).length;
     const message = `extensions #${n} ${Date.now()}`;
-    const [rec] = await driver("py", { base_url: `${inst.url}/v1/premium`, model: "gpt-4o-mini", message });
+    const [rec] = await driver("py", { base_url: `${inst.url}${py ? "/v1" : "/v1/premium"}`, model: "gpt-4o-mini", message });
     assert(rec.ok, `call failed: HTTP ${rec.http_status} ${rec.exc}: ${rec.message}`);
     const p = new Problems();
     const { paid, chainTx } = await verifyPaidOnce(p, { inst, s0, tap0, price, model: "gpt-4o-mini", cost: hdr(rec, "x-x402d-cost") });
-    // What the seller advertised on the 402 x402d probed with, and what x402d echoed.
-    const probe = tapRead(inst.tap).slice(tap0).find((r) => r.status === 402 && r.paymentRequired && !r.paymentSignature);
-    const advertised = probe ? b64json(probe.paymentRequired).extensions : undefined;
     p.expect(advertised && advertised["payment-identifier"] && advertised["x-interop-note"],
       `the seller's 402 did not advertise both extensions: ${JSON.stringify(advertised)}`);
     const echoed = paid.at(-1)?.signature?.extensions;
