@@ -1214,6 +1214,13 @@ mod tests {
         wallet::eip3009::domain(n.eip712_name, n.eip712_version, n.chain_id, n.usdc)
     }
 
+    #[test]
+    fn re_send_backoff_doubles_to_a_cap() {
+        let ms: Vec<u128> = (1..=7).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        assert_eq!(backoff(0).as_millis(), 250);
+    }
+
     #[tokio::test]
     async fn a_dropped_reservation_releases_itself() {
         let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
