@@ -184,6 +184,9 @@ pub fn payment_json(p: &crate::ledger::Payment) -> Value {
         "state": p.state.as_str(),
         "tx": p.tx,
         "note": p.note,
+        "payment_identifier": p.payment_identifier,
+        "attempts": p.attempts,
+        "last_error": p.last_error,
     })
 }
 

@@ -283,6 +283,27 @@ impl Resolver {
         out
     }
 
+    /// Whether one authorization is used, judged at the head of a node that
+    /// proved to serve `net`'s chain (the checks of a resolution pass). The payment
+    /// flow asks when a re-sent payment is refused: used means the first send
+    /// settled. Only "used" is final here; "unused" proves nothing yet.
+    pub async fn check_used(
+        &self,
+        client: &Client,
+        rpc: &str,
+        net: &networks::Network,
+        token: Address,
+        authorizer: Address,
+        nonce: B256,
+    ) -> Result<(bool, Head), String> {
+        let head = self
+            .trusted_head(client, rpc, net)
+            .await
+            .ok_or_else(|| format!("no usable RPC for {} (see the log)", net.caip2))?;
+        let used = authorization_used(client, rpc, token, authorizer, nonce, head.number).await?;
+        Ok((used, head))
+    }
+
     /// The head of an RPC that serves `net`'s chain; None (logged) otherwise.
     /// The URL itself is never logged: it may carry an API key.
     async fn trusted_head(

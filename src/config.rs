@@ -99,6 +99,11 @@ pub struct PaymentConfig {
     /// older than this by wall time (a stuck node); see src/chain.rs.
     #[serde(default = "default_max_rpc_lag")]
     pub max_rpc_lag_secs: u64,
+    /// When a paid request fails after the payment left (reset, timeout, 5xx),
+    /// re-send the very same signed payment at most this many more times to get
+    /// the paid answer back (a re-send can never pay twice); 0 turns it off.
+    #[serde(default = "default_recover_attempts")]
+    pub recover_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -270,6 +275,11 @@ fn default_resolve_every() -> u64 {
 fn default_max_rpc_lag() -> u64 {
     300
 }
+fn default_recover_attempts() -> u32 {
+    3
+}
+/// Most re-sends one paid call may make.
+pub const MAX_RECOVER_ATTEMPTS: u32 = 10;
 fn default_max_timeout() -> u64 {
     3600
 }
@@ -297,6 +307,7 @@ impl Default for PaymentConfig {
             rpc: BTreeMap::new(),
             resolve_every_secs: default_resolve_every(),
             max_rpc_lag_secs: default_max_rpc_lag(),
+            recover_attempts: default_recover_attempts(),
         }
     }
 }
@@ -680,6 +691,13 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
             Some("payment"),
             "max_timeout_seconds",
             "must be between 1 and 86400".into(),
+        ));
+    }
+    if config.payment.recover_attempts > MAX_RECOVER_ATTEMPTS {
+        return Err(err(
+            Some("payment"),
+            "recover_attempts",
+            format!("must be between 0 (off) and {MAX_RECOVER_ATTEMPTS}"),
         ));
     }
     if config.payment.resolve_every_secs == 0 || config.payment.resolve_every_secs > 86_400 {

@@ -4,7 +4,7 @@
 use crate::config::{self, Loaded};
 use crate::ledger::{self, Ledger};
 use crate::server::{self, Shared};
-use crate::{admin, chain, upstream};
+use crate::{admin, upstream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -321,10 +321,10 @@ async fn reloads(
 /// At-risk payments are resolved against the chain in the background.
 async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
     let mut warned_no_rpc = false;
-    let resolver = chain::Resolver::default();
     loop {
         let cfg = shared.config();
-        let r = resolver
+        let r = shared
+            .resolver
             .resolve(
                 &shared.client,
                 &shared.ledger,

@@ -108,6 +108,20 @@ pub enum ProxyError {
     )]
     PaymentOutcomeUnknown { reason: String, amount: String },
 
+    #[error(
+        "The seller was paid ${amount} for this call (the chain shows the payment settled at block {block}) but lost the answer ({reason}). x402d paid once and will not pay again for this call; sending the request again is a new call and pays again."
+    )]
+    PaidAnswerLost {
+        reason: String,
+        amount: String,
+        block: u64,
+    },
+
+    #[error(
+        "The seller says settling the payment failed ({reason}). The transaction may still be on chain: the payment of ${amount} is recorded as at-risk until the chain shows whether it settled. Do not retry: a retry would pay again."
+    )]
+    SettlementFailed { reason: String, amount: String },
+
     #[error("Reading the upstream reply failed ({reason}).{}", if *paid { " The payment was already made; do not retry: a retry would pay again." } else { " No payment was made." })]
     UpstreamBody { paid: bool, reason: String },
 
@@ -143,6 +157,8 @@ impl ProxyError {
             BadRequirements(_)
             | UpstreamUnreachable { .. }
             | PaymentOutcomeUnknown { .. }
+            | PaidAnswerLost { .. }
+            | SettlementFailed { .. }
             | UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Ledger(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -172,7 +188,9 @@ impl ProxyError {
             | NoAcceptableOption(_)
             | PriceAboveCeiling(_)
             | PaymentRejected { .. }
-            | PaymentOutcomeUnknown { .. } => "payment_error",
+            | PaymentOutcomeUnknown { .. }
+            | PaidAnswerLost { .. }
+            | SettlementFailed { .. } => "payment_error",
             UpstreamUnreachable { .. } | UpstreamTimeout { .. } | UpstreamBody { .. } => {
                 "upstream_error"
             }
@@ -206,6 +224,8 @@ impl ProxyError {
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamTimeout { .. } => "upstream_timeout",
             PaymentOutcomeUnknown { .. } => "payment_outcome_unknown",
+            PaidAnswerLost { .. } => "paid_answer_lost",
+            SettlementFailed { .. } => "payment_settlement_failed",
             UpstreamBody { .. } => "upstream_body_failed",
             Ledger(_) => "ledger_error",
             Internal(_) => "internal_error",
@@ -229,6 +249,8 @@ impl ProxyError {
             self,
             ProxyError::PaymentRejected { .. }
                 | ProxyError::PaymentOutcomeUnknown { .. }
+                | ProxyError::PaidAnswerLost { .. }
+                | ProxyError::SettlementFailed { .. }
                 | ProxyError::UpstreamBody { paid: true, .. }
         )
     }

@@ -24,6 +24,14 @@ pub struct PaymentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResendLabels {
+    pub app: String,
+    /// `answer` (brought the paid answer back), `answer_lost` (the chain shows the
+    /// payment settled, the seller lost the answer), `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabels {
     pub app: String,
 }
@@ -38,6 +46,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub payments: Family<PaymentLabels, Counter>,
+    pub resends: Family<ResendLabels, Counter>,
     pub paid_atomic: Family<AppLabels, Counter>,
     pub at_risk_atomic: Gauge<i64, AtomicI64>,
     pub cap_remaining_atomic: Family<CapLabels, Gauge<i64, AtomicI64>>,
@@ -61,6 +70,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let payments = Family::<PaymentLabels, Counter>::default();
         let paid_atomic = Family::<AppLabels, Counter>::default();
+        let resends = Family::<ResendLabels, Counter>::default();
         let at_risk_atomic = Gauge::<i64, AtomicI64>::default();
         let cap_remaining_atomic = Family::<CapLabels, Gauge<i64, AtomicI64>>::default();
         let upstream_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
@@ -75,6 +85,11 @@ impl Metrics {
             "payments",
             "Payment outcomes by app, network and state",
             payments.clone(),
+        );
+        registry.register(
+            "payment_resends",
+            "Re-sends of the same signed payment after the paid answer was lost, by result",
+            resends.clone(),
         );
         registry.register(
             "paid_atomic_units",
@@ -118,6 +133,7 @@ impl Metrics {
             registry,
             requests,
             payments,
+            resends,
             paid_atomic,
             at_risk_atomic,
             cap_remaining_atomic,
@@ -145,6 +161,16 @@ impl Metrics {
                 .get_or_create(&AppLabels { app: app.into() })
                 .inc_by(amount);
         }
+    }
+
+    /// One re-send of a signed payment and what it brought.
+    pub fn resend(&self, app: &str, result: &str) {
+        self.resends
+            .get_or_create(&ResendLabels {
+                app: app.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Renders the text exposition, refreshing the ledger-derived gauges first

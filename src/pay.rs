@@ -10,10 +10,22 @@
 //!     ▼
 //! Signed     (EIP-3009 signature made, nonce/validBefore durable BEFORE sending)
 //!     ▼
-//! send paid once ─► 2xx ─────────────► Settled  → relay, cost = price
-//!                 ├► 402 ────────────► Rejected → payment_rejected error
-//!                 ├► connect failed ─► Released (the signature never left)
-//!                 └► anything else ──► AtRisk   → relay/err, never retried
+//! send paid ─► 2xx ───────────────────► Settled  → relay, cost = price
+//!           │   (PAYMENT-RESPONSE success:false ► AtRisk → relay)
+//!           ├► 402 ───────────────────► Rejected → payment_rejected error
+//!           │   (a failed settlement ─► AtRisk   → payment_settlement_failed)
+//!           ├► connect failed ────────► Released (the signature never left)
+//!           ├► reset / timeout / 5xx ─► re-send the SAME payment (same bytes,
+//!           │                           same nonce: it can never pay twice), a
+//!           │                           few times with backoff while validBefore
+//!           │                           is comfortably ahead:
+//!           │     2xx ────────────────► Settled  → relay (the seller replayed
+//!           │                           its answer by payment id, or settles now)
+//!           │     402 ─► ask the chain: used ► Settled (tx unknown)
+//!           │                                  → paid_answer_lost error
+//!           │                           unused ► keep trying, then AtRisk
+//!           │     nothing better ─────► AtRisk   → relay the 5xx / error
+//!           └► anything else ─────────► AtRisk   → relay, never re-sent
 //! ```
 //!
 //! Each transition is persisted before the next step that could move money. The
@@ -119,6 +131,8 @@ pub struct Payer<'a> {
     pub ledger: &'a Ledger,
     pub wallet: &'a WalletSlot,
     pub metrics: &'a crate::metrics::Metrics,
+    /// Asked when a re-sent payment is refused (did the first send settle?).
+    pub resolver: &'a crate::chain::Resolver,
     /// Time spent waiting on the upstream during this call, in microseconds.
     pub upstream_us: std::sync::atomic::AtomicU64,
 }
@@ -135,6 +149,17 @@ pub enum Paid {
 /// requirements in the header): enough for the usual small body, so the connection
 /// can be reused for the paid request, and never long enough to delay the payment.
 const IGNORED_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// A re-send goes out only while the authorization stays valid at least this
+/// long: the seller must still be able to verify and settle it.
+const RESEND_MARGIN_SECS: u64 = 30;
+/// The longest wait before a chain check answers (it delays the app's reply).
+const CHAIN_CHECK_WAIT: Duration = Duration::from_secs(20);
+
+/// Pause before re-send `n` (1-based): 250 ms, 500 ms, 1 s, … at most 4 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(250u64 << n.saturating_sub(1).min(4))
+}
 
 /// What a payment is recorded as in the ledger and metrics.
 struct Record<'l> {
@@ -229,6 +254,7 @@ impl<'l> Reservation<'l> {
         wallet: &Wallet,
         auth: &Authorization,
         domain: &alloy_sol_types::Eip712Domain,
+        payment_identifier: Option<String>,
     ) -> Result<(SignedPayment<'l>, [u8; 65]), ProxyError> {
         let signature = match wallet.sign(auth, domain) {
             Ok(s) => s,
@@ -240,11 +266,12 @@ impl<'l> Reservation<'l> {
         let persisted = self
             .rec
             .ledger
-            .signed(
+            .signed_with_identifier(
                 self.rec.id,
                 auth.from.to_string(),
                 auth.nonce.to_string(),
                 auth.valid_before,
+                payment_identifier,
                 crate::now_ms(),
             )
             .await;
@@ -349,6 +376,17 @@ impl Payer<'_> {
         let app_cfg = self.app_cfg(&call.app);
         let choice = select::choose(&pr, &self.policy(&app_cfg)).map_err(refusal_error)?;
 
+        // 3b. The extensions we echo, with a payment id for this call when the seller
+        //     declared payment-identifier (refused when it requires one we cannot
+        //     give: nothing is signed yet).
+        let payment_identifier = match x402::extensions::id_request(pr.extensions.as_deref()) {
+            x402::extensions::IdRequest::Accepted { .. } => Some(random_payment_id()?),
+            _ => None,
+        };
+        let extensions =
+            x402::extensions::echo(pr.extensions.as_deref(), payment_identifier.as_deref())
+                .map_err(|e| ProxyError::BadRequirements(e.to_string()))?;
+
         // 4. A payment's validity comes from our clock: refuse if it is far off.
         self.check_clock(skew, choice.timeout_seconds)?;
 
@@ -394,80 +432,320 @@ impl Payer<'_> {
             choice.network.usdc,
         );
         let id = reservation.id();
-        let (payment, signature) = reservation.sign(&wallet, &auth, &domain).await?;
-        let header = x402::header::encode_payment(&pr, &choice, &auth, &signature);
+        let (payment, signature) = reservation
+            .sign(&wallet, &auth, &domain, payment_identifier.clone())
+            .await?;
+        let header =
+            x402::header::encode_payment(&pr, &choice, &auth, &signature, extensions.as_deref());
         let amount = choice.amount;
         tracing::info!(
             id, app = %call.app, model = call.model.as_deref().unwrap_or("-"),
             %amount, network = choice.network.caip2, pay_to = %choice.pay_to,
+            payment_identifier = payment_identifier.as_deref().unwrap_or("-"),
             "payment signed"
         );
 
-        // 8. The one paid attempt.
-        let paid = (pr.version.payment_header(), header);
-        let resp = match self.send(&call, &uri, Some(paid), timeout).await {
-            Ok(r) => r,
-            Err(SendError::Connect(reason)) => {
-                // No connection was made, so the signature never left the process.
-                let why = format!("not sent: {reason}");
-                payment.finish(Outcome::Released { reason: why }).await;
-                return Err(ProxyError::UpstreamUnreachable {
-                    upstream: self.cfg.config.upstream.clone(),
-                    reason,
-                });
+        // 8. Send it; re-send the very same bytes if the answer is lost.
+        let sent = Sent {
+            call: &call,
+            uri: &uri,
+            header: (pr.version.payment_header(), header),
+            id,
+            amount,
+            auth: &auth,
+            network: choice.network,
+            timeout,
+        };
+        self.deliver(&sent, payment).await
+    }
+
+    /// Sends the signed payment and records its outcome before the reply is
+    /// relayed. When the answer is lost after the payment left (reset, timeout,
+    /// 5xx), the same header is re-sent on a fresh connection: the same nonce
+    /// cannot move money twice, so a re-send can only bring the paid answer back
+    /// (a seller replaying by payment id, or one the first send never reached).
+    async fn deliver(
+        &self,
+        s: &Sent<'_>,
+        payment: SignedPayment<'_>,
+    ) -> Result<Upstream, ProxyError> {
+        let (id, amount, timeout) = (s.id, s.amount, s.timeout);
+        let app = s.call.app.as_str();
+        let max_sends = 1 + self.cfg.config.payment.recover_attempts;
+        // Re-sends go out on their own client: a fresh connection, not the pooled
+        // one the failure happened on.
+        let mut fresh: Option<Client> = None;
+        let mut sends = 0u32;
+        // What lost the answer the first time, and the seller's last 5xx reply
+        // (relayed when no re-send brings anything better).
+        let mut first_error: Option<String> = None;
+        let mut last_reply: Option<Upstream> = None;
+        // The whole exchange, re-sends included, ends within twice the upstream
+        // timeout: the app waits for this, and its payment stays unknown meanwhile.
+        let deadline = tokio::time::Instant::now() + timeout * 2;
+        let last_error = loop {
+            sends += 1;
+            let resent = sends > 1;
+            let client = match (&fresh, resent) {
+                (Some(c), true) => c,
+                _ => self.client,
+            };
+            let wait = if resent {
+                deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(timeout)
+            } else {
+                timeout
+            };
+            let result = self
+                .send_on(client, s.call, s.uri, Some(s.header.clone()), wait)
+                .await;
+            let next = match result {
+                Err(SendError::Connect(reason)) if !resent => {
+                    // No connection was made, so the signature never left the process.
+                    let why = format!("not sent: {reason}");
+                    payment.finish(Outcome::Released { reason: why }).await;
+                    return Err(ProxyError::UpstreamUnreachable {
+                        upstream: self.cfg.config.upstream.clone(),
+                        reason,
+                    });
+                }
+                Err(SendError::Connect(r)) => {
+                    Next::Retry(format!("re-send could not connect: {r}"))
+                }
+                Err(SendError::Timeout) => {
+                    Next::Retry(format!("no reply within {} s", wait.as_secs()))
+                }
+                Err(SendError::Other(r)) => Next::Retry(r),
+                Err(SendError::HeadTooLarge) => {
+                    Next::Stop("the reply headers were too large to read".into())
+                }
+                Ok(resp) if resp.status().is_success() => {
+                    return self.answered(s, payment, resp, sends).await;
+                }
+                Ok(resp) if resp.status() == StatusCode::PAYMENT_REQUIRED && !resent => {
+                    return self.refused(s, payment, resp).await;
+                }
+                Ok(resp) if resp.status() == StatusCode::PAYMENT_REQUIRED => {
+                    // A re-send refused: did an earlier send settle? Only the chain knows.
+                    let f = failure_of(resp, timeout).await;
+                    let said = f.reason_or("no reason given");
+                    match self.chain_check(s).await {
+                        Ok((true, head)) => {
+                            let lost = first_error.clone().unwrap_or_else(|| said.clone());
+                            let note = format!(
+                                "send {sends} answered 402 ({said}); the chain shows the authorization used at block {}: paid once, the seller lost the answer ({lost})",
+                                head.number
+                            );
+                            self.note_attempt(id, sends, Some(note)).await;
+                            self.metrics.resend(app, "answer_lost");
+                            payment.finish(Outcome::Settled { tx: None }).await;
+                            tracing::warn!(id, app, %amount, state = "settled", block = head.number, reason = %lost, "paid once on chain, but the seller lost the answer");
+                            return Err(ProxyError::PaidAnswerLost {
+                                reason: lost,
+                                amount: amount.to_string(),
+                                block: head.number,
+                            });
+                        }
+                        Ok((false, head)) => {
+                            let why = format!(
+                                "re-send answered 402 ({said}); the authorization is unused on chain at block {}",
+                                head.number
+                            );
+                            // "Nonce used" with an unused nonce: a settlement may be
+                            // on its way; anything else will not change by asking again.
+                            if x402::failure::says_nonce_used(&said) {
+                                Next::Retry(why)
+                            } else {
+                                Next::Stop(why)
+                            }
+                        }
+                        Err(e) => Next::Stop(format!(
+                            "re-send answered 402 ({said}); the chain cannot be checked now: {e}"
+                        )),
+                    }
+                }
+                Ok(resp) if resp.status().is_server_error() => {
+                    let status = resp.status();
+                    if let Ok(u) = buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await {
+                        last_reply = Some(u);
+                    }
+                    Next::Retry(format!("upstream answered {status} to the paid request"))
+                }
+                Ok(resp) => {
+                    // Any other answer after the signature left: the seller may have
+                    // settled, and what it means is not ours to guess. Relayed.
+                    let reason = format!("upstream answered {} to the paid request", resp.status());
+                    self.note_attempt(id, sends, Some(reason.clone())).await;
+                    payment
+                        .finish(Outcome::AtRisk {
+                            reason: reason.clone(),
+                        })
+                        .await;
+                    tracing::warn!(id, app, %amount, state = "at_risk", %reason, "payment at risk");
+                    return buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await;
+                }
+            };
+            let (why, stop) = match next {
+                Next::Retry(w) => (w, false),
+                Next::Stop(w) => (w, true),
+            };
+            if resent {
+                self.metrics.resend(app, "failed");
             }
-            Err(e) => {
-                let reason = match e {
-                    SendError::Timeout => format!("no reply within {} s", timeout.as_secs()),
-                    SendError::HeadTooLarge => "the reply headers were too large to read".into(),
-                    SendError::Connect(r) | SendError::Other(r) => r,
-                };
-                let outcome = Outcome::AtRisk {
-                    reason: reason.clone(),
-                };
-                payment.finish(outcome).await;
-                tracing::warn!(id, app = %call.app, %amount, state = "at_risk", %reason, "paid request failed; payment at risk");
-                return Err(ProxyError::PaymentOutcomeUnknown {
-                    reason,
-                    amount: amount.to_string(),
-                });
+            first_error.get_or_insert_with(|| why.clone());
+            self.note_attempt(id, sends, Some(why.clone())).await;
+            let now_s = (crate::now_ms() / 1000).max(0) as u64;
+            let room = s.auth.valid_before.saturating_sub(now_s);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if stop
+                || sends >= max_sends
+                || room <= RESEND_MARGIN_SECS + backoff(sends).as_secs()
+                || left <= backoff(sends) + Duration::from_secs(1)
+            {
+                break why;
             }
+            tracing::warn!(id, app, %amount, send = sends, reason = %why, "paid answer lost; re-sending the same payment");
+            if fresh.is_none() {
+                fresh = upstream::client().ok();
+            }
+            tokio::time::sleep(backoff(sends)).await;
         };
 
-        // 9. The outcome, recorded before the reply is relayed.
-        let status = resp.status();
-        if status.is_success() {
-            let tx = settlement_tx(resp.headers());
-            payment.finish(Outcome::Settled { tx: tx.clone() }).await;
-            tracing::info!(
-                id, app = %call.app, model = call.model.as_deref().unwrap_or("-"), %amount,
-                network = choice.network.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
-                "payment settled"
-            );
-            return buffer(resp, amount, Some(id), Paid::Settled, timeout).await;
-        }
-        if status == StatusCode::PAYMENT_REQUIRED {
-            // The seller refused the payment and says why; it was not settled, but the
-            // authorization stays counted until it expires unused.
-            let reason = rejection_reason(resp, timeout).await;
-            let outcome = Outcome::Rejected {
+        // 9. No answer came back: the outcome is unknown until the chain says.
+        let reason = match (&first_error, sends) {
+            (Some(first), n) if n > 1 && *first != last_error => {
+                format!(
+                    "{first}; then {} re-sends of the same payment: {last_error}",
+                    n - 1
+                )
+            }
+            (_, n) if n > 1 => format!(
+                "{last_error}; {} re-sends of the same payment brought no answer",
+                n - 1
+            ),
+            _ => last_error,
+        };
+        payment
+            .finish(Outcome::AtRisk {
                 reason: reason.clone(),
-            };
-            payment.finish(outcome).await;
-            tracing::warn!(id, app = %call.app, %amount, state = "rejected", %reason, "seller rejected the payment");
-            return Err(ProxyError::PaymentRejected {
+            })
+            .await;
+        tracing::warn!(id, app, %amount, state = "at_risk", %reason, "paid request failed; payment at risk");
+        match last_reply {
+            Some(u) => Ok(u),
+            None => Err(ProxyError::PaymentOutcomeUnknown {
                 reason,
-                valid_before,
+                amount: amount.to_string(),
+            }),
+        }
+    }
+
+    /// A 2xx to the paid request: settled, unless the seller's own settlement
+    /// report says it failed (then at risk, relayed as such).
+    async fn answered(
+        &self,
+        s: &Sent<'_>,
+        payment: SignedPayment<'_>,
+        resp: Response<Incoming>,
+        sends: u32,
+    ) -> Result<Upstream, ProxyError> {
+        let (id, amount, app) = (s.id, s.amount, s.call.app.as_str());
+        let report = x402::failure::settle_response(settle_header(resp.headers()));
+        if sends > 1 {
+            self.metrics.resend(app, "answer");
+            self.note_attempt(id, sends, None).await;
+        }
+        if let Some(r) = report.as_ref().filter(|r| !r.success) {
+            let reason = format!(
+                "the seller answered {} but says settlement failed ({})",
+                resp.status(),
+                r.error_reason.as_deref().unwrap_or("no reason given")
+            );
+            payment
+                .finish(Outcome::AtRisk {
+                    reason: reason.clone(),
+                })
+                .await;
+            tracing::warn!(id, app, %amount, state = "at_risk", %reason, "payment at risk");
+            return buffer(resp, amount, Some(id), Paid::AtRisk, s.timeout).await;
+        }
+        let tx = report.and_then(|r| r.transaction);
+        payment.finish(Outcome::Settled { tx: tx.clone() }).await;
+        tracing::info!(
+            id, app, model = s.call.model.as_deref().unwrap_or("-"), %amount,
+            network = s.network.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
+            sends, "payment settled"
+        );
+        buffer(resp, amount, Some(id), Paid::Settled, s.timeout).await
+    }
+
+    /// A 402 to the first send: the seller refused the payment (not settled, but
+    /// counted until it expires unused), or tried to settle it and says that
+    /// failed (the transaction may be on chain: at risk).
+    async fn refused(
+        &self,
+        s: &Sent<'_>,
+        payment: SignedPayment<'_>,
+        resp: Response<Incoming>,
+    ) -> Result<Upstream, ProxyError> {
+        let (id, amount, app) = (s.id, s.amount, s.call.app.as_str());
+        let f = failure_of(resp, s.timeout).await;
+        let reason = f.reason_or("no reason given");
+        if f.settlement_failed {
+            payment
+                .finish(Outcome::AtRisk {
+                    reason: format!("settlement failed: {reason}"),
+                })
+                .await;
+            tracing::warn!(id, app, %amount, state = "at_risk", %reason, "the seller says settlement failed; payment at risk");
+            return Err(ProxyError::SettlementFailed {
+                reason,
+                amount: amount.to_string(),
             });
         }
-        // Any other answer after the signature left: the seller may have settled.
-        let reason = format!("upstream answered {status} to the paid request");
-        let outcome = Outcome::AtRisk {
-            reason: reason.clone(),
-        };
-        payment.finish(outcome).await;
-        tracing::warn!(id, app = %call.app, %amount, state = "at_risk", %reason, "payment at risk");
-        buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await
+        payment
+            .finish(Outcome::Rejected {
+                reason: reason.clone(),
+            })
+            .await;
+        tracing::warn!(id, app, %amount, state = "rejected", %reason, "seller rejected the payment");
+        Err(ProxyError::PaymentRejected {
+            reason,
+            valid_before: s.auth.valid_before,
+        })
+    }
+
+    /// Whether the authorization is used on chain now, from the configured RPC.
+    async fn chain_check(&self, s: &Sent<'_>) -> Result<(bool, crate::chain::Head), String> {
+        let rpc = self
+            .cfg
+            .rpc_url(s.network)
+            .ok_or_else(|| format!("no [payment.rpc] URL for {}", s.network.caip2))?;
+        let check = self.resolver.check_used(
+            self.client,
+            &rpc,
+            s.network,
+            s.network.usdc,
+            s.auth.from,
+            s.auth.nonce,
+        );
+        tokio::time::timeout(CHAIN_CHECK_WAIT, check)
+            .await
+            .map_err(|_| {
+                format!(
+                    "the RPC did not answer within {} s",
+                    CHAIN_CHECK_WAIT.as_secs()
+                )
+            })?
+    }
+
+    /// Records one more send of a signed payment (a failed write is logged: the
+    /// count is for people, the state is what keeps money safe).
+    async fn note_attempt(&self, id: u64, sends: u32, error: Option<String>) {
+        if let Err(e) = self.ledger.attempt(id, sends, error, crate::now_ms()).await {
+            tracing::warn!(id, error = %e, "could not record the payment's send count");
+        }
     }
 
     fn unpaid_error(&self, e: SendError, timeout: Duration) -> ProxyError {
@@ -554,6 +832,17 @@ impl Payer<'_> {
         payment: Option<(&'static str, String)>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
+        self.send_on(self.client, call, uri, payment, timeout).await
+    }
+
+    async fn send_on(
+        &self,
+        client: &Client,
+        call: &Call,
+        uri: &Uri,
+        payment: Option<(&'static str, String)>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
         let mut req = Request::builder()
             .method(call.method.clone())
             .uri(uri.clone())
@@ -571,7 +860,7 @@ impl Payer<'_> {
             h.insert(HeaderName::from_static(name), v);
         }
         let started = std::time::Instant::now();
-        let res = tokio::time::timeout(timeout, self.client.request(req)).await;
+        let res = tokio::time::timeout(timeout, client.request(req)).await;
         let took = started.elapsed();
         self.metrics.upstream_seconds.observe(took.as_secs_f64());
         self.upstream_us.fetch_add(
@@ -613,28 +902,46 @@ pub async fn read_requirements(
         .map_err(|e| ProxyError::BadRequirements(e.to_string()))
 }
 
-/// The settlement transaction named on a paid reply, if any.
-fn settlement_tx(h: &HeaderMap) -> Option<String> {
+/// The settlement report header on a paid reply (v2, else v1), raw.
+fn settle_header(h: &HeaderMap) -> Option<&[u8]> {
     h.get(x402::HDR_PAYMENT_RESPONSE)
         .or_else(|| h.get(x402::HDR_X_PAYMENT_RESPONSE))
-        .and_then(|v| parse::parse_settle_response(v.as_bytes()))
-        .and_then(|s| s.transaction)
+        .map(|v| v.as_bytes())
 }
 
-/// Why the seller refused a payment, from its 402 answer to the paid request.
-async fn rejection_reason(resp: Response<Incoming>, timeout: Duration) -> String {
+/// What the seller said in its refusal of a paid request (see `x402::failure`).
+async fn failure_of(resp: Response<Incoming>, timeout: Duration) -> x402::failure::Failure {
     let (parts, body) = resp.into_parts();
     let body = read_limited(body, parse::MAX_REQUIREMENTS_BYTES, timeout)
         .await
         .unwrap_or_default();
-    parts
-        .headers
-        .get(x402::HDR_PAYMENT_REQUIRED)
-        .map(|h| h.as_bytes().to_vec())
-        .and_then(|h| parse::parse_402(Some(&h), b"").ok())
-        .or_else(|| parse::parse_402(None, &body).ok())
-        .and_then(|p| p.error)
-        .unwrap_or_else(|| "no reason given".into())
+    x402::failure::failure(
+        settle_header(&parts.headers),
+        parts
+            .headers
+            .get(x402::HDR_PAYMENT_REQUIRED)
+            .map(|h| h.as_bytes()),
+        &body,
+    )
+}
+
+/// The signed payment as sent, for re-sends and the outcome.
+struct Sent<'a> {
+    call: &'a Call,
+    uri: &'a Uri,
+    /// Header name and value: re-sent byte for byte, never re-signed.
+    header: (&'static str, String),
+    id: u64,
+    amount: Usd,
+    auth: &'a Authorization,
+    network: &'static x402::Network,
+    timeout: Duration,
+}
+
+/// After a send that did not bring the answer: try again, or stop.
+enum Next {
+    Retry(String),
+    Stop(String),
 }
 
 enum SendError {
@@ -693,6 +1000,13 @@ fn forwardable(name: &HeaderName) -> bool {
 
 fn path_only(pq: &str) -> &str {
     pq.split('?').next().unwrap_or(pq)
+}
+
+/// A payment-identifier id for one logical call (see `x402::extensions`).
+fn random_payment_id() -> Result<String, ProxyError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| ProxyError::Internal(format!("no randomness: {e}")))?;
+    Ok(x402::extensions::payment_id(&b))
 }
 
 fn random_nonce() -> Result<B256, ProxyError> {
@@ -901,6 +1215,13 @@ mod tests {
         wallet::eip3009::domain(n.eip712_name, n.eip712_version, n.chain_id, n.usdc)
     }
 
+    #[test]
+    fn re_send_backoff_doubles_to_a_cap() {
+        let ms: Vec<u128> = (1..=7).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        assert_eq!(backoff(0).as_millis(), 250);
+    }
+
     #[tokio::test]
     async fn a_dropped_reservation_releases_itself() {
         let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
@@ -921,7 +1242,7 @@ mod tests {
         let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
             .await
             .unwrap();
-        let (signed, _sig) = r.sign(&w, &auth(&w), &domain()).await.unwrap();
+        let (signed, _sig) = r.sign(&w, &auth(&w), &domain(), None).await.unwrap();
         assert_eq!(states(&l), [State::Signed]);
         drop(signed);
         assert_eq!(settled_states(&l).await, [State::AtRisk]);
@@ -935,7 +1256,7 @@ mod tests {
         let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
             .await
             .unwrap();
-        let (signed, _) = r.sign(&w, &auth(&w), &domain()).await.unwrap();
+        let (signed, _) = r.sign(&w, &auth(&w), &domain(), None).await.unwrap();
         signed.finish(Outcome::Settled { tx: None }).await;
         // A later op on the same writer queue: anything queued by a Drop is in by now.
         Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
@@ -966,7 +1287,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let e = r.sign(&w, &auth(&w), &domain()).await.err().unwrap();
+        let e = r.sign(&w, &auth(&w), &domain(), None).await.err().unwrap();
         assert!(matches!(e, ProxyError::Ledger(_)), "{e:?}");
         assert_eq!(settled_states(&l).await, [State::Released]);
         let p = &l.payments(None, 1).unwrap()[0];
@@ -1055,6 +1376,7 @@ mod tests {
             ledger: &ledger,
             wallet: &slot,
             metrics: &metrics,
+            resolver: &crate::chain::Resolver::default(),
             upstream_us: Default::default(),
         };
         let call = || Call {

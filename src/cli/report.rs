@@ -106,6 +106,9 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
         "NETWORK".into(),
         "STATE".into(),
         "TX".into(),
+        "SENT".into(),
+        "PAYMENT-ID".into(),
+        "LAST ERROR".into(),
     ]];
     for r in &rows {
         let time = s(r, "time");
@@ -118,6 +121,9 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
             s(r, "network"),
             s(r, "state"),
             s(r, "tx"),
+            s(r, "attempts"),
+            s(r, "payment_identifier"),
+            s(r, "last_error"),
         ]);
     }
     print_table(&t);

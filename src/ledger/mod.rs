@@ -87,6 +87,17 @@ pub struct Payment {
     pub state: State,
     pub tx: Option<String>,
     pub note: Option<String>,
+    /// The x402 `payment-identifier` id sent with this payment (the same on every
+    /// re-send of it), when the seller declared the extension.
+    #[serde(default)]
+    pub payment_identifier: Option<String>,
+    /// How many times the signed payment was sent (the first send and every
+    /// re-send of the very same signature); 0 for records from before re-sends.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last send did not bring the answer back, if one did not.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// The caps that apply to one reservation (taken from the config at call time).
@@ -181,6 +192,15 @@ enum Op {
         payer: String,
         nonce: String,
         valid_before: u64,
+        payment_identifier: Option<String>,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<(), LedgerError>>,
+    },
+    /// One more send of a signed payment, and why it failed (if it did).
+    Attempt {
+        id: u64,
+        attempts: u32,
+        last_error: Option<String>,
         now_ms: i64,
         reply: oneshot::Sender<Result<(), LedgerError>>,
     },
@@ -364,11 +384,46 @@ impl Ledger {
         valid_before: u64,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
+        self.signed_with_identifier(id, payer, nonce, valid_before, None, now_ms)
+            .await
+    }
+
+    /// [`Ledger::signed`], with the `payment-identifier` id sent with the payment.
+    pub async fn signed_with_identifier(
+        &self,
+        id: u64,
+        payer: String,
+        nonce: String,
+        valid_before: u64,
+        payment_identifier: Option<String>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
         self.ask(|reply| Op::Signed {
             id,
             payer,
             nonce,
             valid_before,
+            payment_identifier,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Records that a signed payment has now been sent `attempts` times, and why
+    /// the last send failed (`None` when it brought an answer). Only while the
+    /// payment is signed and its flow still running.
+    pub async fn attempt(
+        &self,
+        id: u64,
+        attempts: u32,
+        last_error: Option<String>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.ask(|reply| Op::Attempt {
+            id,
+            attempts,
+            last_error,
             now_ms,
             reply,
         })
@@ -915,6 +970,9 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
                                     state: State::Reserved,
                                     tx: None,
                                     note: None,
+                                    payment_identifier: None,
+                                    attempts: 0,
+                                    last_error: None,
                                 };
                                 table
                                     .insert(p.id, encode(&p)?.as_slice())
@@ -931,6 +989,7 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
                         payer,
                         nonce,
                         valid_before,
+                        payment_identifier,
                         now_ms,
                         reply,
                     } => {
@@ -942,6 +1001,26 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
                             p.payer = Some(payer);
                             p.nonce = Some(nonce);
                             p.valid_before = Some(valid_before);
+                            p.payment_identifier = payment_identifier;
+                            Ok(())
+                        });
+                        replies.push(Reply::Unit(reply, res));
+                    }
+                    Op::Attempt {
+                        id,
+                        attempts,
+                        last_error,
+                        now_ms,
+                        reply,
+                    } => {
+                        let res = transition(index, &mut table, id, now_ms, |p| {
+                            if p.state != State::Signed {
+                                return Err(State::Signed);
+                            }
+                            p.attempts = attempts;
+                            if last_error.is_some() {
+                                p.last_error = last_error;
+                            }
                             Ok(())
                         });
                         replies.push(Reply::Unit(reply, res));
@@ -952,7 +1031,15 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
                         now_ms,
                         reply,
                     } => {
-                        let res = transition(index, &mut table, id, now_ms, |p| finish(p, outcome));
+                        let res = transition(index, &mut table, id, now_ms, |p| {
+                            // A signed payment that got an answer was sent at least
+                            // once; re-sends record their own count (Op::Attempt).
+                            let sent = !matches!(outcome, Outcome::Released { .. });
+                            if p.state == State::Signed && sent && p.attempts == 0 {
+                                p.attempts = 1;
+                            }
+                            finish(p, outcome)
+                        });
                         replies.push(match reply {
                             Some(reply) => Reply::Unit(reply, res),
                             None => Reply::Detached(id, res),

@@ -343,6 +343,9 @@ fn spend_report_rows() {
         state,
         tx: None,
         note: None,
+        payment_identifier: None,
+        attempts: 0,
+        last_error: None,
     };
     let ps = vec![
         mk(1, "a", 1000, State::Settled, now),
@@ -597,4 +600,66 @@ async fn report_cost_scan_vs_totals() {
     }
     assert_eq!(scan, fast);
     println!("{n} records: full scan {scan_t:?}, writer totals {fast_t:?} (best of 5)");
+}
+
+#[tokio::test]
+async fn attempts_and_payment_identifier_persist_and_old_records_still_read() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    // A record as written before these fields existed.
+    {
+        let db = Database::create(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(PAYMENTS).unwrap();
+            let old = r#"{"id":1,"created_ms":1764158400000,"updated_ms":1764158400000,"app":"a","model":null,"route":"/v1/chat/completions","network":"eip155:84532","asset":"x","pay_to":"y","amount":1000,"payer":"0xp","nonce":"0x01","valid_before":1,"state":"settled","tx":null,"note":null}"#;
+            t.insert(1u64, old.as_bytes()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let old = &l.payments(None, 1).unwrap()[0];
+    assert_eq!(
+        (old.attempts, &old.payment_identifier, &old.last_error),
+        (0, &None, &None)
+    );
+    let id = l
+        .reserve(req("a", 1000, now, Caps::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    // Re-sends are recorded only for a signed payment.
+    assert!(matches!(
+        l.attempt(id, 1, None, now).await,
+        Err(LedgerError::BadTransition { .. })
+    ));
+    l.signed_with_identifier(
+        id,
+        "0xp".into(),
+        "0x02".into(),
+        1,
+        Some("x402d_0123456789abcdef".into()),
+        now,
+    )
+    .await
+    .unwrap();
+    l.attempt(id, 1, Some("connection reset".into()), now)
+        .await
+        .unwrap();
+    l.attempt(id, 2, None, now).await.unwrap();
+    l.finish(id, Outcome::Settled { tx: None }, now)
+        .await
+        .unwrap();
+    assert!(
+        l.attempt(id, 3, None, now).await.is_err(),
+        "not after the end"
+    );
+    let p = &l.payments(None, 1).unwrap()[0];
+    assert_eq!(
+        p.payment_identifier.as_deref(),
+        Some("x402d_0123456789abcdef")
+    );
+    assert_eq!(p.attempts, 2);
+    assert_eq!(p.last_error.as_deref(), Some("connection reset"));
+    assert_eq!(p.state, State::Settled);
 }

@@ -44,6 +44,9 @@ pub struct Shared {
     pub inflight: InFlight,
     pub metrics: crate::metrics::Metrics,
     pub timeouts: Timeouts,
+    /// Reads the chain: the background resolver, and the payment flow when a
+    /// re-sent payment is refused (one cache of RPCs that proved their chain).
+    pub resolver: crate::chain::Resolver,
 }
 
 /// Counts running payment flows so shutdown can wait for them.
@@ -97,6 +100,7 @@ impl Shared {
             inflight: InFlight::default(),
             metrics: crate::metrics::Metrics::new(),
             timeouts: Timeouts::default(),
+            resolver: crate::chain::Resolver::default(),
         }
     }
 
@@ -113,6 +117,7 @@ impl Shared {
             ledger: &self.ledger,
             wallet: &self.wallet,
             metrics: &self.metrics,
+            resolver: &self.resolver,
             upstream_us: Default::default(),
         }
     }

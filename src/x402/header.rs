@@ -3,6 +3,7 @@
 use super::{PaymentRequired, Version, select::Choice};
 use alloy_primitives::{Address, B256, U256};
 use base64::Engine as _;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// The EIP-3009 `TransferWithAuthorization` message fields.
@@ -29,35 +30,49 @@ impl Authorization {
     }
 }
 
+/// The v2 payment document. A struct (not a `Value`) so `extensions` can be
+/// carried as raw JSON text, byte for byte as advertised.
+#[derive(serde::Serialize)]
+struct V2Payment<'a> {
+    #[serde(rename = "x402Version")]
+    version: u8,
+    payload: Value,
+    accepted: &'a Value,
+    /// Echoed only when the 402 had one: `"resource": null` is not a resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extensions: Option<&'a RawValue>,
+}
+
 /// Builds the payment header value (base64 JSON) for the chosen requirement.
+/// `extensions` is what v2 echoes back (see `extensions::echo`); v1 has none.
 pub fn encode_payment(
     pr: &PaymentRequired,
     choice: &Choice,
     auth: &Authorization,
     signature: &[u8; 65],
+    extensions: Option<&RawValue>,
 ) -> String {
     let sig = format!("0x{}", hex::encode(signature));
     let doc = match pr.version {
-        Version::V2 => {
-            let mut doc = json!({
-                "x402Version": 2,
-                "payload": { "authorization": auth.to_json(), "signature": sig },
-                "accepted": choice.requirement.raw,
-            });
-            // Echoed only when the 402 had one: `"resource": null` is not a resource.
-            if let (Some(r), Some(obj)) = (&pr.resource, doc.as_object_mut()) {
-                obj.insert("resource".into(), r.clone());
-            }
-            doc
-        }
+        Version::V2 => serde_json::to_string(&V2Payment {
+            version: 2,
+            payload: json!({ "authorization": auth.to_json(), "signature": sig }),
+            accepted: &choice.requirement.raw,
+            resource: pr.resource.as_ref(),
+            extensions,
+        })
+        .unwrap_or_default(),
         Version::V1 => json!({
             "x402Version": 1,
             "scheme": choice.requirement.scheme,
             "network": choice.requirement.network,
             "payload": { "signature": sig, "authorization": auth.to_json() },
-        }),
+        })
+        .to_string(),
     };
-    base64::engine::general_purpose::STANDARD.encode(doc.to_string())
+    base64::engine::general_purpose::STANDARD.encode(doc)
 }
 
 #[cfg(test)]
@@ -92,7 +107,7 @@ mod tests {
         let h2 = crate::x402::parse::tests_support::V2_HEADER;
         let pr = parse_402(Some(h2.as_bytes()), b"{}").unwrap();
         let c = choose(&pr, &policy).unwrap();
-        let enc = encode_payment(&pr, &c, &auth, &sig);
+        let enc = encode_payment(&pr, &c, &auth, &sig, None);
         let v: Value = serde_json::from_slice(
             &base64::engine::general_purpose::STANDARD
                 .decode(enc)
@@ -114,7 +129,7 @@ mod tests {
         // A 402 without a resource: the key is left out, not sent as null.
         let mut bare = pr.clone();
         bare.resource = None;
-        let enc = encode_payment(&bare, &c, &auth, &sig);
+        let enc = encode_payment(&bare, &c, &auth, &sig, None);
         let v: Value = serde_json::from_slice(
             &base64::engine::general_purpose::STANDARD
                 .decode(enc)
@@ -126,7 +141,7 @@ mod tests {
 
         let pr1 = parse_402(None, crate::x402::parse::tests_support::V1_BODY.as_bytes()).unwrap();
         let c1 = choose(&pr1, &policy).unwrap();
-        let enc = encode_payment(&pr1, &c1, &auth, &sig);
+        let enc = encode_payment(&pr1, &c1, &auth, &sig, None);
         let v: Value = serde_json::from_slice(
             &base64::engine::general_purpose::STANDARD
                 .decode(enc)
@@ -137,5 +152,48 @@ mod tests {
         assert_eq!(v["scheme"], "exact");
         assert_eq!(v["network"], "base-sepolia");
         assert_eq!(v["payload"]["authorization"]["value"], "1000");
+    }
+
+    #[test]
+    fn v2_carries_the_echoed_extensions_verbatim() {
+        let policy = Policy {
+            networks: vec![networks::lookup("eip155:84532").unwrap()],
+            ceiling: Usd(1_000_000),
+            max_timeout_seconds: 3600,
+            pay_to: None,
+        };
+        let doc = r#"{"x402Version":2,"accepts":[{"scheme":"exact","network":"eip155:84532","amount":"1000","asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e","payTo":"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC","maxTimeoutSeconds":60,"extra":{"name":"USDC","version":"2"}}],"extensions":{"payment-identifier":{"info":{"required":false}},"x-odd" : {"n":1.50}}}"#;
+        let h = base64::engine::general_purpose::STANDARD.encode(doc);
+        let pr = parse_402(Some(h.as_bytes()), b"").unwrap();
+        assert_eq!(
+            pr.extensions.as_ref().unwrap().get(),
+            r#"{"payment-identifier":{"info":{"required":false}},"x-odd" : {"n":1.50}}"#
+        );
+        let c = choose(&pr, &policy).unwrap();
+        let id = crate::x402::extensions::payment_id(&[9; 16]);
+        let ext = crate::x402::extensions::echo(pr.extensions.as_deref(), Some(&id))
+            .unwrap()
+            .unwrap();
+        let auth = Authorization {
+            from: Address::ZERO,
+            to: Address::ZERO,
+            value: U256::from(1000),
+            valid_after: 0,
+            valid_before: 1,
+            nonce: B256::ZERO,
+        };
+        let enc = encode_payment(&pr, &c, &auth, &[1; 65], Some(&ext));
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(enc)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            text.ends_with(&format!(
+                r#","extensions":{{"payment-identifier":{{"info":{{"required":false,"id":"{id}"}}}},"x-odd":{{"n":1.50}}}}}}"#
+            )),
+            "{text}"
+        );
     }
 }

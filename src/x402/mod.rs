@@ -2,6 +2,8 @@
 //! choosing a requirement we are willing to pay, and encoding the payment header.
 //! No I/O lives here; the payment flow in `crate::pay` drives it.
 
+pub mod extensions;
+pub mod failure;
 pub mod header;
 pub mod networks;
 pub mod parse;

@@ -4,6 +4,7 @@
 use super::Version;
 use base64::Engine as _;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Upper bound on offered options; a seller offering more is refused outright.
 pub const MAX_ACCEPTS: usize = 64;
@@ -39,6 +40,9 @@ pub struct PaymentRequired {
     pub resource: Option<Value>,
     /// Each option, or why it could not be read.
     pub accepts: Vec<Result<Requirement, String>>,
+    /// v2 top-level `extensions`, as the exact JSON text the seller sent (echoed
+    /// back byte for byte in the payment; see `extensions.rs`).
+    pub extensions: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +80,9 @@ pub fn parse_402(header: Option<&[u8]>, body: &[u8]) -> Result<PaymentRequired, 
             .map_err(|_| ParseError::BadBase64)?;
         let v: Value =
             serde_json::from_slice(&json).map_err(|e| ParseError::BadJson(e.to_string()))?;
-        return from_value(v, Some(Version::V2));
+        let mut pr = from_value(v, Some(Version::V2))?;
+        pr.extensions = raw_extensions(&json);
+        return Ok(pr);
     }
     if body.len() > MAX_REQUIREMENTS_BYTES {
         return Err(ParseError::TooLarge(body.len()));
@@ -85,7 +91,21 @@ pub fn parse_402(header: Option<&[u8]>, body: &[u8]) -> Result<PaymentRequired, 
     if v.get("x402Version").is_none() {
         return Err(ParseError::NotX402);
     }
-    from_value(v, None)
+    let mut pr = from_value(v, None)?;
+    if pr.version == Version::V2 {
+        pr.extensions = raw_extensions(body);
+    }
+    Ok(pr)
+}
+
+/// The top-level `extensions` member as the seller wrote it (`None` when absent or null).
+fn raw_extensions(json: &[u8]) -> Option<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        extensions: Option<Box<RawValue>>,
+    }
+    serde_json::from_slice::<Doc>(json).ok()?.extensions
 }
 
 fn from_value(v: Value, expect: Option<Version>) -> Result<PaymentRequired, ParseError> {
@@ -132,6 +152,7 @@ fn from_value(v: Value, expect: Option<Version>) -> Result<PaymentRequired, Pars
             .map(|s| truncate(s, 300)),
         resource: obj.get("resource").cloned(),
         accepts: accepts.iter().map(|a| requirement(a, version)).collect(),
+        extensions: None,
     })
 }
 

@@ -46,6 +46,11 @@ pub enum AfterPay {
     Drop,
     /// Takes the payment, then answers `302 Found` with this `Location`.
     Redirect(String),
+    /// Answers 200 with the completion, but its `PAYMENT-RESPONSE` says settlement failed.
+    SettleFailed200,
+    /// Answers 402 with a `PAYMENT-RESPONSE` saying settlement failed (what
+    /// `@x402/express` does when the facilitator's settle fails).
+    SettleFailed402,
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +91,13 @@ pub struct SellerCfg {
     pub date_offset_secs: i64,
     /// Extra headers on every answer to a paid request (e.g. forged `x-x402d-*`).
     pub paid_headers: Vec<(String, String)>,
+    /// Raw JSON text of the v2 402's top-level `extensions`.
+    pub extensions: Option<String>,
+    /// Takes (settles) the first verified payment, then drops the connection.
+    pub drop_first_paid: bool,
+    /// A payment whose `payment-identifier` id was already paid gets that call's
+    /// answer again, without verifying or settling anything (idempotency by id).
+    pub replay_by_id: bool,
 }
 
 impl Default for SellerCfg {
@@ -112,6 +124,9 @@ impl Default for SellerCfg {
             stall_body: false,
             date_offset_secs: 0,
             paid_headers: Vec::new(),
+            extensions: None,
+            drop_first_paid: false,
+            replay_by_id: false,
         }
     }
 }
@@ -142,6 +157,42 @@ pub struct Counts {
     pub paths: Vec<String>,
     /// Bytes of streamed 402 bodies (`huge_body_mb`) actually handed to the socket.
     pub streamed_bytes: u64,
+    /// Every payment header received, as received.
+    pub payment_headers: Vec<Vec<u8>>,
+    /// Paid answers replayed by payment id (`replay_by_id`).
+    pub replayed: usize,
+    /// Payment ids of verified payments, with their nonce.
+    pub paid_ids: Vec<(String, B256)>,
+    /// Whether `drop_first_paid` has dropped its one connection.
+    pub dropped_first: bool,
+}
+
+impl Counts {
+    /// How many different payment headers arrived (re-sends of one payment are one).
+    pub fn distinct_payments(&self) -> usize {
+        self.payment_headers.iter().collect::<HashSet<_>>().len()
+    }
+}
+
+/// The decoded JSON of a payment header.
+pub fn payment_doc(header: &[u8]) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The `payment-identifier` id a payment header carries, if any.
+pub fn payment_id_of(header: &[u8]) -> Option<String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(header)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    v["extensions"]["payment-identifier"]["info"]["id"]
+        .as_str()
+        .map(str::to_string)
 }
 
 pub struct Seller {
@@ -202,6 +253,12 @@ impl Seller {
 
     pub fn set(&self, f: impl FnOnce(&mut SellerCfg)) {
         f(&mut self.cfg.lock().unwrap());
+    }
+
+    /// Nonces this seller took (verified = settled, for this mock): what a chain
+    /// would show as used.
+    pub fn used_nonces(&self) -> Arc<Mutex<HashSet<B256>>> {
+        self.used.clone()
     }
 }
 
@@ -326,10 +383,16 @@ fn payment_required(cfg: &SellerCfg, resource: &str, error: &str) -> Response<Fu
         let doc = json!({"x402Version": 2, "error": error,
             "resource": {"url": resource, "description": "chat", "mimeType": "application/json"},
             "accepts": accepts});
+        let mut text = doc.to_string();
+        if let Some(ext) = &cfg.extensions {
+            // Spliced in as raw text, so tests can check the echo byte for byte.
+            text.pop();
+            text.push_str(&format!(",\"extensions\":{ext}}}"));
+        }
         let h = cfg
             .raw_header
             .clone()
-            .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(doc.to_string()));
+            .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(text));
         // from_bytes: a hostile header may carry obs-text (bytes >= 0x80).
         b = b.header(
             "payment-required",
@@ -428,8 +491,9 @@ async fn handle(
         if parts.headers.contains_key("authorization") {
             c.saw_authorization += 1;
         }
-        if payment.is_some() {
+        if let Some(p) = &payment {
             c.payment_attempts += 1;
+            c.payment_headers.push(p.clone());
         } else {
             c.unpaid += 1;
         }
@@ -455,6 +519,22 @@ async fn handle(
         }
         return Ok(unpaid_402(&cfg, &resource, &counts));
     };
+    if cfg.replay_by_id
+        && let Some(pid) = payment_id_of(&payment)
+    {
+        let known = {
+            let c = counts.lock().unwrap();
+            c.paid_ids.iter().find(|(i, _)| *i == pid).map(|(_, n)| *n)
+        };
+        if let Some(nonce) = known {
+            counts.lock().unwrap().replayed += 1;
+            let ok = SellerCfg {
+                after_pay: AfterPay::Ok,
+                ..cfg.clone()
+            };
+            return paid_reply(&ok, nonce);
+        }
+    }
     match verify(&cfg, &payment, &used) {
         Err(e) => {
             counts.lock().unwrap().invalid.push(e.clone());
@@ -469,11 +549,20 @@ async fn handle(
                     "insufficient_funds",
                 )));
             }
-            {
+            let drop_now = {
                 let mut c = counts.lock().unwrap();
                 c.verified += 1;
                 c.verified_amount += amount;
                 c.nonces.push(nonce);
+                if let Some(pid) = payment_id_of(&payment) {
+                    c.paid_ids.push((pid, nonce));
+                }
+                let first = cfg.drop_first_paid && !c.dropped_first;
+                c.dropped_first |= first;
+                first
+            };
+            if drop_now {
+                return Err(std::io::Error::other("drop after settling"));
             }
             if cfg.paid_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(cfg.paid_delay_ms)).await;
@@ -505,6 +594,35 @@ fn paid_reply(cfg: &SellerCfg, nonce: B256) -> Result<Response<SellerBody>, std:
                 .unwrap(),
         )),
         AfterPay::Drop => Err(std::io::Error::other("drop")),
+        AfterPay::SettleFailed402 => {
+            let settle = json!({"success": false, "errorReason": "unexpected_settle_error", "transaction": "", "network": cfg.network});
+            Ok(boxed(
+                Response::builder()
+                    .status(402)
+                    .header("content-type", "application/json")
+                    .header(
+                        "payment-response",
+                        base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                    )
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .unwrap(),
+            ))
+        }
+        AfterPay::SettleFailed200 => {
+            let settle =
+                json!({"success": false, "errorReason": "settle_timeout", "network": cfg.network});
+            Ok(boxed(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header(
+                        "payment-response",
+                        base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                    )
+                    .body(Full::new(Bytes::from(COMPLETION)))
+                    .unwrap(),
+            ))
+        }
         AfterPay::Redirect(location) => Ok(boxed(
             Response::builder()
                 .status(302)

@@ -5,6 +5,7 @@
 #   -> facilitator (@x402/core + @x402/evm) -> seller (@x402/express v2, OpenAI-shaped, priced)
 #   -> x402d (the real binary, wallet in the kernel keyring) <- real OpenAI SDKs (Python + Node) and LangChain
 #   retry-seller.mjs (takes the payment, then 500 / drops / is slow) <- a second x402d ("retry") <- the SDKs
+#   recover-seller.mjs (settles through the facilitator, then loses the answer) <- x402d "recover" <- openai-python
 #   a second anvil whose clock is 2 min behind the host's <- x402d "resolve" <- checks/resolve.mjs (seller + RPC proxy)
 #
 # Usage:  bash tests/interop/run.sh
@@ -156,6 +157,8 @@ if [ ! -f "$(readlink node_modules 2>/dev/null)/../.complete" ]; then log "npm c
 interop_node_deps "$WORK/logs/npm-ci.log" || { failed setup "npm ci failed (see $WORK/logs/npm-ci.log)"; finish; }
 interop_py_deps "$WORK/logs/venv.log" || { failed setup "venv/pip failed (see $WORK/logs/venv.log)"; finish; }
 export PY="$HERE/.venv/bin/python"
+interop_py_deps "$WORK/logs/venv-seller-py.log" requirements-seller-py.txt .venv-seller-py ||
+  { failed setup "venv/pip for the Python seller failed (see $WORK/logs/venv-seller-py.log)"; finish; }
 if [ "${RUN_V1:-0}" = 1 ] && { [ ! -f v1/node_modules/.package-lock.json ] || [ v1/package-lock.json -nt v1/node_modules/.package-lock.json ]; }; then
   log "npm ci (tests/interop/v1, slow)"
   (cd v1 && npm ci --no-audit --no-fund --loglevel=error) >"$WORK/logs/npm-ci-v1.log" 2>&1 || { failed setup "npm ci in v1/ failed"; finish; }
@@ -183,7 +186,8 @@ fi
 
 # ---- ports and URLs ----
 read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT \
-  PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT < <(node lib/free-ports.mjs 13)
+  PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT RECOVER_SELLER_PORT X_RECOVER_PORT \
+  SELLER_PY_PORT X_PYSELLER_PORT < <(node lib/free-ports.mjs 17)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
@@ -192,6 +196,10 @@ export X402D_CAP_URL="http://127.0.0.1:$X_CAP_PORT" X402D_CAP_CONFIG="$WORK/x402
 export X402D_V1_URL="http://127.0.0.1:$X_V1_PORT" X402D_V1_CONFIG="$WORK/x402d-v1/config.toml"
 export RETRY_SELLER_PORT RETRY_SELLER_URL="http://127.0.0.1:$RETRY_SELLER_PORT"
 export X402D_RETRY_URL="http://127.0.0.1:$X_RETRY_PORT" X402D_RETRY_CONFIG="$WORK/x402d-retry/config.toml"
+export RECOVER_SELLER_PORT RECOVER_SELLER_URL="http://127.0.0.1:$RECOVER_SELLER_PORT"
+export X402D_RECOVER_URL="http://127.0.0.1:$X_RECOVER_PORT" X402D_RECOVER_CONFIG="$WORK/x402d-recover/config.toml"
+export SELLER_PY_PORT SELLER_PY_URL="http://127.0.0.1:$SELLER_PY_PORT" SELLER_PY_TAP="$WORK/seller-py.tap.jsonl"
+export X402D_PYSELLER_URL="http://127.0.0.1:$X_PYSELLER_PORT" X402D_PYSELLER_CONFIG="$WORK/x402d-pyseller/config.toml"
 # The resolver check: its own anvil (clock in the past), its own x402d; the check serves the seller and an RPC proxy.
 export PAST_RPC_URL="http://127.0.0.1:$PAST_RPC_PORT" RESOLVE_SELLER_PORT RESOLVE_RPC_PORT
 export X402D_RESOLVE_URL="http://127.0.0.1:$X_RESOLVE_PORT" X402D_RESOLVE_CONFIG="$WORK/x402d-resolve/config.toml"
@@ -212,6 +220,10 @@ start seller node seller.mjs
 STACK_ERR=$(wait_http "$SELLER_URL/v1/models" seller) || { failed stack-up "seller: $STACK_ERR"; finish; }
 start retry-seller node retry-seller.mjs
 STACK_ERR=$(wait_http "$RETRY_SELLER_URL/v1/models" retry-seller) || { failed stack-up "retry-seller: $STACK_ERR"; finish; }
+start recover-seller node recover-seller.mjs
+STACK_ERR=$(wait_http "$RECOVER_SELLER_URL/v1/models" recover-seller) || { failed stack-up "recover-seller: $STACK_ERR"; finish; }
+PAY_TO=$(node --input-type=module -e 'import {PAY_TO} from "./lib/common.mjs"; console.log(PAY_TO)') start seller-py .venv-seller-py/bin/python seller_py.py
+STACK_ERR=$(wait_http "$SELLER_PY_URL/v1/models" seller-py 300) || { failed stack-up "seller-py: $STACK_ERR"; finish; }
 if [ "${RUN_V1:-0}" = 1 ]; then
   SELLER_TAP="$SELLER_V1_TAP" start seller-v1 node v1/seller-v1.mjs
   STACK_ERR=$(wait_http "$SELLER_V1_URL/v1/models" seller-v1) || { failed stack-up "seller-v1: $STACK_ERR"; finish; }
@@ -227,6 +239,7 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   tier-routing-premium tier-routing-pro stream-openai-python stream-openai-node stream-tools-python stream-tools-node
   langchain-chatopenai codex-answer codex-tool-turn responses-openai-python agents-sdk-tool sequential-20 replay-rejected ledger-nonces-unique capped-app-budget
   claude-code-answer claude-code-tool anthropic-python anthropic-python-stream
+  extensions-echo python-seller-extensions recover-by-payment-id recover-nonce-used
   retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
   retry-transient-python retry-transient-node
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
@@ -268,6 +281,8 @@ max_per_call = "0.01"
 daily = "0.003"'
 write_config v1 "$X_V1_PORT" "$SELLER_V1_URL"
 write_config retry "$X_RETRY_PORT" "$RETRY_SELLER_URL"
+write_config recover "$X_RECOVER_PORT" "$RECOVER_SELLER_URL"
+write_config pyseller "$X_PYSELLER_PORT" "$SELLER_PY_URL"
 write_config resolve "$X_RESOLVE_PORT" "http://127.0.0.1:$RESOLVE_SELLER_PORT" "" "resolve_every_secs = 1" "http://127.0.0.1:$RESOLVE_RPC_PORT"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
@@ -286,10 +301,12 @@ check x402d-wallet bash -c wallet_check
 start x402d-main "$X402D_BIN" --config "$X402D_MAIN_CONFIG" serve
 start x402d-cap "$X402D_BIN" --config "$X402D_CAP_CONFIG" serve
 start x402d-retry "$X402D_BIN" --config "$X402D_RETRY_CONFIG" serve
+start x402d-recover "$X402D_BIN" --config "$X402D_RECOVER_CONFIG" serve
+start x402d-pyseller "$X402D_BIN" --config "$X402D_PYSELLER_CONFIG" serve
 start x402d-resolve "$X402D_BIN" --config "$X402D_RESOLVE_CONFIG" serve
 [ "${RUN_V1:-0}" = 1 ] && start x402d-v1 "$X402D_BIN" --config "$X402D_V1_CONFIG" serve
 X_ERR=""
-for inst in main cap retry resolve $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
+for inst in main cap retry resolve recover pyseller $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
   port_var="X_${inst^^}_PORT"
   e=$(wait_tcp "${!port_var}" "x402d-$inst") || X_ERR="$X_ERR x402d-$inst: $e;"
 done
@@ -347,6 +364,10 @@ check claude-code-answer    node checks/claude.mjs code-answer
 check claude-code-tool      node checks/claude.mjs code-tool
 check anthropic-python      node checks/claude.mjs sdk
 check anthropic-python-stream node checks/claude.mjs sdk --stream
+check extensions-echo       node checks/extensions.mjs
+check python-seller-extensions node checks/extensions.mjs --instance pyseller
+check recover-by-payment-id node checks/recover.mjs --mode id
+check recover-nonce-used    node checks/recover.mjs --mode noid
 # The retry group's lines (it ran beside the checks above).
 wait "$RETRY_GROUP_PID" 2>/dev/null
 cat "$WORK/retry-group.out"

@@ -68,7 +68,10 @@ async function sdk() {
     `x402d forwarded retry counts ${JSON.stringify(st.retryCounts.unpaid)} (402 probes) / ${JSON.stringify(st.retryCounts.paid)} (paid); ` +
     `seller saw ${st.signatures.length} distinct payment header(s)`;
   note(summary);
-  p.expect(st.signatures.length === 1 && st.paid === 1, `seller saw ${st.paid} paid requests with ${st.signatures.length} distinct payment headers, expected exactly 1`);
+  // One payment: x402d may re-send that very header (same bytes) to recover a lost answer, never a new one.
+  p.expect(st.signatures.length === 1, `seller saw ${st.paid} paid requests with ${st.signatures.length} distinct payment headers, expected exactly 1 payment`);
+  if (o.mode !== "500" && o.mode !== "drop" && o.mode !== "slow500")
+    p.expect(st.paid === 1, `seller saw ${st.paid} paid requests, expected 1 (nothing was lost, nothing to re-send)`);
 
   if (o.mode === "slow" || o.mode === "flaky") {
     p.expect(rec.ok && rec.content === `echo: ${tag}`, `call failed or wrong content: ${rec.exc ?? ""} HTTP ${rec.http_status ?? ""} ${rec.message ?? JSON.stringify(rec.content)}`);
@@ -91,8 +94,8 @@ async function sdk() {
   p.expect(!rec.ok, `the SDK returned a result although the seller ${o.mode === "drop" ? "dropped the connection" : "answered 500"}: ${JSON.stringify(rec.content)}`);
   const body = errorBody(rec);
   info("SDK error", { exc: rec.exc, http_status: rec.http_status, body, message: rec.message });
-  p.expect((rec.requests?.length ?? 99) <= 1 || st.paid === 1,
-    `the SDK retried ${rec.requests?.length - 1} time(s) and a retry paid again (${st.paid} paid requests)`);
+  p.expect((rec.requests?.length ?? 99) <= 1 || st.signatures.length === 1,
+    `the SDK retried ${rec.requests?.length - 1} time(s) and a retry paid again (${st.signatures.length} distinct payment headers)`);
   if (!o.stream) {
     p.expect(hdr(rec, "x-should-retry") === "false", `x-should-retry ${JSON.stringify(hdr(rec, "x-should-retry"))} on the error, expected "false"`);
     if (o.mode === "500") {
@@ -111,6 +114,9 @@ async function sdk() {
   }
   const fresh = await freshEntries(before, (f) => f.length > 0 && f.every((e) => e.state === "at_risk"));
   expectOneEntry(p, fresh, { model, nonce: st.nonces[0], states: ["at_risk"] });
+  // Every send of the one payment (the first and x402d's re-sends of the same header) is in its ledger record.
+  if (fresh[0]) p.expect(fresh[0].attempts === st.paid, `ledger: attempts ${fresh[0].attempts}, the seller saw ${st.paid} sends of the payment`);
+  note(`x402d sent the one payment ${st.paid} time(s) (re-sends of the same header to recover the answer); last error: ${fresh[0]?.last_error?.slice(0, 120)}`);
   p.done();
 }
 

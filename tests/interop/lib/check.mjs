@@ -146,15 +146,15 @@ export class Problems {
   }
 }
 
-/** Per-instance settings exported by run.sh (instance: "main" | "cap" | "v1" | "retry"). */
+/** Per-instance settings exported by run.sh (instance: "main" | "cap" | "v1" | "retry" | "pyseller"). */
 export function instance(name = "main") {
   const up = name.toUpperCase();
   return {
     name,
     url: env(`X402D_${up}_URL`),
     config: env(`X402D_${up}_CONFIG`),
-    tap: name === "v1" ? env("SELLER_V1_TAP") : name === "retry" ? null : env("SELLER_TAP"),
-    sellerUrl: name === "v1" ? env("SELLER_V1_URL") : name === "retry" ? env("RETRY_SELLER_URL") : env("SELLER_URL"),
+    tap: name === "v1" ? env("SELLER_V1_TAP") : name === "retry" ? null : name === "pyseller" ? env("SELLER_PY_TAP") : env("SELLER_TAP"),
+    sellerUrl: name === "v1" ? env("SELLER_V1_URL") : name === "retry" ? env("RETRY_SELLER_URL") : name === "pyseller" ? env("SELLER_PY_URL") : env("SELLER_URL"),
   };
 }
 
