@@ -72,8 +72,14 @@ async fn a_second_stop_signal_cuts_the_drain_short() {
     signal(&d, "TERM");
     assert!(d.child.wait().unwrap().success(), "{}", d.log());
     assert!(d.log().contains("second stop signal"), "{}", d.log());
+    // Cut short, the flow is dropped: its payment stays counted, either still
+    // `signed` (at risk from the next start) or already recorded `at_risk` by the
+    // dropped payment, whichever the writer committed before the exit. Never released.
     let ps = d.payments();
-    assert_eq!(ps[0]["state"], "signed", "{ps:?}");
+    assert!(
+        ps[0]["state"] == "signed" || ps[0]["state"] == "at_risk",
+        "{ps:?}"
+    );
 }
 
 /// The admin socket removed at exit is the one bound at start, even after a

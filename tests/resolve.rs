@@ -153,7 +153,7 @@ fn state_of(d: &Daemon) -> String {
 /// Waits until the local clock is past the newest payment's `validBefore`.
 fn local_clock_past_valid_before(d: &Daemon) {
     let vb = d.payments()[0]["valid_before"].as_u64().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || now_s() > vb + 1));
+    assert!(wait_until(Duration::from_secs(15), || now_s() > vb + 1));
 }
 
 async fn metrics(d: &Daemon) -> String {
@@ -166,11 +166,12 @@ fn outcome_metric(state: &str) -> String {
     format!("x402d_payments_total{{app=\"default\",network=\"eip155:84532\",state=\"{state}\"}} 1")
 }
 
-/// A seller that takes the payment and answers 500, with a 1 s validity.
+/// A seller that takes the payment and answers 500, with a 3 s validity (short,
+/// yet long enough that a loaded machine still gets the payment to the seller in time).
 async fn at_risk_seller() -> Seller {
     Seller::start(SellerCfg {
         after_pay: AfterPay::Fail500,
-        max_timeout: 1,
+        max_timeout: 3,
         ..Default::default()
     })
     .await
@@ -218,7 +219,7 @@ async fn rejected_and_expired_unused_is_released_and_frees_the_budget() {
     let chain = rpc().await;
     let seller = Seller::start(SellerCfg {
         after_pay: AfterPay::Reject,
-        max_timeout: 2,
+        max_timeout: 4,
         ..Default::default()
     })
     .await;
@@ -232,7 +233,7 @@ async fn rejected_and_expired_unused_is_released_and_frees_the_budget() {
     seller.set(|c| c.after_pay = AfterPay::Ok);
     let r = chat(&d, "k").await;
     assert_eq!(r.json()["error"]["code"], "app_daily_cap_exceeded");
-    assert!(wait_until(Duration::from_secs(8), || state_of(&d) == "released"));
+    assert!(wait_until(Duration::from_secs(20), || state_of(&d) == "released"));
     assert_eq!(chat(&d, "k").await.status, 200);
     let m = metrics(&d).await;
     assert!(m.contains(&outcome_metric("released")), "{m}");
@@ -252,7 +253,7 @@ async fn a_local_clock_past_valid_before_releases_nothing_until_the_chain_time_i
     assert_eq!(state_of(&d), "at_risk");
     // The chain's time reaches validBefore with the nonce unused: now it can never move.
     chain.set(|s| s.lag = 0);
-    assert!(wait_until(Duration::from_secs(8), || state_of(&d) == "released"));
+    assert!(wait_until(Duration::from_secs(20), || state_of(&d) == "released"));
     let m = metrics(&d).await;
     assert!(m.contains(&outcome_metric("released")), "{m}");
 }
@@ -269,7 +270,7 @@ async fn an_authorization_state_other_than_0_or_1_is_an_error_and_stays_counted(
     assert_eq!(state_of(&d), "at_risk");
     assert!(d.log().contains("not 0 or 1"), "{}", d.log());
     chain.set(|s| s.word = None);
-    assert!(wait_until(Duration::from_secs(8), || state_of(&d) == "released"));
+    assert!(wait_until(Duration::from_secs(20), || state_of(&d) == "released"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +300,7 @@ async fn an_rpc_on_another_chain_is_refused() {
     );
     // Fixed behind the same URL: it is checked again and trusted.
     chain.set(|s| s.chain_id = 84532);
-    assert!(wait_until(Duration::from_secs(8), || state_of(&d) == "released"));
+    assert!(wait_until(Duration::from_secs(20), || state_of(&d) == "released"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +373,7 @@ async fn a_node_stuck_far_behind_wall_time_cannot_release_but_can_prove_settleme
 async fn without_an_rpc_at_risk_stays_counted_and_says_so() {
     let seller = Seller::start(SellerCfg {
         after_pay: AfterPay::Fail500,
-        max_timeout: 1,
+        max_timeout: 3,
         ..Default::default()
     })
     .await;

@@ -441,3 +441,61 @@ async fn custom_and_namespaced_tool_calls_map_back() {
     assert_eq!(names, ["apply_patch", "agents__close"]);
     assert_eq!(seller.counts().verified, 1);
 }
+
+/// Codex CLI retries a failed turn without marking it, within one session: the
+/// same body again in that session joins the call that already moved money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_unmarked_retries_in_one_session_never_pay_twice() {
+    let seller = Seller::start(SellerCfg {
+        after_pay: AfterPay::Fail500,
+        ..Default::default()
+    })
+    .await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    let send = |session: &'static str, input: &'static str| {
+        let url = d.url("/v1/responses");
+        async move {
+            let body = json!({"model": "gpt-4o-mini", "input": input}).to_string();
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer k"),
+                    ("originator", "codex_exec"),
+                    ("session-id", session),
+                ],
+                body,
+            )
+            .await
+        }
+    };
+    // Paid, then the seller failed: the payment is at risk and Codex retries.
+    let first = send("s1", "hi").await;
+    assert_eq!(
+        first.status,
+        500,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    // Distinct signatures (x402d may re-send the same one to recover the answer).
+    let signatures = || {
+        let mut n = seller.counts().nonces;
+        n.sort();
+        n.dedup();
+        n.len()
+    };
+    let signed_once = signatures();
+    assert_eq!(signed_once, 1);
+    let retry = send("s1", "hi").await;
+    assert_eq!(retry.status, first.status);
+    assert_eq!(
+        retry.body, first.body,
+        "the retry gets the first call's outcome"
+    );
+    assert_eq!(signatures(), signed_once, "no new payment");
+    // A new turn (a different body) or another session is a new call.
+    send("s1", "next").await;
+    assert_eq!(signatures(), 2);
+    send("s2", "hi").await;
+    assert_eq!(signatures(), 3);
+}

@@ -198,8 +198,36 @@ impl Back {
 pub fn upstream_headers(dialect: Dialect, headers: hyper::HeaderMap) -> hyper::HeaderMap {
     match dialect {
         Dialect::Messages => super::anthropic::upstream_headers(&headers),
-        Dialect::Chat | Dialect::Responses => headers,
+        Dialect::Responses => with_codex_retry_marker(headers),
+        Dialect::Chat => headers,
     }
+}
+
+/// Codex CLI retries a failed turn on its own ("Reconnecting... n/5") without
+/// marking the retry, but names its session (`session-id`, with `originator:
+/// codex_*`). The same request body again within one Codex session is a retry
+/// (each new turn carries a longer history), so it gets the session as its
+/// idempotency key (`start_call` reads it; `pay` never forwards it): a retry
+/// joins the call that already moved money instead of paying again. An app's
+/// own `Idempotency-Key` wins.
+fn with_codex_retry_marker(mut headers: hyper::HeaderMap) -> hyper::HeaderMap {
+    if headers.contains_key("idempotency-key") {
+        return headers;
+    }
+    let is_codex = headers
+        .get("originator")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.starts_with("codex"));
+    let session = headers
+        .get("session-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty());
+    if let (true, Some(session)) = (is_codex, session)
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&format!("codex-session:{session}"))
+    {
+        headers.insert("idempotency-key", v);
+    }
+    headers
 }
 
 /// The Responses stream, or one `response.failed` event carrying the error.
@@ -227,6 +255,46 @@ fn responses_tail(echo: &Echo, o: &Outcome) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn codex_sessions_mark_retries_and_nothing_else_does() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = hyper::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, hyper::header::HeaderValue::from_static(v));
+            }
+            m
+        };
+        let key = |m: hyper::HeaderMap| {
+            upstream_headers(Dialect::Responses, m)
+                .get("idempotency-key")
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            key(h(&[("originator", "codex_exec"), ("session-id", "s1")])).as_deref(),
+            Some("codex-session:s1")
+        );
+        // Not Codex, or no session: no marker.
+        assert_eq!(key(h(&[("session-id", "s1")])), None);
+        assert_eq!(key(h(&[("originator", "codex_exec")])), None);
+        // The app's own key wins.
+        assert_eq!(
+            key(h(&[
+                ("originator", "codex_exec"),
+                ("session-id", "s1"),
+                ("idempotency-key", "mine")
+            ]))
+            .as_deref(),
+            Some("mine")
+        );
+        // Chat calls are untouched.
+        let chat = upstream_headers(
+            Dialect::Chat,
+            h(&[("originator", "codex_exec"), ("session-id", "s1")]),
+        );
+        assert!(chat.get("idempotency-key").is_none());
+    }
+
     use super::*;
     use crate::pay::Paid;
     use hyper::StatusCode;
