@@ -4,7 +4,7 @@
 use crate::config::{self, Loaded};
 use crate::ledger::{self, Ledger};
 use crate::server::{self, Shared};
-use crate::{admin, chain, upstream};
+use crate::{admin, alerts, chain, upstream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,11 +70,15 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     let shared = Arc::new(
         Shared::new(cfg, client, ledger, listen.port()).with_timeouts(server::Timeouts::from_env()),
     );
+    // Every commit wakes the alert watcher (a permit, never a wait on the writer).
+    let commits = Arc::new(tokio::sync::Notify::new());
     {
         let h = shared.metrics.ledger_commit_seconds.clone();
-        shared
-            .ledger
-            .observe_commits(Box::new(move |s| h.observe(s)));
+        let commits = commits.clone();
+        shared.ledger.observe_commits(Box::new(move |s| {
+            h.observe(s);
+            commits.notify_one();
+        }));
     }
 
     let wallet_line = match shared.wallet.get(&shared.config().key_location()).await {
@@ -120,6 +124,14 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     ));
     tasks.spawn(resolver(shared.clone(), stop.clone()));
     tasks.spawn(catalog(shared.clone(), stop.clone()));
+    let (alerts_tx, alerts_rx) = mpsc::channel(256);
+    tasks.spawn(alerts::watch(
+        shared.clone(),
+        commits,
+        alerts_tx,
+        stop.clone(),
+    ));
+    tasks.spawn(alerts::deliver(shared.clone(), alerts_rx, stop.clone()));
     // Stop signals received: the first stops accepting, a second cuts the drain short.
     // Installed before READY=1, so an early SIGTERM is never the default (abrupt) exit.
     let handlers = Signals::install()?;

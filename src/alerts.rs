@@ -1,0 +1,488 @@
+//! Budget alerts: when counted spend (settled, pending or at risk: what caps
+//! count) reaches a configured fraction of a cap, x402d says so once per window
+//! and threshold: a WARN log line, a counter in `/metrics`, and, when configured,
+//! a webhook POST and a desktop notification. What was raised is persisted in
+//! `state_dir/alerts.json` (replaced atomically) before anything is delivered, so
+//! a restart never raises it again.
+//!
+//! Nothing here is on the payment path: the watcher wakes after ledger commits,
+//! reads the writer's in-memory totals, and hands alerts to a delivery task whose
+//! retries only ever delay other alerts.
+
+use crate::daemon::Stop;
+use crate::ledger::Snapshot;
+use crate::ledger::report::{self, Limits, WALLET};
+use crate::ledger::window;
+use crate::money::Usd;
+use crate::server::Shared;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+/// File in `state_dir` that remembers which alerts were raised.
+pub const SENT_FILE: &str = "alerts.json";
+/// Webhook attempts per alert (backoff 1 s, 2 s, 4 s, … capped at 5 min: about 20 min in all).
+const WEBHOOK_ATTEMPTS: u32 = 10;
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often spend is looked at without a commit (a reload may lower a cap).
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// One threshold crossing. Serialized as the webhook's JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Stable for one app, window, period and threshold: receivers may dedupe on it.
+    pub id: String,
+    /// The app, or `(wallet)` for the wallet-wide `[limits]`.
+    pub app: String,
+    /// `app` or `wallet`.
+    pub scope: &'static str,
+    /// `daily`, `monthly` or `total`.
+    pub window: &'static str,
+    /// The window's date (`2026-12-01`), month (`2026-12`) or `lifetime`.
+    pub period: String,
+    /// The fraction of the cap that was reached.
+    pub threshold: f64,
+    /// Counted spend: settled, pending and at risk.
+    pub spent: Usd,
+    pub cap: Usd,
+    /// When the window resets (RFC 3339), none for lifetime caps.
+    pub resets_at: Option<String>,
+}
+
+impl Alert {
+    pub fn summary(&self) -> String {
+        let who = if self.scope == "wallet" {
+            "wallet-wide".to_string()
+        } else {
+            format!("app {}", self.app)
+        };
+        format!(
+            "x402d: {who} at {}% of its {} cap",
+            (self.threshold * 100.0).round(),
+            self.window
+        )
+    }
+
+    pub fn body(&self) -> String {
+        let resets = match &self.resets_at {
+            Some(r) => format!("; resets {r}"),
+            None => String::new(),
+        };
+        format!("${} of ${} spent{resets}", self.spent, self.cap)
+    }
+}
+
+/// A threshold as parts per million, so crossings are exact integer comparisons.
+fn ppm(t: f64) -> u64 {
+    (t * 1_000_000.0).round() as u64
+}
+
+/// The day and month windows `now_ms` falls in, as alert periods.
+pub fn periods(now_ms: i64, tz: &jiff::tz::TimeZone) -> [String; 2] {
+    let d = window::day(now_ms, tz);
+    [d.to_string(), d.strftime("%Y-%m").to_string()]
+}
+
+/// Every (cap, threshold) that counted spend has reached at `limits.now_ms`. Pure.
+pub fn reached(snapshot: &Snapshot, limits: &Limits<'_>, thresholds: &[f64]) -> Vec<Alert> {
+    let now = limits.now_ms;
+    let tz = limits.tz;
+    let [day, month] = periods(now, tz);
+    let day_end = window::day_end(now, tz).to_string();
+    let month_end = window::month_end(now, tz).to_string();
+    let mut out = Vec::new();
+    for row in report::rows(snapshot, limits, None, 0) {
+        let Some(cap) = row.cap.filter(|c| c.atomic() > 0) else {
+            continue;
+        };
+        let (window, period, resets_at) = match row.window.as_str() {
+            "today" => ("daily", day.clone(), Some(day_end.clone())),
+            "month" => ("monthly", month.clone(), Some(month_end.clone())),
+            "total" => ("total", "lifetime".to_string(), None),
+            _ => continue,
+        };
+        let spent = row.settled.saturating_add(row.at_risk);
+        for &t in thresholds {
+            let reached = u128::from(spent.atomic()) * 1_000_000
+                >= u128::from(ppm(t)) * u128::from(cap.atomic());
+            if !reached {
+                continue;
+            }
+            out.push(Alert {
+                id: format!("{}|{window}|{period}|{}", row.app, ppm(t)),
+                app: row.app.clone(),
+                scope: if row.app == WALLET { "wallet" } else { "app" },
+                window,
+                period: period.clone(),
+                threshold: t,
+                spent,
+                cap,
+                resets_at: resets_at.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The alerts already raised, as persisted in `alerts.json`.
+pub struct Sent {
+    path: PathBuf,
+    ids: BTreeSet<String>,
+}
+
+#[derive(Serialize, serde::Deserialize, Default)]
+struct SentFile {
+    sent: BTreeSet<String>,
+}
+
+impl Sent {
+    /// Reads the file; a missing file is an empty set, an unreadable one is logged.
+    pub fn load(path: &Path) -> Sent {
+        let ids = match std::fs::read(path) {
+            Ok(b) => match serde_json::from_slice::<SentFile>(&b) {
+                Ok(f) => f.sent,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable alert record; alerts of the current windows may repeat");
+                    BTreeSet::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the alert record; alerts of the current windows may repeat");
+                BTreeSet::new()
+            }
+        };
+        Sent {
+            path: path.to_path_buf(),
+            ids,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Adds `new`, forgets ids of windows that are over (any period but
+    /// `periods` and `lifetime`) and replaces the file atomically (write, fsync,
+    /// rename).
+    pub fn record(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<()> {
+        self.ids.retain(|id| {
+            id.split('|')
+                .nth(2)
+                .is_some_and(|p| p == "lifetime" || periods.iter().any(|c| c == p))
+        });
+        self.ids.extend(new.iter().map(|a| a.id.clone()));
+        let body = serde_json::to_vec_pretty(&SentFile {
+            sent: self.ids.clone(),
+        })?;
+        write_atomic(&self.path, &body)
+    }
+}
+
+fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Wakes on every ledger commit (and every minute), raises new crossings and
+/// queues them for delivery. Owned by src/daemon.rs.
+pub async fn watch(
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+    out: mpsc::Sender<Alert>,
+    mut stop: Stop,
+) {
+    let mut sent = Sent::load(&shared.config().state_dir.join(SENT_FILE));
+    loop {
+        check(&shared, &mut sent, &out).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(RECHECK) => {}
+            _ = stop.requested() => return,
+        }
+    }
+}
+
+async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
+    let now = crate::now_ms();
+    let totals = match shared.ledger.totals(now, 0).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(error = %e, "alerts: no totals");
+            return;
+        }
+    };
+    let cfg = shared.config();
+    let limits = Limits::from_config(&cfg, now);
+    let current = reached(&totals, &limits, &cfg.config.alerts.thresholds);
+    let new: Vec<Alert> = current
+        .iter()
+        .filter(|a| !sent.contains(&a.id))
+        .cloned()
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    // Persisted first: a crash after this point loses a delivery, never repeats one.
+    if let Err(e) = sent.record(&new, &periods(now, &cfg.timezone)) {
+        tracing::error!(error = %e, "cannot persist the alert record; these alerts may repeat after a restart");
+    }
+    for a in new {
+        tracing::warn!(
+            app = %a.app,
+            scope = a.scope,
+            window = a.window,
+            period = %a.period,
+            threshold = a.threshold,
+            spent = %a.spent,
+            cap = %a.cap,
+            resets_at = a.resets_at.as_deref().unwrap_or("never"),
+            "budget alert: {}: {}",
+            a.summary(),
+            a.body()
+        );
+        shared.metrics.alert(&a.app, a.window, a.threshold);
+        if out.try_send(a).is_err() {
+            tracing::warn!("alert delivery queue full; this alert is only logged");
+        }
+    }
+}
+
+/// Delivers queued alerts to the webhook (retried with backoff) and the desktop.
+/// Owned by src/daemon.rs.
+pub async fn deliver(shared: Arc<Shared>, mut rx: mpsc::Receiver<Alert>, mut stop: Stop) {
+    loop {
+        let a = tokio::select! {
+            a = rx.recv() => match a {
+                Some(a) => a,
+                None => return,
+            },
+            _ = stop.requested() => return,
+        };
+        let cfg = shared.config();
+        if cfg.config.alerts.desktop {
+            let ok = desktop(&a).await;
+            shared.metrics.alert_delivery("desktop", ok);
+        }
+        let Some(url) = cfg.config.alerts.webhook.clone() else {
+            continue;
+        };
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=WEBHOOK_ATTEMPTS {
+            match post(&shared.client, &url, &a).await {
+                Ok(()) => {
+                    shared.metrics.alert_delivery("webhook", true);
+                    break;
+                }
+                Err(e) => {
+                    shared.metrics.alert_delivery("webhook", false);
+                    if attempt == WEBHOOK_ATTEMPTS {
+                        tracing::error!(id = %a.id, attempts = attempt, error = %e, "alert webhook failed; giving up on this alert");
+                        break;
+                    }
+                    tracing::warn!(id = %a.id, attempt, retry_in_s = delay.as_secs(), error = %e, "alert webhook failed; retrying");
+                    if !stop.sleep(delay).await {
+                        return;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(300));
+                }
+            }
+        }
+    }
+}
+
+async fn post(client: &crate::upstream::Client, url: &str, a: &Alert) -> Result<(), String> {
+    let body = serde_json::to_vec(a).map_err(|e| e.to_string())?;
+    let req = hyper::Request::post(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, "x402d-alerts")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(WEBHOOK_TIMEOUT, client.request(req))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    // Read (a little of) the body so the connection can be reused.
+    let _ = tokio::time::timeout(
+        WEBHOOK_TIMEOUT,
+        http_body_util::Limited::new(resp.into_body(), 64 << 10).collect(),
+    )
+    .await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the webhook answered {status}"))
+    }
+}
+
+/// A GVariant text string literal (for `gdbus call` arguments).
+fn gvariant_str(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// One `org.freedesktop.Notifications.Notify` call on the session bus, through
+/// `gdbus` (GLib's D-Bus tool): no D-Bus library in the daemon for one call.
+async fn desktop(a: &Alert) -> bool {
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+        tracing::warn!(
+            "alerts.desktop is set but there is no session bus (DBUS_SESSION_BUS_ADDRESS)"
+        );
+        return false;
+    }
+    let mut cmd = tokio::process::Command::new("gdbus");
+    cmd.args([
+        "call",
+        "--session",
+        "--dest",
+        "org.freedesktop.Notifications",
+        "--object-path",
+        "/org/freedesktop/Notifications",
+        "--method",
+        "org.freedesktop.Notifications.Notify",
+        "'x402d'",
+        "0",
+        "''",
+    ])
+    .arg(gvariant_str(&a.summary()))
+    .arg(gvariant_str(&a.body()))
+    .args(["@as []", "@a{sv} {}", "-1"])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let out = match tokio::time::timeout(Duration::from_secs(10), cmd.output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "desktop alert not shown: cannot run gdbus (install libglib2.0-bin)");
+            return false;
+        }
+        Err(_) => {
+            tracing::warn!("desktop alert not shown: the notification service did not answer");
+            return false;
+        }
+    };
+    if !out.status.success() {
+        tracing::warn!(
+            error = %String::from_utf8_lossy(&out.stderr).trim(),
+            "desktop alert not shown"
+        );
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{AppTotals, Totals};
+
+    fn at(app_today: u64, wallet_today: u64) -> Snapshot {
+        let t = |n| AppTotals {
+            today: Totals {
+                calls: 1,
+                settled: n,
+                unsettled: 0,
+            },
+            month: Totals {
+                calls: 1,
+                settled: n,
+                unsettled: 0,
+            },
+            ..Default::default()
+        };
+        let mut s = Snapshot::default();
+        s.apps.insert("a".into(), t(app_today));
+        s.wallet = t(wallet_today);
+        s
+    }
+
+    #[test]
+    fn thresholds_are_exact_and_per_window() {
+        let cfg = crate::config::parse(
+            "[limits]\ndaily = \"0.05\"\n[apps.a]\ndaily = \"0.010\"\nmonthly = \"1\"\n",
+            None,
+        )
+        .unwrap();
+        let now = "2026-12-01T12:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond();
+        let limits = Limits::from_config(&cfg, now);
+        let th = [0.8, 1.0];
+        let ids = |s: &Snapshot| {
+            reached(s, &limits, &th)
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        };
+        assert!(ids(&at(7_999, 7_999)).is_empty());
+        assert_eq!(ids(&at(8_000, 8_000)), vec!["a|daily|2026-12-01|800000"]);
+        assert_eq!(
+            ids(&at(10_000, 40_000)),
+            vec![
+                "a|daily|2026-12-01|800000",
+                "a|daily|2026-12-01|1000000",
+                "(wallet)|daily|2026-12-01|800000"
+            ]
+        );
+        let a = &reached(&at(10_000, 0), &limits, &th)[1];
+        assert_eq!(a.resets_at.as_deref(), Some("2026-12-02T00:00:00Z"));
+        assert_eq!(a.scope, "app");
+        let json = serde_json::to_value(a).unwrap();
+        assert_eq!(json["spent"], "0.01");
+        assert_eq!(json["cap"], "0.01");
+        assert_eq!(json["threshold"], 1.0);
+        assert_eq!(json["window"], "daily");
+    }
+
+    #[test]
+    fn sent_ids_survive_reload_and_old_windows_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("x402d-alerts-{}", std::process::id()));
+        let path = dir.join(SENT_FILE);
+        let _ = std::fs::remove_file(&path);
+        let mk = |period: &str| Alert {
+            id: format!("a|daily|{period}|800000"),
+            app: "a".into(),
+            scope: "app",
+            window: "daily",
+            period: period.into(),
+            threshold: 0.8,
+            spent: Usd(8),
+            cap: Usd(10),
+            resets_at: None,
+        };
+        let mut s = Sent::load(&path);
+        let old = mk("2026-11-30");
+        s.record(std::slice::from_ref(&old), &["2026-11-30".into()])
+            .unwrap();
+        let s = Sent::load(&path);
+        assert!(s.contains(&old.id));
+        let mut s = s;
+        let new = mk("2026-12-01");
+        s.record(std::slice::from_ref(&new), &["2026-12-01".into()])
+            .unwrap();
+        let s = Sent::load(&path);
+        assert!(s.contains(&new.id) && !s.contains(&old.id));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn gvariant_strings_are_quoted() {
+        assert_eq!(gvariant_str("a'b\\c"), "'a\\'b\\\\c'");
+    }
+}

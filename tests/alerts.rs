@@ -1,0 +1,159 @@
+//! Budget alerts through the real binary: a local webhook receiver gets each
+//! threshold crossing exactly once per window, a failing webhook is retried, and
+//! nothing is raised again after a restart.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A webhook receiver on loopback: answers 500 to the first `fail_first`
+/// requests, 200 afterwards; keeps every body it answered 200 to, and a count of all.
+struct Receiver {
+    url: String,
+    ok: Arc<Mutex<Vec<Value>>>,
+    all: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let ok = Arc::new(Mutex::new(Vec::new()));
+        let all = Arc::new(Mutex::new(0usize));
+        let (ok2, all2) = (ok.clone(), all.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (ok3, all3) = (ok2.clone(), all2.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (ok4, all4) = (ok3.clone(), all3.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body.collect().await.unwrap().to_bytes();
+                                let n = {
+                                    let mut a = all4.lock().unwrap();
+                                    *a += 1;
+                                    *a
+                                };
+                                let status = if n <= fail_first || parts.method != "POST" {
+                                    500
+                                } else {
+                                    ok4.lock()
+                                        .unwrap()
+                                        .push(serde_json::from_slice::<Value>(&body).unwrap());
+                                    200
+                                };
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver { url, ok, all, task }
+    }
+
+    fn ok(&self) -> Vec<Value> {
+        self.ok.lock().unwrap().clone()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.ok()
+            .iter()
+            .map(|v| format!("{}@{}", v["app"].as_str().unwrap(), v["threshold"]))
+            .collect()
+    }
+
+    fn wait_for(&self, n: usize) -> bool {
+        wait_until(Duration::from_secs(30), || self.ok().len() >= n)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_threshold_alerts_once_per_window_and_not_again_after_restart() {
+    // $0.001 per call; `capped` may spend $0.005 a day, the wallet $0.010.
+    let seller = Seller::start(SellerCfg::default()).await;
+    let hook = Receiver::start(1).await;
+    let config = format!(
+        "[payment]\nnetworks = [\"eip155:84532\"]\n[limits]\ndaily = \"0.010\"\n\
+         [alerts]\nwebhook = \"{}\"\n\
+         [apps.capped]\napi_key = \"sk-capped\"\ndaily = \"0.005\"\n\
+         [apps.other]\napi_key = \"sk-other\"\ndaily = \"1\"\n",
+        hook.url
+    );
+    let d = Daemon::start(&seller.url(), &config);
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(chat(&d, "sk-capped").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 402, 402]);
+    // 80 % after the 4th call, 100 % after the 5th; the first POST fails (500)
+    // and is retried.
+    assert!(hook.wait_for(2), "alerts: {:?}", hook.ok());
+    assert_eq!(hook.ids(), ["capped@0.8", "capped@1.0"]);
+    assert_eq!(*hook.all.lock().unwrap(), 3, "one failed attempt, retried");
+    let first = &hook.ok()[0];
+    assert_eq!(first["window"], "daily");
+    assert_eq!(first["scope"], "app");
+    assert_eq!(first["spent"], "0.004");
+    assert_eq!(first["cap"], "0.005");
+    assert!(
+        first["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"),
+        "{first}"
+    );
+    let log = d.log();
+    assert_eq!(log.matches("budget alert").count(), 2, "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("threshold=0.8"),
+        "{log}"
+    );
+    let m = request("GET", &d.url("/metrics"), &[], "").await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    for t in ["0.8", "1"] {
+        let line =
+            format!("x402d_alerts_total{{app=\"capped\",window=\"daily\",threshold=\"{t}\"}} 1");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(d.state_dir().join("alerts.json").exists());
+
+    // After a restart (SIGKILL), the crossings of today are still known: more
+    // spend by another app raises only the wallet-wide ones, each once.
+    let d = d.restart();
+    assert_eq!(chat(&d, "sk-capped").await.status, 402);
+    for _ in 0..5 {
+        assert_eq!(chat(&d, "sk-other").await.status, 200);
+    }
+    // Deliveries are in order: once the wallet's 100 % is in, anything the
+    // restarted daemon would have repeated would be in too.
+    assert!(hook.wait_for(4), "alerts: {:?}", hook.ok());
+    assert_eq!(
+        hook.ids(),
+        ["capped@0.8", "capped@1.0", "(wallet)@0.8", "(wallet)@1.0"]
+    );
+    let wallet = &hook.ok()[3];
+    assert_eq!(wallet["scope"], "wallet");
+    assert_eq!(wallet["spent"], "0.01");
+    assert_eq!(d.log().matches("budget alert").count(), 2);
+}
