@@ -2,6 +2,7 @@
 //! per-request pipeline (guard → route → identify app → read body → pay → relay).
 
 pub mod coalesce;
+pub mod dashboard;
 pub mod guard;
 
 use crate::config::{Loaded, glob_match};
@@ -284,6 +285,10 @@ pub async fn handle(
     peer: Option<std::net::SocketAddr>,
 ) -> Response<Body> {
     let cfg = shared.config();
+    // The read-only dashboard and its API have their own (same-origin) guard.
+    if let Some(r) = dashboard::handle(shared, &cfg, &req, peer).await {
+        return r;
+    }
     let origin = match guard::check(&cfg, req.headers(), shared.local_port) {
         Ok(o) => o,
         Err(e) => return error_response(shared, &e, None),
