@@ -228,3 +228,119 @@ async fn page_and_api_are_same_origin_and_read_only() {
     let r = request("GET", &d.url("/"), &[("host", "evil.example:1")], "").await;
     assert_eq!(r.status, 421);
 }
+
+/// Writes 30 days of settled spend (and two at-risk payments) for three apps
+/// into a stopped daemon's ledger, for the README screenshot.
+async fn seed_history(ledger_path: &Path) {
+    use x402d::ledger::{Caps, Ledger, Outcome, Reserve};
+    use x402d::money::Usd;
+    let now = x402d::now_ms();
+    let (ledger, _) =
+        Ledger::open(ledger_path, jiff::tz::TimeZone::UTC, now).expect("open the ledger");
+    let day = 86_400_000i64;
+    let mut n = 0u64;
+    for back in (0..30i64).rev() {
+        for (app, base, model) in [
+            ("cursor", 310_000u64, "anthropic/claude-sonnet-4"),
+            ("aider", 120_000, "gpt-4o"),
+            ("research-agent", 60_000, "gpt-4o-mini"),
+        ] {
+            // A deterministic wobble per day and app; weekends are quieter.
+            let w = ((back as u64 * 7 + app.len() as u64 * 13) % 11) as u64;
+            let weekend = (back % 7 == 2 || back % 7 == 3) as u64;
+            let mut total = base * (6 + w) / 10 / (1 + weekend);
+            if back == 0 && app == "cursor" {
+                total = 1_560_000; // a busy day: past the 80 % alert
+            }
+            let calls = 1 + w % 4;
+            for c in 0..calls {
+                n += 1;
+                let at = now - back * day - (c as i64 + 1) * 600_000;
+                let id = ledger
+                    .reserve(Reserve {
+                        now_ms: at,
+                        app: app.into(),
+                        model: Some(model.into()),
+                        route: "/v1/chat/completions".into(),
+                        network: "eip155:8453".into(),
+                        asset: USDC_BASE.into(),
+                        pay_to: PAY_TO.into(),
+                        amount: Usd(total / calls),
+                        caps: Caps::default(),
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                ledger
+                    .signed(id, PAYER.into(), format!("0x{n:064x}"), 0, at)
+                    .await
+                    .unwrap();
+                let outcome = if back == 0 && c == 0 && app != "aider" {
+                    Outcome::AtRisk {
+                        reason: "timed out after sending".into(),
+                    }
+                } else {
+                    Outcome::Settled {
+                        tx: Some(alloy_primitives::keccak256(n.to_be_bytes()).to_string()),
+                    }
+                };
+                ledger.finish(id, outcome, at).await.unwrap();
+            }
+        }
+    }
+    drop(ledger);
+    // The writer thread lets go of the file when it sees the handle is gone.
+    assert!(wait_until(Duration::from_secs(10), || {
+        x402d::ledger::open_offline(ledger_path).is_ok()
+    }));
+}
+
+/// Regenerates `docs/dashboard.png` (the README's screenshot): 30 days of
+/// history, then real paid calls by two apps. Not part of the suite:
+/// `cargo test --test dashboard -- --ignored readme_screenshot`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn readme_screenshot() {
+    let browser = chromium().expect("chromium");
+    let seller = Seller::start(SellerCfg {
+        amount: "20000".into(),
+        ..SellerCfg::default()
+    })
+    .await;
+    let cfg = "[payment]\nnetworks = [\"eip155:84532\", \"eip155:8453\"]\n[limits]\ndaily = \"5.00\"\nmonthly = \"60.00\"\n\
+               [apps.cursor]\napi_key = \"sk-cursor\"\ndaily = \"2.00\"\nmonthly = \"40.00\"\n\
+               [apps.aider]\napi_key = \"sk-aider\"\ndaily = \"1.00\"\n\
+               [apps.research-agent]\napi_key = \"sk-agent\"\ndaily = \"0.50\"\ntotal = \"10.00\"\n";
+    let mut d = Daemon::start(&seller.url(), cfg);
+    d.kill9();
+    seed_history(&d.state_dir().join("ledger.redb")).await;
+    let d = d.restart();
+    for key in [
+        "sk-cursor",
+        "sk-agent",
+        "sk-cursor",
+        "sk-agent",
+        "sk-cursor",
+    ] {
+        assert_eq!(chat(&d, key).await.status, 200);
+    }
+    let profile = TempDir::new("chromium");
+    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+    std::fs::create_dir_all(png.parent().unwrap()).unwrap();
+    let out = run_chromium(
+        &browser,
+        &profile.0,
+        &[
+            "--virtual-time-budget=5000".into(),
+            "--window-size=1240,1640".into(),
+            format!("--screenshot={}", png.display()),
+            d.url("/"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("wrote {}", png.display());
+}

@@ -90,6 +90,13 @@ function renderCards(apps, byApp) {
   $('wallet').replaceChildren(card(WALLET, byApp.get(WALLET) || {}, null));
 }
 
+// The smallest 1, 2, 2.5 or 5 times a power of ten at or above m (an axis top).
+function niceCeil(m) {
+  const p = Math.pow(10, Math.floor(Math.log10(m)));
+  for (const f of [1, 2, 2.5, 5, 10]) if (m <= f * p) return f * p;
+  return 10 * p;
+}
+
 function renderChart(days, apps, byApp) {
   const chart = $('chart');
   const W = 780, H = 250, L = 56, R = 10, T = 14, B = 30;
@@ -101,7 +108,7 @@ function renderChart(days, apps, byApp) {
   };
   const perDay = days.map((d) => apps.map((a) => spentOn(a, d)));
   const totals = perDay.map((v) => v.reduce((x, y) => x + y, 0));
-  const max = Math.max(1, ...totals);
+  const max = niceCeil(Math.max(1, ...totals));
   const y = (m) => T + (H - T - B) * (1 - m / max);
   const parts = [];
   parts.push(svg('line', { class: 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }));
