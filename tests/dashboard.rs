@@ -246,7 +246,7 @@ async fn seed_history(ledger_path: &Path) {
             ("research-agent", 60_000, "gpt-4o-mini"),
         ] {
             // A deterministic wobble per day and app; weekends are quieter.
-            let w = ((back as u64 * 7 + app.len() as u64 * 13) % 11) as u64;
+            let w = (back as u64 * 7 + app.len() as u64 * 13) % 11;
             let weekend = (back % 7 == 2 || back % 7 == 3) as u64;
             let mut total = base * (6 + w) / 10 / (1 + weekend);
             if back == 0 && app == "cursor" {
