@@ -360,7 +360,8 @@ async fn desktop(a: &Alert) -> bool {
     ])
     .arg(gvariant_str(&a.summary()))
     .arg(gvariant_str(&a.body()))
-    .args(["@as []", "@a{sv} {}", "-1"])
+    // "int32 -1" (default expiry): a bare "-1" would be read as an option.
+    .args(["@as []", "@a{sv} {}", "int32 -1"])
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped())

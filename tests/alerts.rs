@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,4 +157,170 @@ async fn each_threshold_alerts_once_per_window_and_not_again_after_restart() {
     assert_eq!(wallet["scope"], "wallet");
     assert_eq!(wallet["spent"], "0.01");
     assert_eq!(d.log().matches("budget alert").count(), 2);
+}
+
+/// A private session bus with a real notification daemon (dunst on a private
+/// Xvfb display); every process is ended on drop.
+struct Desktop {
+    dir: TempDir,
+    bus: String,
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Desktop {
+    /// `None` (skipped) when dunst, Xvfb, dbus-daemon or gdbus is missing,
+    /// except under CI (`CI=true`), where that fails the test.
+    fn start() -> Option<Desktop> {
+        use std::process::{Command, Stdio};
+        let missing: Vec<&str> = ["dunst", "dunstctl", "Xvfb", "dbus-daemon", "gdbus"]
+            .into_iter()
+            .filter(|c| !have(c))
+            .collect();
+        if !missing.is_empty() {
+            assert!(
+                std::env::var("CI").ok().as_deref() != Some("true"),
+                "missing {missing:?} (apt-get install dunst xvfb dbus libglib2.0-bin)"
+            );
+            eprintln!("SKIP: desktop alert test needs {missing:?}");
+            return None;
+        }
+        let dir = TempDir::new("desktop");
+        let bus = format!("unix:path={}", dir.0.join("bus").display());
+        let mut d = Desktop {
+            bus: bus.clone(),
+            dir,
+            children: Vec::new(),
+        };
+        d.children.push(
+            Command::new("dbus-daemon")
+                .args(["--session", "--nofork", &format!("--address={bus}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).unwrap();
+        let display = format!(":{}", 100 + u16::from_le_bytes(b) % 900);
+        d.children.push(
+            Command::new("Xvfb")
+                .args([
+                    display.as_str(),
+                    "-screen",
+                    "0",
+                    "640x480x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(wait_until(Duration::from_secs(10), || {
+            path_exists(&d.dir.0.join("bus"))
+                && path_exists(Path::new(&format!("/tmp/.X11-unix/X{}", &display[1..])))
+        }));
+        d.children.push(
+            Command::new("dunst")
+                .args(["-config", "/dev/null"])
+                .env("DISPLAY", &display)
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || d.ctl(&["is-paused"]).is_some()),
+            "dunst did not come up on the private bus"
+        );
+        Some(d)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("dunstctl")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Summaries of every notification dunst got (shown ones are closed into
+    /// its history first).
+    fn summaries(&self) -> Vec<String> {
+        let _ = self.ctl(&["close-all"]);
+        let Some(h) = self.ctl(&["history"]) else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_str(&h).unwrap_or_default();
+        let mut out: Vec<String> = v["data"][0]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| n["summary"]["data"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desktop_alerts_reach_a_real_notification_daemon() {
+    let Some(desktop) = Desktop::start() else {
+        return;
+    };
+    let seller = Seller::start(SellerCfg::default()).await;
+    let config = "[payment]\nnetworks = [\"eip155:84532\"]\n[alerts]\ndesktop = true\n\
+                  [apps.capped]\napi_key = \"sk-capped\"\ndaily = \"0.005\"\n";
+    let d = Daemon::start_env(
+        &seller.url(),
+        config,
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", desktop.bus.as_str()),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    for _ in 0..5 {
+        assert_eq!(chat(&d, "sk-capped").await.status, 200);
+    }
+    let want = [
+        "x402d: app capped at 100% of its daily cap",
+        "x402d: app capped at 80% of its daily cap",
+    ];
+    assert!(
+        wait_until(Duration::from_secs(30), || desktop.summaries().len() >= 2),
+        "notifications: {:?}\n{}",
+        desktop.summaries(),
+        d.log()
+    );
+    assert_eq!(desktop.summaries(), want);
+    let m = request("GET", &d.url("/metrics"), &[], "").await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert!(
+        text.contains("x402d_alert_deliveries_total{channel=\"desktop\",result=\"ok\"} 2"),
+        "{text}"
+    );
 }
