@@ -32,6 +32,46 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often spend is looked at without a commit (a reload may lower a cap).
 const RECHECK: Duration = Duration::from_secs(60);
 
+/// What wakes the watcher: ledger commits, and calls a cap refused. A cap can
+/// refuse a call before spend reaches it exactly (the next call would not fit);
+/// that window then counts as full, so its 100 % alert is not lost.
+#[derive(Default)]
+pub struct Signals {
+    wake: Notify,
+    /// (app or `(wallet)`, window) whose cap refused a call since the last check.
+    full: std::sync::Mutex<BTreeSet<(String, &'static str)>>,
+}
+
+impl Signals {
+    /// A ledger commit happened (called on the writer thread: never waits).
+    pub fn commit(&self) {
+        self.wake.notify_one();
+    }
+
+    /// `app`'s call was refused with `code` (an `x-x402d-error` `*_cap_exceeded` code).
+    pub fn refused(&self, app: &str, code: &str) {
+        let (who, window) = match code {
+            "app_daily_cap_exceeded" => (app, "daily"),
+            "app_monthly_cap_exceeded" => (app, "monthly"),
+            "app_total_cap_exceeded" => (app, "total"),
+            "wallet_daily_cap_exceeded" => (WALLET, "daily"),
+            "wallet_monthly_cap_exceeded" => (WALLET, "monthly"),
+            _ => return,
+        };
+        if let Ok(mut g) = self.full.lock() {
+            g.insert((who.to_string(), window));
+        }
+        self.wake.notify_one();
+    }
+
+    fn take_full(&self) -> BTreeSet<(String, &'static str)> {
+        self.full
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default()
+    }
+}
+
 /// One threshold crossing. Serialized as the webhook's JSON body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
@@ -73,7 +113,12 @@ impl Alert {
             Some(r) => format!("; resets {r}"),
             None => String::new(),
         };
-        format!("${} of ${} spent{resets}", self.spent, self.cap)
+        let full = if self.spent < self.cap {
+            " (the cap refuses the next call)"
+        } else {
+            ""
+        };
+        format!("${} of ${} spent{full}{resets}", self.spent, self.cap)
     }
 }
 
@@ -88,8 +133,14 @@ pub fn periods(now_ms: i64, tz: &jiff::tz::TimeZone) -> [String; 2] {
     [d.to_string(), d.strftime("%Y-%m").to_string()]
 }
 
-/// Every (cap, threshold) that counted spend has reached at `limits.now_ms`. Pure.
-pub fn reached(snapshot: &Snapshot, limits: &Limits<'_>, thresholds: &[f64]) -> Vec<Alert> {
+/// Every (cap, threshold) that counted spend has reached at `limits.now_ms`, or
+/// that is `full` (its cap refused a call: every threshold counts as reached). Pure.
+pub fn reached(
+    snapshot: &Snapshot,
+    limits: &Limits<'_>,
+    thresholds: &[f64],
+    full: &BTreeSet<(String, &'static str)>,
+) -> Vec<Alert> {
     let now = limits.now_ms;
     let tz = limits.tz;
     let [day, month] = periods(now, tz);
@@ -107,9 +158,11 @@ pub fn reached(snapshot: &Snapshot, limits: &Limits<'_>, thresholds: &[f64]) -> 
             _ => continue,
         };
         let spent = row.settled.saturating_add(row.at_risk);
+        let refused = full.contains(&(row.app.clone(), window));
         for &t in thresholds {
-            let reached = u128::from(spent.atomic()) * 1_000_000
-                >= u128::from(ppm(t)) * u128::from(cap.atomic());
+            let reached = refused
+                || u128::from(spent.atomic()) * 1_000_000
+                    >= u128::from(ppm(t)) * u128::from(cap.atomic());
             if !reached {
                 continue;
             }
@@ -198,19 +251,14 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Wakes on every ledger commit (and every minute), raises new crossings and
-/// queues them for delivery. Owned by src/daemon.rs.
-pub async fn watch(
-    shared: Arc<Shared>,
-    wake: Arc<Notify>,
-    out: mpsc::Sender<Alert>,
-    mut stop: Stop,
-) {
+/// Wakes on every ledger commit and cap refusal (and every minute), raises new
+/// crossings and queues them for delivery. Owned by src/daemon.rs.
+pub async fn watch(shared: Arc<Shared>, out: mpsc::Sender<Alert>, mut stop: Stop) {
     let mut sent = Sent::load(&shared.config().state_dir.join(SENT_FILE));
     loop {
         check(&shared, &mut sent, &out).await;
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = shared.alert_signals.wake.notified() => {}
             _ = tokio::time::sleep(RECHECK) => {}
             _ = stop.requested() => return,
         }
@@ -219,6 +267,7 @@ pub async fn watch(
 
 async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
     let now = crate::now_ms();
+    let full = shared.alert_signals.take_full();
     let totals = match shared.ledger.totals(now, 0).await {
         Ok(t) => t,
         Err(e) => {
@@ -228,7 +277,7 @@ async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
     };
     let cfg = shared.config();
     let limits = Limits::from_config(&cfg, now);
-    let current = reached(&totals, &limits, &cfg.config.alerts.thresholds);
+    let current = reached(&totals, &limits, &cfg.config.alerts.thresholds, &full);
     let new: Vec<Alert> = current
         .iter()
         .filter(|a| !sent.contains(&a.id))
@@ -425,8 +474,9 @@ mod tests {
             .as_millisecond();
         let limits = Limits::from_config(&cfg, now);
         let th = [0.8, 1.0];
+        let none = BTreeSet::new();
         let ids = |s: &Snapshot| {
-            reached(s, &limits, &th)
+            reached(s, &limits, &th, &none)
                 .into_iter()
                 .map(|a| a.id)
                 .collect::<Vec<_>>()
@@ -441,7 +491,17 @@ mod tests {
                 "(wallet)|daily|2026-12-01|800000"
             ]
         );
-        let a = &reached(&at(10_000, 0), &limits, &th)[1];
+        // A cap that refused a call counts as reached, for every threshold.
+        let full = BTreeSet::from([("a".to_string(), "daily")]);
+        let refused: Vec<String> = reached(&at(7_000, 7_000), &limits, &th, &full)
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(
+            refused,
+            ["a|daily|2026-12-01|800000", "a|daily|2026-12-01|1000000"]
+        );
+        let a = &reached(&at(10_000, 0), &limits, &th, &none)[1];
         assert_eq!(a.resets_at.as_deref(), Some("2026-12-02T00:00:00Z"));
         assert_eq!(a.scope, "app");
         let json = serde_json::to_value(a).unwrap();

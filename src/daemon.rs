@@ -70,14 +70,13 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     let shared = Arc::new(
         Shared::new(cfg, client, ledger, listen.port()).with_timeouts(server::Timeouts::from_env()),
     );
-    // Every commit wakes the alert watcher (a permit, never a wait on the writer).
-    let commits = Arc::new(tokio::sync::Notify::new());
+    // Every commit also wakes the alert watcher (a permit, never a wait on the writer).
     {
         let h = shared.metrics.ledger_commit_seconds.clone();
-        let commits = commits.clone();
+        let signals = shared.alert_signals.clone();
         shared.ledger.observe_commits(Box::new(move |s| {
             h.observe(s);
-            commits.notify_one();
+            signals.commit();
         }));
     }
 
@@ -125,12 +124,7 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     tasks.spawn(resolver(shared.clone(), stop.clone()));
     tasks.spawn(catalog(shared.clone(), stop.clone()));
     let (alerts_tx, alerts_rx) = mpsc::channel(256);
-    tasks.spawn(alerts::watch(
-        shared.clone(),
-        commits,
-        alerts_tx,
-        stop.clone(),
-    ));
+    tasks.spawn(alerts::watch(shared.clone(), alerts_tx, stop.clone()));
     tasks.spawn(alerts::deliver(shared.clone(), alerts_rx, stop.clone()));
     // Stop signals received: the first stops accepting, a second cuts the drain short.
     // Installed before READY=1, so an early SIGTERM is never the default (abrupt) exit.

@@ -324,3 +324,30 @@ async fn desktop_alerts_reach_a_real_notification_daemon() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_that_refuses_a_call_before_it_is_reached_alerts_at_100_percent() {
+    // $0.003 a call against a $0.010 daily cap: spend stops at $0.009 (90 %).
+    let seller = Seller::start(SellerCfg {
+        amount: "3000".into(),
+        ..SellerCfg::default()
+    })
+    .await;
+    let hook = Receiver::start(0).await;
+    let config = format!(
+        "[payment]\nnetworks = [\"eip155:84532\"]\n[alerts]\nwebhook = \"{}\"\n\
+         [apps.capped]\napi_key = \"sk-capped\"\ndaily = \"0.010\"\n",
+        hook.url
+    );
+    let d = Daemon::start(&seller.url(), &config);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(chat(&d, "sk-capped").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 402]);
+    assert!(hook.wait_for(2), "alerts: {:?}\n{}", hook.ok(), d.log());
+    assert_eq!(hook.ids(), ["capped@0.8", "capped@1.0"]);
+    let full = &hook.ok()[1];
+    assert_eq!(full["spent"], "0.009");
+    assert_eq!(full["cap"], "0.01");
+}

@@ -43,6 +43,8 @@ pub struct Shared {
     pub inflight: InFlight,
     pub metrics: crate::metrics::Metrics,
     pub timeouts: Timeouts,
+    /// Wakes the budget-alert watcher (commits, calls a cap refused).
+    pub alert_signals: Arc<crate::alerts::Signals>,
 }
 
 /// Counts running payment flows so shutdown can wait for them.
@@ -96,6 +98,7 @@ impl Shared {
             inflight: InFlight::default(),
             metrics: crate::metrics::Metrics::new(),
             timeouts: Timeouts::default(),
+            alert_signals: Arc::default(),
         }
     }
 
@@ -311,6 +314,14 @@ pub async fn handle(
         None => "other".to_string(),
     };
     let resp = handle_inner(shared, &cfg, req, origin).await;
+    if resp.status() == StatusCode::PAYMENT_REQUIRED
+        && let Some(code) = resp
+            .headers()
+            .get(crate::openai::error::HDR_ERROR)
+            .and_then(|v| v.to_str().ok())
+    {
+        shared.alert_signals.refused(&app_label, code);
+    }
     shared
         .metrics
         .requests
