@@ -73,7 +73,13 @@ async fn a_second_stop_signal_cuts_the_drain_short() {
     assert!(d.child.wait().unwrap().success(), "{}", d.log());
     assert!(d.log().contains("second stop signal"), "{}", d.log());
     let ps = d.payments();
-    assert_eq!(ps[0]["state"], "signed", "{ps:?}");
+    // `signed`, or `at_risk` when the flow's drop-time record reached the writer
+    // before the process exited (a race with exit): both stay counted, and the
+    // next start turns `signed` into `at_risk` anyway. Never released.
+    assert!(
+        ps[0]["state"] == "signed" || ps[0]["state"] == "at_risk",
+        "{ps:?}"
+    );
 }
 
 /// The admin socket removed at exit is the one bound at start, even after a
