@@ -351,3 +351,35 @@ async fn a_cap_that_refuses_a_call_before_it_is_reached_alerts_at_100_percent() 
     assert_eq!(full["spent"], "0.009");
     assert_eq!(full["cap"], "0.01");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_does_not_hold_up_payments() {
+    // The webhook accepts connections and never answers a byte.
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", sink.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = sink.accept().await {
+            conns.push(c);
+        }
+    });
+    let seller = Seller::start(SellerCfg::default()).await;
+    let config = format!(
+        "[payment]\nnetworks = [\"eip155:84532\"]\n[alerts]\nwebhook = \"{url}\"\n\
+         [apps.capped]\napi_key = \"sk-capped\"\ndaily = \"0.005\"\n"
+    );
+    let d = Daemon::start(&seller.url(), &config);
+    // Both alerts are raised (and their deliveries hang) while the calls go on.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(chat(&d, "sk-capped").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 402]);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log()
+        .matches("budget alert")
+        .count()
+        == 2));
+    assert_eq!(seller.counts().verified, 5);
+    held.abort();
+}
