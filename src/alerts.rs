@@ -222,18 +222,31 @@ impl Sent {
 
     /// Adds `new`, forgets ids of windows that are over (any period but
     /// `periods` and `lifetime`) and replaces the file atomically (write, fsync,
-    /// rename).
+    /// rename). Blocking: async callers use [`Sent::record_async`].
     pub fn record(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<()> {
+        let body = self.update(new, periods)?;
+        write_atomic(&self.path, &body)
+    }
+
+    /// [`Sent::record`] with the file write on the blocking pool.
+    pub async fn record_async(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<()> {
+        let body = self.update(new, periods)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomic(&path, &body))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    fn update(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<Vec<u8>> {
         self.ids.retain(|id| {
             id.split('|')
                 .nth(2)
                 .is_some_and(|p| p == "lifetime" || periods.iter().any(|c| c == p))
         });
         self.ids.extend(new.iter().map(|a| a.id.clone()));
-        let body = serde_json::to_vec_pretty(&SentFile {
+        Ok(serde_json::to_vec_pretty(&SentFile {
             sent: self.ids.clone(),
-        })?;
-        write_atomic(&self.path, &body)
+        })?)
     }
 }
 
@@ -287,7 +300,7 @@ async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
         return;
     }
     // Persisted first: a crash after this point loses a delivery, never repeats one.
-    if let Err(e) = sent.record(&new, &periods(now, &cfg.timezone)) {
+    if let Err(e) = sent.record_async(&new, &periods(now, &cfg.timezone)).await {
         tracing::error!(error = %e, "cannot persist the alert record; these alerts may repeat after a restart");
     }
     for a in new {
