@@ -73,16 +73,16 @@ impl Signals {
 }
 
 /// One threshold crossing. Serialized as the webhook's JSON body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Alert {
     /// Stable for one app, window, period and threshold: receivers may dedupe on it.
     pub id: String,
     /// The app, or `(wallet)` for the wallet-wide `[limits]`.
     pub app: String,
     /// `app` or `wallet`.
-    pub scope: &'static str,
+    pub scope: String,
     /// `daily`, `monthly` or `total`.
-    pub window: &'static str,
+    pub window: String,
     /// The window's date (`2026-12-01`), month (`2026-12`) or `lifetime`.
     pub period: String,
     /// The fraction of the cap that was reached.
@@ -169,8 +169,8 @@ pub fn reached(
             out.push(Alert {
                 id: format!("{}|{window}|{period}|{}", row.app, ppm(t)),
                 app: row.app.clone(),
-                scope: if row.app == WALLET { "wallet" } else { "app" },
-                window,
+                scope: if row.app == WALLET { "wallet" } else { "app" }.into(),
+                window: window.into(),
                 period: period.clone(),
                 threshold: t,
                 spent,
@@ -182,38 +182,59 @@ pub fn reached(
     out
 }
 
-/// The alerts already raised, as persisted in `alerts.json`.
+/// The alerts already raised, and those whose webhook delivery is not done yet,
+/// as persisted in `alerts.json`.
 pub struct Sent {
     path: PathBuf,
     ids: BTreeSet<String>,
+    pending: Vec<Alert>,
 }
 
 #[derive(Serialize, serde::Deserialize, Default)]
 struct SentFile {
     sent: BTreeSet<String>,
+    /// Raised, webhook delivery not finished (re-queued at start).
+    #[serde(default)]
+    pending: Vec<Alert>,
+}
+
+/// The alert record, shared by the watcher and the delivery task.
+pub type Store = Arc<tokio::sync::Mutex<Sent>>;
+
+/// Opens `state_dir/alerts.json` for the daemon.
+pub fn open(state_dir: &Path) -> Store {
+    Arc::new(tokio::sync::Mutex::new(Sent::load(
+        &state_dir.join(SENT_FILE),
+    )))
 }
 
 impl Sent {
     /// Reads the file; a missing file is an empty set, an unreadable one is logged.
     pub fn load(path: &Path) -> Sent {
-        let ids = match std::fs::read(path) {
+        let file = match std::fs::read(path) {
             Ok(b) => match serde_json::from_slice::<SentFile>(&b) {
-                Ok(f) => f.sent,
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "unreadable alert record; alerts of the current windows may repeat");
-                    BTreeSet::new()
+                    SentFile::default()
                 }
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SentFile::default(),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot read the alert record; alerts of the current windows may repeat");
-                BTreeSet::new()
+                SentFile::default()
             }
         };
         Sent {
             path: path.to_path_buf(),
-            ids,
+            ids: file.sent,
+            pending: file.pending,
         }
+    }
+
+    /// Alerts raised whose webhook delivery had not finished (at load: by the last run).
+    pub fn pending(&self) -> &[Alert] {
+        &self.pending
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -224,29 +245,57 @@ impl Sent {
     /// `periods` and `lifetime`) and replaces the file atomically (write, fsync,
     /// rename). Blocking: async callers use [`Sent::record_async`].
     pub fn record(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<()> {
-        let body = self.update(new, periods)?;
-        write_atomic(&self.path, &body)
+        self.update(new, periods, false);
+        write_atomic(&self.path, &self.body()?)
     }
 
-    /// [`Sent::record`] with the file write on the blocking pool.
-    pub async fn record_async(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<()> {
-        let body = self.update(new, periods)?;
+    /// [`Sent::record`], also keeping `new` as pending webhook deliveries when
+    /// `webhook`, with the file write on the blocking pool.
+    pub async fn record_async(
+        &mut self,
+        new: &[Alert],
+        periods: &[String],
+        webhook: bool,
+    ) -> std::io::Result<()> {
+        self.update(new, periods, webhook);
+        self.save().await
+    }
+
+    /// The webhook delivery of `id` is over (delivered, or given up on).
+    pub async fn delivered(&mut self, id: &str) -> std::io::Result<()> {
+        let before = self.pending.len();
+        self.pending.retain(|a| a.id != id);
+        if self.pending.len() == before {
+            return Ok(());
+        }
+        self.save().await
+    }
+
+    async fn save(&self) -> std::io::Result<()> {
+        let body = self.body()?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomic(&path, &body))
             .await
             .map_err(std::io::Error::other)?
     }
 
-    fn update(&mut self, new: &[Alert], periods: &[String]) -> std::io::Result<Vec<u8>> {
+    fn body(&self) -> std::io::Result<Vec<u8>> {
+        Ok(serde_json::to_vec_pretty(&SentFile {
+            sent: self.ids.clone(),
+            pending: self.pending.clone(),
+        })?)
+    }
+
+    fn update(&mut self, new: &[Alert], periods: &[String], webhook: bool) {
         self.ids.retain(|id| {
             id.split('|')
                 .nth(2)
                 .is_some_and(|p| p == "lifetime" || periods.iter().any(|c| c == p))
         });
         self.ids.extend(new.iter().map(|a| a.id.clone()));
-        Ok(serde_json::to_vec_pretty(&SentFile {
-            sent: self.ids.clone(),
-        })?)
+        if webhook {
+            self.pending.extend(new.iter().cloned());
+        }
     }
 }
 
@@ -266,10 +315,19 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
 
 /// Wakes on every ledger commit and cap refusal (and every minute), raises new
 /// crossings and queues them for delivery. Owned by src/daemon.rs.
-pub async fn watch(shared: Arc<Shared>, out: mpsc::Sender<Alert>, mut stop: Stop) {
-    let mut sent = Sent::load(&shared.config().state_dir.join(SENT_FILE));
+pub async fn watch(shared: Arc<Shared>, store: Store, out: mpsc::Sender<Delivery>, mut stop: Stop) {
+    // Deliveries the last run did not finish go first (the webhook only: a
+    // desktop notification is for now or never).
+    let unfinished: Vec<Alert> = store.lock().await.pending().to_vec();
+    for a in unfinished {
+        tracing::info!(id = %a.id, "alert webhook delivery not finished by the last run: retrying");
+        let _ = out.try_send(Delivery {
+            alert: a,
+            desktop: false,
+        });
+    }
     loop {
-        check(&shared, &mut sent, &out).await;
+        check(&shared, &store, &out).await;
         tokio::select! {
             _ = shared.alert_signals.wake.notified() => {}
             _ = tokio::time::sleep(RECHECK) => {}
@@ -278,7 +336,15 @@ pub async fn watch(shared: Arc<Shared>, out: mpsc::Sender<Alert>, mut stop: Stop
     }
 }
 
-async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
+/// One alert to deliver.
+#[derive(Debug)]
+pub struct Delivery {
+    alert: Alert,
+    /// Also as a desktop notification (when configured).
+    desktop: bool,
+}
+
+async fn check(shared: &Shared, store: &Store, out: &mpsc::Sender<Delivery>) {
     let now = crate::now_ms();
     let full = shared.alert_signals.take_full();
     let totals = match shared.ledger.totals(now, 0).await {
@@ -291,6 +357,7 @@ async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
     let cfg = shared.config();
     let limits = Limits::from_config(&cfg, now);
     let current = reached(&totals, &limits, &cfg.config.alerts.thresholds, &full);
+    let mut sent = store.lock().await;
     let new: Vec<Alert> = current
         .iter()
         .filter(|a| !sent.contains(&a.id))
@@ -299,15 +366,20 @@ async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
     if new.is_empty() {
         return;
     }
-    // Persisted first: a crash after this point loses a delivery, never repeats one.
-    if let Err(e) = sent.record_async(&new, &periods(now, &cfg.timezone)).await {
+    // Persisted first, with the webhook deliveries still to make: a restart
+    // neither raises these again nor forgets to deliver them.
+    let webhook = cfg.config.alerts.webhook.is_some();
+    if let Err(e) = sent
+        .record_async(&new, &periods(now, &cfg.timezone), webhook)
+        .await
+    {
         tracing::error!(error = %e, "cannot persist the alert record; these alerts may repeat after a restart");
     }
     for a in new {
         tracing::warn!(
             app = %a.app,
-            scope = a.scope,
-            window = a.window,
+            scope = %a.scope,
+            window = %a.window,
             period = %a.period,
             threshold = a.threshold,
             spent = %a.spent,
@@ -317,8 +389,12 @@ async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
             a.summary(),
             a.body()
         );
-        shared.metrics.alert(&a.app, a.window, a.threshold);
-        if out.try_send(a).is_err() {
+        shared.metrics.alert(&a.app, &a.window, a.threshold);
+        let d = Delivery {
+            alert: a,
+            desktop: true,
+        };
+        if out.try_send(d).is_err() {
             tracing::warn!("alert delivery queue full; this alert is only logged");
         }
     }
@@ -326,21 +402,29 @@ async fn check(shared: &Shared, sent: &mut Sent, out: &mpsc::Sender<Alert>) {
 
 /// Delivers queued alerts to the webhook (retried with backoff) and the desktop.
 /// Owned by src/daemon.rs.
-pub async fn deliver(shared: Arc<Shared>, mut rx: mpsc::Receiver<Alert>, mut stop: Stop) {
+pub async fn deliver(
+    shared: Arc<Shared>,
+    store: Store,
+    mut rx: mpsc::Receiver<Delivery>,
+    mut stop: Stop,
+) {
     loop {
-        let a = tokio::select! {
-            a = rx.recv() => match a {
-                Some(a) => a,
+        let d = tokio::select! {
+            d = rx.recv() => match d {
+                Some(d) => d,
                 None => return,
             },
             _ = stop.requested() => return,
         };
+        let a = d.alert;
         let cfg = shared.config();
-        if cfg.config.alerts.desktop {
+        if d.desktop && cfg.config.alerts.desktop {
             let ok = desktop(&a).await;
             shared.metrics.alert_delivery("desktop", ok);
         }
         let Some(url) = cfg.config.alerts.webhook.clone() else {
+            // No webhook (any more): nothing left to deliver for this alert.
+            let _ = store.lock().await.delivered(&a.id).await;
             continue;
         };
         let mut delay = Duration::from_secs(1);
@@ -363,6 +447,10 @@ pub async fn deliver(shared: Arc<Shared>, mut rx: mpsc::Receiver<Alert>, mut sto
                     delay = (delay * 2).min(Duration::from_secs(300));
                 }
             }
+        }
+        // Delivered or given up on: either way not to be retried at the next start.
+        if let Err(e) = store.lock().await.delivered(&a.id).await {
+            tracing::warn!(id = %a.id, error = %e, "cannot update the alert record; this webhook alert may be sent again after a restart");
         }
     }
 }
@@ -532,8 +620,8 @@ mod tests {
         let mk = |period: &str| Alert {
             id: format!("a|daily|{period}|800000"),
             app: "a".into(),
-            scope: "app",
-            window: "daily",
+            scope: "app".into(),
+            window: "daily".into(),
             period: period.into(),
             threshold: 0.8,
             spent: Usd(8),

@@ -124,8 +124,19 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     tasks.spawn(resolver(shared.clone(), stop.clone()));
     tasks.spawn(catalog(shared.clone(), stop.clone()));
     let (alerts_tx, alerts_rx) = mpsc::channel(256);
-    tasks.spawn(alerts::watch(shared.clone(), alerts_tx, stop.clone()));
-    tasks.spawn(alerts::deliver(shared.clone(), alerts_rx, stop.clone()));
+    let alert_store = alerts::open(&shared.config().state_dir);
+    tasks.spawn(alerts::watch(
+        shared.clone(),
+        alert_store.clone(),
+        alerts_tx,
+        stop.clone(),
+    ));
+    tasks.spawn(alerts::deliver(
+        shared.clone(),
+        alert_store,
+        alerts_rx,
+        stop.clone(),
+    ));
     // Stop signals received: the first stops accepting, a second cuts the drain short.
     // Installed before READY=1, so an early SIGTERM is never the default (abrupt) exit.
     let handlers = Signals::install()?;

@@ -26,8 +26,14 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start(fail_first: usize) -> Receiver {
+        Self::start_on(0, fail_first).await
+    }
+
+    async fn start_on(port: u16, fail_first: usize) -> Receiver {
         use http_body_util::{BodyExt, Full};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let ok = Arc::new(Mutex::new(Vec::new()));
         let all = Arc::new(Mutex::new(0usize));
@@ -137,7 +143,8 @@ async fn each_threshold_alerts_once_per_window_and_not_again_after_restart() {
             format!("x402d_alerts_total{{app=\"capped\",window=\"daily\",threshold=\"{t}\"}} 1");
         assert!(text.contains(&line), "{line} in\n{text}");
     }
-    assert!(d.state_dir().join("alerts.json").exists());
+    // Delivered and recorded as such (else the restart would deliver them again).
+    assert!(no_pending_deliveries(&d));
 
     // After a restart (SIGKILL), the crossings of today are still known: more
     // spend by another app raises only the wallet-wide ones, each once.
@@ -382,4 +389,60 @@ async fn a_webhook_that_never_answers_does_not_hold_up_payments() {
         == 2));
     assert_eq!(seller.counts().verified, 5);
     held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_delivery_cut_by_a_restart_is_made_after_it_once() {
+    // The webhook's port is closed while the alerts are raised.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seller = Seller::start(SellerCfg::default()).await;
+    let config = format!(
+        "[payment]\nnetworks = [\"eip155:84532\"]\n[alerts]\nwebhook = \"http://127.0.0.1:{port}/hook\"\n\
+         [apps.capped]\napi_key = \"sk-capped\"\ndaily = \"0.005\"\n"
+    );
+    let mut d = Daemon::start(&seller.url(), &config);
+    for _ in 0..5 {
+        assert_eq!(chat(&d, "sk-capped").await.status, 200);
+    }
+    // Both raised (and recorded: the WARN line follows the write), the first
+    // delivery failed.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let log = d.log();
+            log.matches("budget alert").count() == 2
+                && log.contains("alert webhook failed; retrying")
+        }),
+        "{}",
+        d.log()
+    );
+    d.kill9();
+    // Now the webhook is up; the restarted daemon delivers both, once each.
+    let hook = Receiver::start_on(port, 0).await;
+    let d = d.restart();
+    assert!(hook.wait_for(2), "alerts: {:?}\n{}", hook.ok(), d.log());
+    let mut ids = hook.ids();
+    ids.sort();
+    assert_eq!(ids, ["capped@0.8", "capped@1.0"]);
+    assert_eq!(
+        d.log().matches("budget alert").count(),
+        0,
+        "not raised again"
+    );
+    // Both marked done: nothing left for the next start.
+    assert!(no_pending_deliveries(&d));
+}
+
+/// Waits until `alerts.json` lists no unfinished webhook delivery.
+fn no_pending_deliveries(d: &Daemon) -> bool {
+    let file = d.state_dir().join("alerts.json");
+    wait_until(Duration::from_secs(10), || {
+        std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["pending"].as_array().is_some_and(|p| p.is_empty()))
+    })
 }
