@@ -59,6 +59,37 @@ pub struct Config {
     /// glob keys allowed): requested id → upstream id. See `anthropic::models`.
     #[serde(default)]
     pub models: BTreeMap<String, String>,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: budget alerts when spend crosses a fraction of a cap (see src/alerts.rs).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Fractions of each cap that raise an alert, once per window each.
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Vec<f64>,
+    /// An http(s) URL that gets one JSON object per alert (POST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Also show a desktop notification (org.freedesktop.Notifications on the session bus).
+    #[serde(default)]
+    pub desktop: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            thresholds: default_thresholds(),
+            webhook: None,
+            desktop: false,
+        }
+    }
+}
+
+fn default_thresholds() -> Vec<f64> {
+    vec![0.8, 1.0]
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -755,6 +786,40 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         }
     }
 
+    for t in &config.alerts.thresholds {
+        if !(t.is_finite() && *t > 0.0 && *t <= 1.0) {
+            return Err(err(
+                Some("alerts"),
+                "thresholds",
+                format!(
+                    "{t} is not a fraction of a cap; write numbers above 0 and at most 1, e.g. [0.8, 1.0]"
+                ),
+            ));
+        }
+    }
+    if let Some(url) = &config.alerts.webhook {
+        let uri = url
+            .parse::<hyper::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        let Some(uri) = uri else {
+            return Err(err(
+                Some("alerts"),
+                "webhook",
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        };
+        if let Some(host) = plain_http_remote(&uri) {
+            return Err(err(
+                Some("alerts"),
+                "webhook",
+                format!(
+                    "{url:?} is plain http:// to {host}, which is not a loopback host: anyone on the network path could read your spend or drop the alerts. Use https:// (http:// is allowed only for 127.0.0.0/8, [::1] and localhost)"
+                ),
+            ));
+        }
+    }
+
     let timezone = jiff::tz::TimeZone::get(&config.limits.timezone).map_err(|_| {
         err(
             Some("limits"),
@@ -1038,7 +1103,7 @@ models = ["gpt-4o-mini", "anthropic/*"]
     fn invalid_configs_name_key_and_line() {
         assert_eq!(
             bad("listen = \"127.0.0.1:1\"\nlisten_port = 3\n"),
-            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`"
+            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`, `alerts`"
         );
         let e = bad("[payment]\nnetworks = [\"ethereum\"]\n");
         assert!(
@@ -1145,6 +1210,34 @@ models = ["gpt-4o-mini", "anthropic/*"]
         assert!(e.contains("is not an http(s) URL"), "{e}");
         let e = bad(&rpc("sepolia.base.org"));
         assert!(e.contains("is not an http(s) URL"), "{e}");
+    }
+
+    #[test]
+    fn alerts_table() {
+        let l = parse("", None).unwrap();
+        assert_eq!(l.config.alerts, AlertsConfig::default());
+        assert_eq!(l.config.alerts.thresholds, vec![0.8, 1.0]);
+        let l = parse(
+            "[alerts]\nthresholds = [0.5]\nwebhook = \"http://127.0.0.1:9/hook\"\ndesktop = true\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(l.config.alerts.thresholds, vec![0.5]);
+        assert!(l.config.alerts.desktop);
+        assert!(parse("[alerts]\nwebhook = \"https://hooks.example/x\"\n", None).is_ok());
+        let e = bad("[alerts]\nwebhook = \"http://hooks.example/x\"\n");
+        assert!(
+            e.starts_with("c.toml:2: `alerts.webhook`: ") && e.contains("not a loopback host"),
+            "{e}"
+        );
+        let e = bad("[alerts]\nwebhook = \"ftp://x\"\n");
+        assert!(e.contains("is not an http(s) URL"), "{e}");
+        for t in ["0", "1.5", "-0.2", "nan"] {
+            let e = bad(&format!("[alerts]\nthresholds = [{t}]\n"));
+            assert!(e.contains("`alerts.thresholds`"), "{t}: {e}");
+        }
+        let e = bad("[alerts]\nthreshold = [0.5]\n");
+        assert!(e.contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::config::{self, Loaded};
 use crate::ledger::{self, Ledger};
 use crate::server::{self, Shared};
-use crate::{admin, upstream};
+use crate::{admin, alerts, upstream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,11 +70,14 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     let shared = Arc::new(
         Shared::new(cfg, client, ledger, listen.port()).with_timeouts(server::Timeouts::from_env()),
     );
+    // Every commit also wakes the alert watcher (a permit, never a wait on the writer).
     {
         let h = shared.metrics.ledger_commit_seconds.clone();
-        shared
-            .ledger
-            .observe_commits(Box::new(move |s| h.observe(s)));
+        let signals = shared.alert_signals.clone();
+        shared.ledger.observe_commits(Box::new(move |s| {
+            h.observe(s);
+            signals.commit();
+        }));
     }
 
     let wallet_line = match shared.wallet.get(&shared.config().key_location()).await {
@@ -120,6 +123,20 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     ));
     tasks.spawn(resolver(shared.clone(), stop.clone()));
     tasks.spawn(catalog(shared.clone(), stop.clone()));
+    let (alerts_tx, alerts_rx) = mpsc::channel(256);
+    let alert_store = alerts::open(&shared.config().state_dir);
+    tasks.spawn(alerts::watch(
+        shared.clone(),
+        alert_store.clone(),
+        alerts_tx,
+        stop.clone(),
+    ));
+    tasks.spawn(alerts::deliver(
+        shared.clone(),
+        alert_store,
+        alerts_rx,
+        stop.clone(),
+    ));
     // Stop signals received: the first stops accepting, a second cuts the drain short.
     // Installed before READY=1, so an early SIGTERM is never the default (abrupt) exit.
     let handlers = Signals::install()?;

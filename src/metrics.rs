@@ -42,8 +42,23 @@ pub struct CapLabels {
     pub window: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub app: String,
+    pub window: String,
+    pub threshold: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub channel: String,
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub alerts: Family<AlertLabels, Counter>,
+    pub alert_deliveries: Family<DeliveryLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub payments: Family<PaymentLabels, Counter>,
     pub resends: Family<ResendLabels, Counter>,
@@ -127,7 +142,21 @@ impl Metrics {
             "Seconds the upstream's clock (Date header) is ahead of this machine's",
             clock_skew_seconds.clone(),
         );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alerts",
+            "Budget alerts raised, by app, window and threshold",
+            alerts.clone(),
+        );
+        let alert_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "alert_deliveries",
+            "Alert delivery attempts by channel (webhook, desktop) and result",
+            alert_deliveries.clone(),
+        );
         Metrics {
+            alerts,
+            alert_deliveries,
             clock_skew: Default::default(),
             clock_skew_seconds,
             registry,
@@ -146,6 +175,25 @@ impl Metrics {
     pub fn set_clock_skew(&self, secs: i64, now_ms: i64) {
         self.clock_skew.set(secs, now_ms);
         self.clock_skew_seconds.set(secs);
+    }
+
+    pub fn alert(&self, app: &str, window: &str, threshold: f64) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                app: app.into(),
+                window: window.into(),
+                threshold: threshold.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn alert_delivery(&self, channel: &str, ok: bool) {
+        self.alert_deliveries
+            .get_or_create(&DeliveryLabels {
+                channel: channel.into(),
+                result: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
     }
 
     pub fn payment(&self, app: &str, network: &str, state: State, amount: u64) {

@@ -128,6 +128,46 @@ pub fn check_paid(headers: &HeaderMap, allowed: Option<&str>) -> Result<(), Prox
     Ok(())
 }
 
+/// The dashboard (`/`, its assets) and its read-only JSON API (`/api/…`): a `Host`
+/// is required and must pass the same rules as every request (DNS rebinding); an
+/// `Origin`, when sent, must be the page's own (`http://` + that `Host`), whatever
+/// `allowed_origins` says; and the API answers a browser only for a same-origin
+/// request (`Sec-Fetch-Site: same-origin`), so no other site can read the spend.
+/// The page itself may be opened from anywhere (typed, bookmarked, a link); it
+/// cannot be framed (see its headers).
+pub fn check_dashboard(
+    cfg: &Loaded,
+    headers: &HeaderMap,
+    port: u16,
+    api: bool,
+) -> Result<(), ProxyError> {
+    let host = headers
+        .get(HOST)
+        .ok_or_else(|| ProxyError::HostNotAllowed("<none>".into()))?
+        .to_str()
+        .map_err(|_| ProxyError::HostNotAllowed("<non-ASCII>".into()))?;
+    if !host_allowed(cfg, host, port) {
+        return Err(ProxyError::HostNotAllowed(clip(host)));
+    }
+    if let Some(o) = headers.get(ORIGIN) {
+        let o = o
+            .to_str()
+            .map_err(|_| ProxyError::OriginNotAllowed("<non-ASCII>".into()))?;
+        if !o.eq_ignore_ascii_case(&format!("http://{host}")) {
+            return Err(ProxyError::OriginNotAllowed(clip(o)));
+        }
+    }
+    if api && let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("<non-ASCII>").to_ascii_lowercase();
+        if site != "same-origin" {
+            return Err(ProxyError::BrowserRequestNotAllowed(clip(&format!(
+                "Sec-Fetch-Site: {site}"
+            ))));
+        }
+    }
+    Ok(())
+}
+
 fn clip(s: &str) -> String {
     s.chars().take(100).collect()
 }
@@ -229,6 +269,59 @@ mod tests {
             .unwrap();
             assert!(check(&cfg, &hm(Some(host), None), 8402).is_ok(), "{host}");
             assert!(check(&cfg, &hm(Some("[fd00::6]:8402"), None), 8402).is_err());
+        }
+    }
+
+    #[test]
+    fn dashboard_is_same_origin_only() {
+        let cfg =
+            crate::config::parse("allowed_origins = [\"http://localhost:3000\"]\n", None).unwrap();
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let host = ("host", "127.0.0.1:8402");
+        for api in [true, false] {
+            assert!(check_dashboard(&cfg, &with(&[host]), 8402, api).is_ok());
+            let own = with(&[
+                host,
+                ("origin", "http://127.0.0.1:8402"),
+                ("sec-fetch-site", "same-origin"),
+            ]);
+            assert!(check_dashboard(&cfg, &own, 8402, api).is_ok());
+            for bad in [
+                with(&[]),
+                with(&[("host", "evil.example:8402")]),
+                with(&[("host", "127.0.0.1:9999")]),
+            ] {
+                assert!(matches!(
+                    check_dashboard(&cfg, &bad, 8402, api),
+                    Err(ProxyError::HostNotAllowed(_))
+                ));
+            }
+            // Even an origin allowed to *call* the proxy may not read the dashboard.
+            for o in ["http://localhost:3000", "https://evil.example", "null"] {
+                let mut h = with(&[host]);
+                h.insert(ORIGIN, HeaderValue::from_static(o));
+                assert!(matches!(
+                    check_dashboard(&cfg, &h, 8402, api),
+                    Err(ProxyError::OriginNotAllowed(_))
+                ));
+            }
+        }
+        for site in ["cross-site", "same-site", "none"] {
+            let h = with(&[host, ("sec-fetch-site", site)]);
+            assert!(matches!(
+                check_dashboard(&cfg, &h, 8402, true),
+                Err(ProxyError::BrowserRequestNotAllowed(_))
+            ));
+            assert!(
+                check_dashboard(&cfg, &h, 8402, false).is_ok(),
+                "the page: {site}"
+            );
         }
     }
 

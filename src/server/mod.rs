@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod coalesce;
+pub mod dashboard;
 pub mod dialect;
 pub mod guard;
 
@@ -47,6 +48,8 @@ pub struct Shared {
     /// Reads the chain: the background resolver, and the payment flow when a
     /// re-sent payment is refused (one cache of RPCs that proved their chain).
     pub resolver: crate::chain::Resolver,
+    /// Wakes the budget-alert watcher (commits, calls a cap refused).
+    pub alert_signals: Arc<crate::alerts::Signals>,
 }
 
 /// Counts running payment flows so shutdown can wait for them.
@@ -101,6 +104,7 @@ impl Shared {
             metrics: crate::metrics::Metrics::new(),
             timeouts: Timeouts::default(),
             resolver: crate::chain::Resolver::default(),
+            alert_signals: Arc::default(),
         }
     }
 
@@ -298,6 +302,10 @@ pub async fn handle(
     peer: Option<std::net::SocketAddr>,
 ) -> Response<Body> {
     let cfg = shared.config();
+    // The read-only dashboard and its API have their own (same-origin) guard.
+    if let Some(r) = dashboard::handle(shared, &cfg, &req, peer).await {
+        return r;
+    }
     let shape = ErrorShape::of(req.uri().path());
     let origin = match guard::check(&cfg, req.headers(), shared.local_port) {
         Ok(o) => o,
@@ -322,6 +330,14 @@ pub async fn handle(
         None => "other".to_string(),
     };
     let resp = handle_inner(shared, &cfg, req, origin).await;
+    if resp.status() == StatusCode::PAYMENT_REQUIRED
+        && let Some(code) = resp
+            .headers()
+            .get(crate::openai::error::HDR_ERROR)
+            .and_then(|v| v.to_str().ok())
+    {
+        shared.alert_signals.refused(&app_label, code);
+    }
     shared
         .metrics
         .requests

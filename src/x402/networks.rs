@@ -83,6 +83,20 @@ pub fn known_names() -> String {
         .join(", ")
 }
 
+/// A block-explorer link for a transaction on a CAIP-2 network, when the hash
+/// is a well-formed 32-byte hex hash (it comes from the seller's header).
+pub fn explorer_tx_url(caip2: &str, tx: &str) -> Option<String> {
+    let base = match caip2 {
+        "eip155:8453" => "https://basescan.org/tx/",
+        "eip155:84532" => "https://sepolia.basescan.org/tx/",
+        "eip155:137" => "https://polygonscan.com/tx/",
+        "eip155:42161" => "https://arbiscan.io/tx/",
+        _ => return None,
+    };
+    let hex = tx.strip_prefix("0x")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("{base}{tx}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +108,21 @@ mod tests {
         assert_eq!(lookup("arbitrum-one").unwrap().chain_id, 42161);
         assert!(lookup("eip155:1").is_none());
         assert!(lookup("solana").is_none());
+    }
+
+    #[test]
+    fn explorer_links_only_for_real_hashes() {
+        let h = format!("0x{}", "ab".repeat(32));
+        assert_eq!(
+            explorer_tx_url("eip155:8453", &h),
+            Some(format!("https://basescan.org/tx/{h}"))
+        );
+        for n in NETWORKS {
+            assert!(explorer_tx_url(n.caip2, &h).is_some(), "{}", n.caip2);
+        }
+        assert_eq!(explorer_tx_url("eip155:1", &h), None);
+        assert_eq!(explorer_tx_url("eip155:8453", "javascript:alert(1)"), None);
+        assert_eq!(explorer_tx_url("eip155:8453", "0xabc"), None);
     }
 
     #[test]
