@@ -103,6 +103,14 @@ async fn handle(
                 Err(e) => Err(e.to_string()),
             }
         }
+        // After `x402d wallet new/import/remove`: use what the store holds now.
+        (&Method::POST, "/wallet/reload") => {
+            let r = shared.wallet.reload(&shared.config().key_location()).await;
+            Ok(match r {
+                Ok(w) => json!({"ok": true, "wallet": w.map(|w| w.address().to_string())}),
+                Err(e) => json!({"ok": false, "wallet": null, "error": e.to_string()}),
+            })
+        }
         (&Method::POST, "/reload") => match reload().await {
             Ok(Ok(msg)) => Ok(json!({"ok": true, "message": msg})),
             Ok(Err(msg)) => Ok(json!({"ok": false, "message": msg})),

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use hyper::Method;
 use serde_json::Value;
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +12,6 @@ use x402d::config::{self, Loaded};
 use x402d::ledger::{self, Ledger, report};
 use x402d::server::{self, Shared};
 use x402d::{admin, chain, upstream, wallet};
-use zeroize::Zeroizing;
 
 /// Writes to stdout; a closed pipe (`x402d payments | head`) ends the program quietly.
 macro_rules! out {
@@ -53,7 +52,7 @@ enum Cmd {
     Serve,
     /// Manage the wallet key in the OS keyring.
     #[command(subcommand)]
-    Wallet(WalletCmd),
+    Wallet(wallet::cmd::WalletCmd),
     /// Validate the config file.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -85,22 +84,6 @@ struct InstallArgs {
     /// Print the unit and where it would go, change nothing.
     #[arg(long)]
     dry_run: bool,
-}
-
-#[derive(Subcommand)]
-enum WalletCmd {
-    /// Generate a new key, store it in the keyring and print its address.
-    New,
-    /// Read a 0x-hex private key from stdin (no echo on a terminal) and store it.
-    Import,
-    /// Print the wallet's address.
-    Address,
-    /// Delete the key from the keyring.
-    Remove {
-        /// Confirm: the key cannot be recovered from x402d afterwards.
-        #[arg(long)]
-        yes: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -544,114 +527,25 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
             .await
             .map_err(|e| e.to_string())?;
     }
-    if new.key_location() != old.key_location() {
-        shared.wallet.clear().await;
-    }
     let apps = new.apps.len();
+    let loc = new.key_location();
     shared.set_config(new);
     notes.insert(0, format!("{apps} apps"));
+    // The key is re-read too: a rotated or removed key must not keep paying.
+    notes.push(match shared.wallet.reload(&loc).await {
+        Ok(Some(w)) => format!("wallet {}", w.address()),
+        Ok(None) => "no wallet key".into(),
+        Err(e) => format!("wallet: {e}"),
+    });
     Ok(notes.join("; "))
 }
 
-async fn wallet_cmd(cli: &Cli, cmd: &WalletCmd) -> Result<ExitCode, Fail> {
+async fn wallet_cmd(cli: &Cli, cmd: &wallet::cmd::WalletCmd) -> Result<ExitCode, Fail> {
     let cfg = load_config(cli)?;
-    let loc = cfg.key_location();
-    if loc.source == wallet::Source::SystemdCredential && !matches!(cmd, WalletCmd::Address) {
-        return Err(Fail(
-            2,
-            "wallet.source is \"systemd-credential\": create the credential with `systemd-creds encrypt` instead (see the README)".into(),
-        ));
-    }
-    let where_ = format!(
-        "keyring entry (service {:?}, user {:?})",
-        loc.service, loc.user
-    );
-    let blocking = |f: Box<dyn FnOnce() -> Result<String, Fail> + Send>| async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Fail(1, e.to_string()))?
-    };
-    let out = match cmd {
-        WalletCmd::New => {
-            let loc = loc.clone();
-            blocking(Box::new(move || {
-                match wallet::load(&loc) {
-                    Ok(w) => {
-                        return Err(Fail(
-                            1,
-                            format!(
-                                "a wallet already exists ({}); remove it first with `x402d wallet remove --yes` (this destroys the key: move its funds first)",
-                                w.address()
-                            ),
-                        ));
-                    }
-                    Err(wallet::WalletError::Missing { .. }) => {}
-                    Err(e) => return Err(Fail(1, e.to_string())),
-                }
-                let (w, hex) = wallet::Wallet::generate();
-                wallet::store(&loc, &hex)?;
-                Ok(format!("{}", w.address()))
-            }))
-            .await?
-        }
-        WalletCmd::Import => {
-            let key = read_key()?;
-            let loc = loc.clone();
-            blocking(Box::new(move || Ok(wallet::store(&loc, &key)?.to_string()))).await?
-        }
-        WalletCmd::Address => {
-            let loc = loc.clone();
-            blocking(Box::new(move || match wallet::load(&loc) {
-                Ok(w) => Ok(w.address().to_string()),
-                Err(e) => Err(Fail(1, e.to_string())),
-            }))
-            .await?
-        }
-        WalletCmd::Remove { yes } => {
-            if !yes {
-                return Err(Fail(
-                    2,
-                    format!(
-                        "this deletes the wallet key from the {where_}; run `x402d wallet remove --yes` to confirm"
-                    ),
-                ));
-            }
-            let loc = loc.clone();
-            let removed = blocking(Box::new(move || Ok(wallet::remove(&loc)?.to_string()))).await?;
-            if removed == "true" {
-                eprintln!("removed the wallet key from the {where_}");
-            } else {
-                eprintln!("there was no wallet key in the {where_}");
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    outln!("{out}");
-    if matches!(cmd, WalletCmd::New | WalletCmd::Import) {
-        eprintln!("stored in the {where_}; a running x402d picks it up on the next call");
-    }
+    wallet::cmd::run(&cfg, cmd)
+        .await
+        .map_err(|wallet::cmd::CmdError(code, msg)| Fail(code, msg))?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn read_key() -> Result<Zeroizing<String>, Fail> {
-    if std::io::stdin().is_terminal() {
-        let k = rpassword::prompt_password("Private key (0x…, not echoed): ")
-            .map_err(|e| Fail(1, format!("cannot read the key: {e}")))?;
-        return Ok(Zeroizing::new(k));
-    }
-    let mut s = Zeroizing::new(String::new());
-    std::io::stdin()
-        .take(4096)
-        .read_to_string(&mut s)
-        .map_err(|e| Fail(1, format!("cannot read the key from stdin: {e}")))?;
-    if s.trim().is_empty() {
-        return Err(Fail(
-            2,
-            "no key on stdin; pipe a 0x-hex private key, e.g. `x402d wallet import < key.txt`"
-                .into(),
-        ));
-    }
-    Ok(Zeroizing::new(s.trim().to_string()))
 }
 
 /// Reads the ledger file directly (only when no daemon holds it).
