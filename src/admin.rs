@@ -193,6 +193,7 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         "listen": format!("127.0.0.1:{}", shared.local_port),
         "upstream": cfg.config.upstream,
         "wallet": wallet,
+        "wallet_store": crate::wallet::ops::StoreInfo::for_location(&cfg.key_location()).summary(),
         "ledger": shared.ledger.path().display().to_string(),
         "at_risk": report::at_risk_total(&all).to_string(),
         "payments": all.len(),

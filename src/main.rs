@@ -382,6 +382,14 @@ async fn serve(cli: &Cli) -> Result<ExitCode, Fail> {
         });
     }
 
+    // A kernel-keyring key: keep the uid's persistent keyring from expiring while we run.
+    {
+        let shared = shared.clone();
+        tokio::spawn(wallet::keyring::keep_alive_forever(move || {
+            shared.config().key_location()
+        }));
+    }
+
     // The upstream's model list (for tier routing and /v1/models), refreshed in the background.
     {
         let shared = shared.clone();
@@ -699,6 +707,9 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
                     g("wallet")
                 }
             );
+            if let Some(ks) = v["wallet_store"].as_str() {
+                outln!("  key store:  {ks}");
+            }
             outln!("  at-risk:    ${}", g("at_risk"));
             outln!("  last error: {}", g("last_error"));
             let mut t = vec![vec![

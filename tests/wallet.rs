@@ -7,9 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// anvil dev key #2, a second key for rotation tests (public test key).
-const KEY_B: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
-const ADDR_B: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+/// anvil dev key #3, a second key for rotation tests (public test key).
+const KEY_B: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+const ADDR_B: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+const SEPOLIA: &str = "[payment]\nnetworks = [\"eip155:84532\"]\n";
 
 /// A config in a temp dir with its own keyring entry; the entry is removed on drop.
 struct Setup {
@@ -136,4 +137,88 @@ fn an_existing_key_is_never_replaced_without_replace() {
     assert!(e.contains(&format!("old {PAYER}, new {ADDR_B}")), "{e}");
     assert_eq!(stdout(&s.session(&["wallet", "address"], "")), ADDR_B);
     assert!(!text(&r).contains(&KEY_B[2..]) && !text(&b).contains(&KEY_B[2..]));
+}
+
+/// `wallet …` against a running daemon's config, in a fresh session keyring.
+fn daemon_cli(d: &Daemon, args: &[&str], stdin: &str) -> Output {
+    let mut c = Command::new("keyctl");
+    c.arg("session").arg("-").arg(bin());
+    run(c, &d.config, args, stdin)
+}
+
+/// Issue 13: `WalletSlot` cached the first key forever, so a rotated or removed
+/// key kept paying until a restart. Now the very next call uses what the store holds.
+#[tokio::test]
+async fn rotation_and_removal_take_effect_on_the_next_call() {
+    let seller = Seller::start(SellerCfg::default()).await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    assert_eq!(chat(&d, "k").await.status, 200);
+    assert_eq!(seller.counts().payers, vec![PAYER.to_string()]);
+
+    // Rotate: the very next paid call is signed by the new key.
+    let r = daemon_cli(&d, &["wallet", "import", "--replace"], KEY_B);
+    assert!(r.status.success(), "{}", text(&r));
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(e.contains(&format!("now pays with {ADDR_B}")), "{e}");
+    let st = daemon_cli(&d, &["status", "--json"], "");
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["wallet"], ADDR_B);
+    assert_eq!(chat(&d, "k").await.status, 200);
+    assert_eq!(
+        seller.counts().payers,
+        vec![PAYER.to_string(), ADDR_B.to_string()]
+    );
+
+    // Remove: the next call is a 503 and nothing is paid.
+    let r = daemon_cli(&d, &["wallet", "remove", "--yes"], "");
+    assert!(r.status.success(), "{}", text(&r));
+    let attempts = seller.counts().payment_attempts;
+    let reply = chat(&d, "k").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"]["code"], "wallet_not_configured");
+    assert_eq!(seller.counts().payment_attempts, attempts);
+    let st = daemon_cli(&d, &["status", "--json"], "");
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert!(st["wallet"].is_null(), "{st}");
+
+    // `x402d reload` re-reads the store too: a key put back is used again.
+    let r = daemon_cli(&d, &["wallet", "import"], PAYER_KEY);
+    assert!(r.status.success(), "{}", text(&r));
+    let r = daemon_cli(&d, &["reload"], "");
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(
+        stdout(&r).contains(&format!("wallet {PAYER}")),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(chat(&d, "k").await.status, 200);
+    assert_eq!(
+        seller.counts().payers.last().map(String::as_str),
+        Some(PAYER)
+    );
+}
+
+/// Issue 13: with the kernel keyring, every command that shows the key says
+/// that it is lost at reboot and after the idle expiry.
+#[tokio::test]
+async fn keyutils_says_the_key_is_lost_at_reboot() {
+    let seller = Seller::start(SellerCfg::default()).await;
+    let d = Daemon::start(&seller.url(), SEPOLIA);
+    assert!(d.import_log.contains("lost at reboot"), "{}", d.import_log);
+    let s = daemon_cli(&d, &["status"], "");
+    let out = String::from_utf8_lossy(&s.stdout);
+    assert!(out.contains("key store:  kernel keyring"), "{out}");
+    assert!(
+        out.contains("lost at reboot") && out.contains("idle"),
+        "{out}"
+    );
+    let doc = daemon_cli(&d, &["doctor"], "");
+    let out = String::from_utf8_lossy(&doc.stdout);
+    assert!(
+        out.contains("warn key store") && out.contains("lost at reboot"),
+        "{out}"
+    );
+    assert!(out.contains("wallet export --keystore"), "{out}");
+    let addr = daemon_cli(&d, &["wallet", "address"], "");
+    assert!(String::from_utf8_lossy(&addr.stderr).contains("lost at reboot"));
 }

@@ -165,3 +165,17 @@ pub fn persistent_expiry_secs() -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Runs forever: keeps the persistent keyring from expiring while the daemon
+/// runs (every hour, or a quarter of the expiry if that is shorter). `loc`
+/// gives the current key location (it can change on reload).
+pub async fn keep_alive_forever(loc: impl Fn() -> KeyLocation) {
+    let every = persistent_expiry_secs()
+        .map(|s| (s / 4).clamp(60, 3600))
+        .unwrap_or(3600);
+    loop {
+        let l = loc();
+        let _ = tokio::task::spawn_blocking(move || keep_alive(&l)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(every)).await;
+    }
+}
