@@ -44,9 +44,18 @@ impl Setup {
 
     /// Runs the binary in a fresh session keyring, as the rest of the suite does.
     fn session(&self, args: &[&str], stdin: &str) -> Output {
+        self.session_env(args, stdin, &[])
+    }
+
+    fn session_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         let mut c = Command::new("keyctl");
         c.arg("session").arg("-").arg(bin());
+        c.envs(env.iter().copied());
         run(c, &self.config, args, stdin)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self._dir.0.join(name)
     }
 }
 
@@ -91,7 +100,7 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn a_generated_key_is_seen_by_the_next_command_in_a_plain_shell() {
     let s = Setup::new("wplain", "");
-    let new = s.plain(&["wallet", "new"], "");
+    let new = s.plain(&["wallet", "new", "--no-backup"], "");
     if !new.status.success() {
         // Allowed: a store that cannot keep the key must say so and how to fix it.
         let e = String::from_utf8_lossy(&new.stderr);
@@ -126,7 +135,7 @@ fn an_existing_key_is_never_replaced_without_replace() {
         e.contains("already exists") && e.contains(PAYER) && e.contains("--replace"),
         "{e}"
     );
-    let new = s.session(&["wallet", "new"], "");
+    let new = s.session(&["wallet", "new", "--no-backup"], "");
     assert_eq!(new.status.code(), Some(1), "{}", text(&new));
     assert_eq!(stdout(&s.session(&["wallet", "address"], "")), PAYER);
     // --replace replaces and names both keys.
@@ -221,4 +230,149 @@ async fn keyutils_says_the_key_is_lost_at_reboot() {
     assert!(out.contains("wallet export --keystore"), "{out}");
     let addr = daemon_cli(&d, &["wallet", "address"], "");
     assert!(String::from_utf8_lossy(&addr.stderr).contains("lost at reboot"));
+}
+
+/// A Python with eth-account, an implementation of Web3 Secret Storage written
+/// independently of ours: `$X402D_TEST_PYTHON`, else a venv made once under
+/// the cargo target dir (`pip install eth-account`).
+fn python_with_eth_account() -> PathBuf {
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = std::env::var_os("X402D_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py-eth-account");
+    let py = venv.join("bin/python");
+    let has = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import eth_account"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has(&py) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&py)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .arg("eth-account==0.14.0")
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok && has(&py),
+            "cannot set up Python eth-account in {}",
+            venv.display()
+        );
+    }
+    py
+}
+
+fn python(py: &Path, script: &str, args: &[&str]) -> String {
+    let o = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+const PY_DECRYPT: &str = "import json,sys\nfrom eth_account import Account\nk=Account.decrypt(json.load(open(sys.argv[1])),sys.argv[2])\nprint(Account.from_key(k).address)";
+const PY_ENCRYPT: &str = "import json,sys\nfrom eth_account import Account\nprint(json.dumps(Account.encrypt(sys.argv[1],sys.argv[2])))";
+
+/// Issue 13: a backup path. `wallet export --keystore` writes a file that
+/// eth-account opens to the same address; a file eth-account made imports.
+#[test]
+fn keystore_export_and_import_interoperate_with_eth_account() {
+    let py = python_with_eth_account();
+    let s = Setup::new("wks", "");
+    assert!(s.session(&["wallet", "import"], PAYER_KEY).status.success());
+
+    // Export, passphrase on stdin.
+    let file = s.file("backup.json");
+    let f = file.to_str().unwrap();
+    let e = s.session(&["wallet", "export", "--keystore", f], "correct horse\n");
+    assert!(e.status.success(), "{}", text(&e));
+    assert_eq!(stdout(&e), PAYER);
+    assert!(!text(&e).contains(&PAYER_KEY[2..]));
+    let doc = std::fs::read_to_string(&file).unwrap();
+    assert!(!doc.to_lowercase().contains(&PAYER_KEY[2..]), "{doc}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(python(&py, PY_DECRYPT, &[f, "correct horse"]), PAYER);
+    // Never overwrites.
+    let again = s.session(&["wallet", "export", "--keystore", f], "x\n");
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), doc);
+
+    // A keystore made by eth-account imports (passphrase from the environment).
+    let theirs = s.file("theirs.json");
+    std::fs::write(&theirs, python(&py, PY_ENCRYPT, &[KEY_B, "pw-b"])).unwrap();
+    let t = theirs.to_str().unwrap();
+    let env = [("X402D_KEYSTORE_PASSPHRASE", "wrong")];
+    let bad = s.session_env(
+        &["wallet", "import", "--replace", "--keystore", t],
+        "",
+        &env,
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("wrong passphrase"));
+    assert_eq!(stdout(&s.session(&["wallet", "address"], "")), PAYER);
+    let env = [("X402D_KEYSTORE_PASSPHRASE", "pw-b")];
+    let ok = s.session_env(
+        &["wallet", "import", "--replace", "--keystore", t],
+        "",
+        &env,
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert_eq!(stdout(&s.session(&["wallet", "address"], "")), ADDR_B);
+
+    // Our own export imports back.
+    let back = s.session_env(
+        &["wallet", "import", "--replace", "--keystore", f],
+        "",
+        &[("X402D_KEYSTORE_PASSPHRASE", "correct horse")],
+    );
+    assert!(back.status.success(), "{}", text(&back));
+    assert_eq!(stdout(&back), PAYER);
+
+    // The key in clear goes only to a terminal.
+    let p = s.session(&["wallet", "export", "--plaintext"], "show\n");
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
+    assert!(!text(&p).contains(&PAYER_KEY[2..]));
+}
+
+/// Issue 13: on a store that loses keys at reboot, `wallet new` wants a backup
+/// (or an explicit `--no-backup`); with `--backup FILE` the file opens to the
+/// new address.
+#[test]
+fn wallet_new_on_the_kernel_keyring_wants_a_backup() {
+    let py = python_with_eth_account();
+    let s = Setup::new("wnew", "");
+    let r = s.session(&["wallet", "new"], "");
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r));
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        e.contains("--backup FILE") && e.contains("--no-backup"),
+        "{e}"
+    );
+    assert!(!s.session(&["wallet", "address"], "").status.success());
+
+    let file = s.file("new.json");
+    let f = file.to_str().unwrap();
+    let r = s.session(&["wallet", "new", "--backup", f], "pw\n");
+    assert!(r.status.success(), "{}", text(&r));
+    let addr = stdout(&r);
+    assert_eq!(stdout(&s.session(&["wallet", "address"], "")), addr);
+    assert_eq!(python(&py, PY_DECRYPT, &[f, "pw"]), addr);
 }

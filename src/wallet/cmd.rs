@@ -2,12 +2,18 @@
 //! `main` only dispatches here, so the CLI file stays thin.
 
 use super::ops::{self, Backend, KeyringBackend, StoreInfo};
-use super::{Source, Wallet, WalletError};
+use super::{Source, Wallet, WalletError, keystore};
 use crate::config::Loaded;
 use clap::Subcommand;
 use serde_json::Value;
-use std::io::{IsTerminal, Read};
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
+
+/// Environment variable with the keystore passphrase, for scripts and tests.
+/// Without it the passphrase is read without echo from the terminal, or as
+/// the first line of stdin when stdin is not a terminal.
+pub const PASSPHRASE_ENV: &str = "X402D_KEYSTORE_PASSPHRASE";
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum WalletCmd {
@@ -16,12 +22,30 @@ pub enum WalletCmd {
         /// Replace an existing key (its funds stay with the old key: move them first).
         #[arg(long)]
         replace: bool,
+        /// Also write the key to FILE as an encrypted keystore (Web3 Secret Storage v3).
+        #[arg(long, value_name = "FILE", conflicts_with = "no_backup")]
+        backup: Option<PathBuf>,
+        /// Accept that the key has no backup although the store loses it at reboot.
+        #[arg(long)]
+        no_backup: bool,
     },
-    /// Read a 0x-hex private key from stdin (no echo on a terminal) and store it.
+    /// Store a key: 0x-hex from stdin (no echo on a terminal), or from a keystore file.
     Import {
         /// Replace an existing key; prints the old and the new address.
         #[arg(long)]
         replace: bool,
+        /// Read an encrypted Web3 Secret Storage v3 keystore (geth, Foundry, eth-account).
+        #[arg(long, value_name = "FILE")]
+        keystore: Option<PathBuf>,
+    },
+    /// Back the key up: an encrypted keystore file, or in clear to a terminal.
+    Export {
+        /// Write a Web3 Secret Storage v3 keystore (scrypt, AES-128-CTR) to FILE.
+        #[arg(long, value_name = "FILE", required_unless_present = "plaintext")]
+        keystore: Option<PathBuf>,
+        /// Print the key in clear: only to a terminal, after typing `show`.
+        #[arg(long, conflicts_with = "keystore")]
+        plaintext: bool,
     },
     /// Print the wallet's address.
     Address,
@@ -77,22 +101,99 @@ pub async fn run(cfg: &Loaded, cmd: &WalletCmd) -> Result<(), CmdError> {
             eprintln!("{}", durability(&info));
             Ok(())
         }
-        WalletCmd::New { replace } => {
+        WalletCmd::New {
+            replace,
+            backup,
+            no_backup,
+        } => {
+            // An existing key is the first thing to say (and nothing is written).
+            let l = loc.clone();
+            if !replace && let Some(a) = blocking(move || ops::current(&KeyringBackend(l))).await? {
+                return Err(WalletError::Exists {
+                    address: a.to_string(),
+                    store: info.name.clone(),
+                }
+                .into());
+            }
+            if !info.survives_reboot && backup.is_none() && !no_backup {
+                return Err(CmdError(
+                    2,
+                    format!(
+                        "refused: the {} keeps no key across a reboot, so a new key needs a backup. Run \
+                         `x402d wallet new --backup FILE` (an encrypted keystore; restore it with \
+                         `x402d wallet import --keystore FILE`), or add `--no-backup` to accept losing the key \
+                         and its funds at the next reboot, or use the Secret Service (wallet.store = \"secret-service\")",
+                        info.name
+                    ),
+                ));
+            }
             let (w, hex) = Wallet::generate();
+            if let Some(file) = backup {
+                let pass = passphrase(true)?;
+                write_keystore(file, &hex, &pass)?;
+                eprintln!("wrote the encrypted backup {}", file.display());
+            }
             let b = KeyringBackend(loc.clone());
             let replace = *replace;
-            let put = blocking(move || ops::put(&b, &hex, replace)).await?;
+            let put = blocking(move || ops::put(&b, &hex, replace)).await;
+            let put = match put {
+                Ok(p) => p,
+                Err(e) => {
+                    // The key was never reported: its backup must not outlive it.
+                    if let Some(file) = backup {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    return Err(e);
+                }
+            };
             debug_assert_eq!(put.address, w.address());
             report_put(cfg, &put, &info).await
         }
-        WalletCmd::Import { replace } => {
-            let key = read_key()?;
+        WalletCmd::Import { replace, keystore } => {
+            let key = match keystore {
+                Some(file) => read_keystore(file)?,
+                None => read_key()?,
+            };
             // Parse before touching the store: a typo never reaches it.
             Wallet::from_hex(&key)?;
             let b = KeyringBackend(loc.clone());
             let replace = *replace;
             let put = blocking(move || ops::put(&b, &key, replace)).await?;
             report_put(cfg, &put, &info).await
+        }
+        WalletCmd::Export {
+            keystore,
+            plaintext,
+        } => {
+            let l = loc.clone();
+            let key = blocking(move || {
+                let b = KeyringBackend(l.clone());
+                b.read()?.ok_or(WalletError::Missing {
+                    service: l.service.clone(),
+                    user: l.user.clone(),
+                })
+            })
+            .await?;
+            let address = Wallet::from_hex(&key)?.address();
+            match keystore {
+                Some(file) => {
+                    let pass = passphrase(true)?;
+                    write_keystore(file, &key, &pass)?;
+                    say(&format!("{address}"));
+                    eprintln!(
+                        "wrote {} (Web3 Secret Storage v3, scrypt N=2^{}, AES-128-CTR); restore with `x402d wallet import --keystore {}`; keep the passphrase: without it the file is useless",
+                        file.display(),
+                        keystore::LOG_N,
+                        file.display()
+                    );
+                    Ok(())
+                }
+                None if *plaintext => show_plaintext(&key, address),
+                None => Err(CmdError(
+                    2,
+                    "say where: `--keystore FILE` or `--plaintext`".into(),
+                )),
+            }
         }
         WalletCmd::Remove { yes } => {
             if !yes {
@@ -197,4 +298,139 @@ fn read_key() -> Result<Zeroizing<String>, CmdError> {
         ));
     }
     Ok(Zeroizing::new(s.trim().to_string()))
+}
+
+/// The keystore passphrase: `$X402D_KEYSTORE_PASSPHRASE`, else without echo
+/// from the terminal (twice when `confirm`), else the first line of stdin.
+fn passphrase(confirm: bool) -> Result<Zeroizing<String>, CmdError> {
+    let p = if let Some(v) = std::env::var_os(PASSPHRASE_ENV) {
+        Zeroizing::new(
+            v.into_string()
+                .map_err(|_| CmdError(2, format!("${PASSPHRASE_ENV} is not UTF-8")))?,
+        )
+    } else if std::io::stdin().is_terminal() {
+        let p = Zeroizing::new(
+            rpassword::prompt_password("Keystore passphrase (not echoed): ")
+                .map_err(|e| CmdError(1, format!("cannot read the passphrase: {e}")))?,
+        );
+        if confirm {
+            let again = Zeroizing::new(
+                rpassword::prompt_password("Same passphrase again: ")
+                    .map_err(|e| CmdError(1, format!("cannot read the passphrase: {e}")))?,
+            );
+            if *again != *p {
+                return Err(CmdError(
+                    2,
+                    "the two passphrases differ; nothing written".into(),
+                ));
+            }
+        }
+        p
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .take(4096)
+            .read_line(&mut line)
+            .map_err(|e| CmdError(1, format!("cannot read the passphrase from stdin: {e}")))?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    if p.is_empty() {
+        return Err(CmdError(
+            2,
+            format!(
+                "empty passphrase; type one at the prompt, pipe it on stdin, or set ${PASSPHRASE_ENV}"
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+/// Encrypts `key` to a new file (mode 0600, never overwriting), then reads the
+/// file back and decrypts it: a backup that does not open is never reported.
+fn write_keystore(file: &Path, key: &str, pass: &str) -> Result<(), CmdError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let w = Wallet::from_hex(key)?;
+    let mut raw = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(super::canonical(key).trim_start_matches("0x"), raw.as_mut())
+        .map_err(|_| WalletError::BadKey)?;
+    let doc = keystore::encrypt(&raw, w.address(), pass.as_bytes(), keystore::LOG_N)
+        .map_err(|e| CmdError(1, e.to_string()))?;
+    let fail = |what: &str, e: std::io::Error| {
+        CmdError(1, format!("cannot {what} {}: {e}", file.display()))
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CmdError(
+                    2,
+                    format!(
+                        "{} exists; choose a new file name (nothing is overwritten)",
+                        file.display()
+                    ),
+                )
+            } else {
+                fail("create", e)
+            }
+        })?;
+    let written = f
+        .write_all(doc.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| fail("write", e));
+    let checked = written.and_then(|()| {
+        let back = std::fs::read(file).map_err(|e| fail("read back", e))?;
+        let k = keystore::decrypt(&back, pass.as_bytes())
+            .map_err(|e| CmdError(1, format!("{} does not open again: {e}", file.display())))?;
+        if *k != *raw {
+            return Err(CmdError(
+                1,
+                format!("{} does not hold the key", file.display()),
+            ));
+        }
+        Ok(())
+    });
+    if checked.is_err() {
+        let _ = std::fs::remove_file(file);
+    }
+    checked
+}
+
+fn read_keystore(file: &Path) -> Result<Zeroizing<String>, CmdError> {
+    let mut doc = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(1 << 16).read_to_end(&mut doc))
+        .map_err(|e| CmdError(1, format!("cannot read {}: {e}", file.display())))?;
+    let pass = passphrase(false)?;
+    let key = keystore::decrypt(&doc, pass.as_bytes())
+        .map_err(|e| CmdError(1, format!("{}: {e}", file.display())))?;
+    Ok(Zeroizing::new(format!("0x{}", hex::encode(*key))))
+}
+
+/// The key in clear, only on a terminal and after typing `show`.
+fn show_plaintext(key: &str, address: alloy_primitives::Address) -> Result<(), CmdError> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(CmdError(
+            2,
+            "refused: the key is printed in clear only on a terminal (never to a file or a pipe); for a backup use `x402d wallet export --keystore FILE`".into(),
+        ));
+    }
+    eprint!(
+        "This prints the private key of {address} in clear on this terminal. Type `show` to go on: "
+    );
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .take(64)
+        .read_line(&mut line)
+        .map_err(|e| CmdError(1, format!("cannot read the answer: {e}")))?;
+    if line.trim() != "show" {
+        return Err(CmdError(2, "not confirmed; nothing printed".into()));
+    }
+    say(&super::canonical(key));
+    Ok(())
 }

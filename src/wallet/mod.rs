@@ -5,6 +5,7 @@
 pub mod cmd;
 pub mod eip3009;
 pub mod keyring;
+pub mod keystore;
 pub mod ops;
 pub mod slot;
 
