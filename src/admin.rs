@@ -178,6 +178,12 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         .await
         .ok()
         .map(|w| w.address().to_string());
+    let loc = cfg.key_location();
+    let store = tokio::task::spawn_blocking(move || {
+        crate::wallet::ops::StoreInfo::for_location(&loc).summary()
+    })
+    .await
+    .ok();
     let all = all_payments(shared).await?;
     let rows = report::spend(
         &all,
@@ -193,7 +199,7 @@ async fn status(shared: &Arc<Shared>) -> Result<Value, String> {
         "listen": format!("127.0.0.1:{}", shared.local_port),
         "upstream": cfg.config.upstream,
         "wallet": wallet,
-        "wallet_store": crate::wallet::ops::StoreInfo::for_location(&cfg.key_location()).summary(),
+        "wallet_store": store,
         "ledger": shared.ledger.path().display().to_string(),
         "at_risk": report::at_risk_total(&all).to_string(),
         "payments": all.len(),

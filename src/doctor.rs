@@ -69,7 +69,10 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
     // Wallet.
     let loc = cfg.key_location();
     let loaded = tokio::task::spawn_blocking(move || wallet::load(&loc)).await;
-    let store = wallet::ops::StoreInfo::for_location(&cfg.key_location());
+    let l = cfg.key_location();
+    let store = tokio::task::spawn_blocking(move || wallet::ops::StoreInfo::for_location(&l))
+        .await
+        .unwrap_or_else(|_| wallet::ops::StoreInfo::for_location(&cfg.key_location()));
     let wallet = match loaded {
         Ok(Ok(w)) => {
             out.push(ok(

@@ -376,3 +376,78 @@ fn wallet_new_on_the_kernel_keyring_wants_a_backup() {
     assert_eq!(stdout(&s.session(&["wallet", "address"], "")), addr);
     assert_eq!(python(&py, PY_DECRYPT, &[f, "pw"]), addr);
 }
+
+/// Issue 13: durable by default. With `store = "auto"` (the default) and a real
+/// GNOME Keyring on the session bus, the key goes to the Secret Service, and is
+/// still there after the keyring daemon is stopped and started again on the
+/// same keyring file. Needs `dbus-run-session` and `gnome-keyring-daemon`
+/// (apt-get install dbus gnome-keyring).
+#[cfg(feature = "secret-service")]
+#[test]
+fn secret_service_keeps_the_key_across_a_keyring_daemon_restart() {
+    let dir = TempDir::new("wss");
+    let home = dir.0.join("home");
+    let config = dir.0.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[wallet]\nkeyring_service = \"x402d-test-ss\"\n",
+            dir.0.join("state").display()
+        ),
+    )
+    .unwrap();
+    // The keyring daemon is started and stopped by its pid; the keyring file
+    // lives under $XDG_DATA_HOME/keyrings in the temp dir.
+    let script = r#"
+set -u
+export HOME="$1" XDG_DATA_HOME="$1/data" XDG_RUNTIME_DIR="$1/run"
+mkdir -p "$XDG_DATA_HOME" "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
+start() {
+  printf pw | gnome-keyring-daemon --foreground --unlock --components=secrets >/dev/null 2>&1 &
+  GK=$!
+  for _ in $(seq 100); do
+    dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+      org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q true && return 0
+    sleep 0.1
+  done
+  echo "gnome-keyring-daemon did not come up"; exit 1
+}
+start
+printf '%s' "$4" | "$2" --config "$3" wallet import 2>&1; echo "import rc=$?"
+"$2" --config "$3" wallet address 2>&1; echo "address rc=$?"
+kill "$GK"; wait "$GK"
+start
+echo "== restarted"
+"$2" --config "$3" wallet address 2>&1; echo "address rc=$?"
+"$2" --config "$3" wallet remove --yes 2>&1
+kill "$GK"; wait "$GK"
+"#;
+    let out = Command::new("dbus-run-session")
+        .args(["--", "bash", "-c", script, "sh"])
+        .arg(&home)
+        .arg(bin())
+        .arg(&config)
+        .arg(PAYER_KEY)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .expect("dbus-run-session (apt-get install dbus gnome-keyring)");
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(!o.contains(&PAYER_KEY[2..]), "{o}");
+    assert!(
+        o.contains("import rc=0") && o.contains("stored in the Secret Service"),
+        "{o}"
+    );
+    assert!(o.contains("it survives a reboot"), "{o}");
+    let (before, after) = o
+        .split_once("== restarted")
+        .unwrap_or_else(|| panic!("{o}"));
+    assert!(before.contains(&format!("{PAYER}\n")), "{o}");
+    assert!(
+        after.contains(&format!("{PAYER}\n")) && after.contains("address rc=0"),
+        "{o}"
+    );
+    assert!(
+        after.contains("removed the wallet key from the Secret Service"),
+        "{o}"
+    );
+}

@@ -85,7 +85,8 @@ async fn blocking<T: Send + 'static>(
 
 pub async fn run(cfg: &Loaded, cmd: &WalletCmd) -> Result<(), CmdError> {
     let loc = cfg.key_location();
-    let info = StoreInfo::for_location(&loc);
+    let l = loc.clone();
+    let info = blocking(move || Ok(StoreInfo::for_location(&l))).await?;
     if loc.source == Source::SystemdCredential && !matches!(cmd, WalletCmd::Address) {
         return Err(CmdError(
             2,

@@ -11,31 +11,31 @@
 //! persistent keyring is linked where the lookup searches.
 
 use super::{KeyLocation, Store, WalletError};
+use keyring_core::api::CredentialStore;
 use linux_keyutils::{KeyError, KeyRing, KeyRingIdentifier};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
-static STORE_INIT: std::sync::Mutex<Option<Store>> = std::sync::Mutex::new(None);
+/// One store object per kind, made on first use.
+static STORES: std::sync::Mutex<Vec<(Store, Arc<CredentialStore>)>> =
+    std::sync::Mutex::new(Vec::new());
 
-fn ensure_store(store: Store) -> Result<(), WalletError> {
-    let mut cur = STORE_INIT
+fn store_object(store: Store) -> Result<Arc<CredentialStore>, WalletError> {
+    let mut all = STORES
         .lock()
         .map_err(|_| WalletError::Keyring("keyring store lock poisoned".into()))?;
-    if *cur == Some(store) {
-        return Ok(());
+    if let Some((_, s)) = all.iter().find(|(k, _)| *k == store) {
+        return Ok(s.clone());
     }
-    match store {
-        Store::Keyutils => {
+    let s: Arc<CredentialStore> = match store {
+        Store::Keyutils | Store::Auto => {
             ensure_session()?;
-            let s = linux_keyutils_keyring_store::Store::new()
-                .map_err(|e| WalletError::Keyring(describe(&e)))?;
-            keyring_core::set_default_store(s);
+            linux_keyutils_keyring_store::Store::new()
+                .map_err(|e| WalletError::Keyring(describe(&e)))?
         }
         #[cfg(feature = "secret-service")]
-        Store::SecretService => {
-            let s = dbus_secret_service_keyring_store::Store::new()
-                .map_err(|e| WalletError::Keyring(describe(&e)))?;
-            keyring_core::set_default_store(s);
-        }
+        Store::SecretService => dbus_secret_service_keyring_store::Store::new()
+            .map_err(|e| WalletError::Keyring(describe(&e)))?,
         #[cfg(not(feature = "secret-service"))]
         Store::SecretService => {
             return Err(WalletError::Keyring(
@@ -43,9 +43,44 @@ fn ensure_store(store: Store) -> Result<(), WalletError> {
                     .into(),
             ));
         }
+    };
+    all.push((store, s.clone()));
+    Ok(s)
+}
+
+/// Does the session bus offer a Secret Service (`org.freedesktop.secrets`)?
+pub fn secret_service_available() -> bool {
+    #[cfg(feature = "secret-service")]
+    {
+        store_object(Store::SecretService).is_ok()
     }
-    *cur = Some(store);
-    Ok(())
+    #[cfg(not(feature = "secret-service"))]
+    {
+        false
+    }
+}
+
+/// The store `Auto` stands for here and now: the Secret Service when it is
+/// offered, unless it holds no key and keyutils does (a key is never left
+/// behind where x402d stops looking); keyutils otherwise. Blocking (D-Bus).
+pub fn resolve(loc: &KeyLocation) -> Store {
+    if loc.store != Store::Auto {
+        return loc.store;
+    }
+    if !secret_service_available() {
+        return Store::Keyutils;
+    }
+    let at = |store| KeyLocation {
+        store,
+        ..loc.clone()
+    };
+    match read_in(&at(Store::SecretService)) {
+        Ok(Some(_)) => Store::SecretService,
+        _ => match read_in(&at(Store::Keyutils)) {
+            Ok(Some(_)) => Store::Keyutils,
+            _ => Store::SecretService,
+        },
+    }
 }
 
 /// Gives this process a session keyring of its own if it has none (the kernel
@@ -81,13 +116,20 @@ pub(crate) fn describe(e: &keyring_core::Error) -> String {
 }
 
 fn entry(loc: &KeyLocation) -> Result<keyring_core::Entry, WalletError> {
-    ensure_store(loc.store)?;
-    keyring_core::Entry::new(&loc.service, &loc.user)
+    store_object(resolve(loc))?
+        .build(&loc.service, &loc.user, None)
         .map_err(|e| WalletError::Keyring(describe(&e)))
 }
 
 /// The stored key text, `None` when there is no entry (blocking).
 pub fn read(loc: &KeyLocation) -> Result<Option<Zeroizing<String>>, WalletError> {
+    read_in(&KeyLocation {
+        store: resolve(loc),
+        ..loc.clone()
+    })
+}
+
+fn read_in(loc: &KeyLocation) -> Result<Option<Zeroizing<String>>, WalletError> {
     match entry(loc)?.get_password() {
         Ok(pw) => Ok(Some(Zeroizing::new(pw))),
         Err(keyring_core::Error::NoEntry) => Ok(None),
@@ -116,7 +158,7 @@ pub fn delete(loc: &KeyLocation) -> Result<bool, WalletError> {
 /// this one; the persistent keyring is what they share).
 pub fn read_back(loc: &KeyLocation) -> Result<Option<Zeroizing<String>>, WalletError> {
     let fresh = read(loc)?;
-    if loc.store != Store::Keyutils {
+    if resolve(loc) != Store::Keyutils {
         return Ok(fresh);
     }
     let persistent = KeyRing::get_persistent(KeyRingIdentifier::Session).map_err(|e| {
@@ -146,10 +188,7 @@ pub fn read_back(loc: &KeyLocation) -> Result<Option<Zeroizing<String>>, WalletE
 /// the daemon calls this periodically so a running x402d never loses its key
 /// to the idle timer. A no-op for other stores.
 pub fn keep_alive(loc: &KeyLocation) {
-    if loc.source != super::Source::Keyring || loc.store != Store::Keyutils {
-        return;
-    }
-    if ensure_store(loc.store).is_err() {
+    if loc.source != super::Source::Keyring || resolve(loc) != Store::Keyutils {
         return;
     }
     // KEYCTL_GET_PERSISTENT resets the timer; the lookup also re-links the key.

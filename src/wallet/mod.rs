@@ -32,6 +32,9 @@ pub enum Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Store {
+    /// The Secret Service when the session bus offers one (and the key is not
+    /// already in keyutils), kernel keyutils otherwise.
+    Auto,
     Keyutils,
     SecretService,
 }

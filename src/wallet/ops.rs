@@ -33,15 +33,20 @@ pub struct StoreInfo {
 }
 
 impl StoreInfo {
+    /// Blocking: with `store = "auto"` it asks the session bus which store is used.
     pub fn for_location(loc: &KeyLocation) -> StoreInfo {
-        match (loc.source, loc.store) {
+        let store = match loc.source {
+            Source::Keyring => keyring::resolve(loc),
+            Source::SystemdCredential => loc.store,
+        };
+        match (loc.source, store) {
             (Source::SystemdCredential, _) => StoreInfo {
                 name: format!("systemd credential {:?}", super::CREDENTIAL_NAME),
                 survives_reboot: true,
                 caveat: None,
                 fix: "create the credential with `systemd-creds encrypt` (see the README)".into(),
             },
-            (Source::Keyring, Store::Keyutils) => {
+            (Source::Keyring, Store::Keyutils | Store::Auto) => {
                 let expiry = keyring::persistent_expiry_secs()
                     .map(|s| format!("{} idle", human_secs(s)))
                     .unwrap_or_else(|| "the idle expiry".into());
