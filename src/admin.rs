@@ -149,6 +149,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Err(e) => Err(e.to_string()),
             }
         }
+        // After `x402d wallet new/import/remove`: use what the store holds now.
+        (&Method::POST, "/wallet/reload") => {
+            let r = shared.wallet.reload(&shared.config().key_location()).await;
+            Ok(match r {
+                Ok(w) => json!({"ok": true, "wallet": w.map(|w| w.address().to_string())}),
+                Err(e) => json!({"ok": false, "wallet": null, "error": e.to_string()}),
+            })
+        }
         (&Method::POST, "/reload") => match reload().await {
             Ok(Ok(msg)) => Ok(json!({"ok": true, "message": msg})),
             Ok(Err(msg)) => Ok(json!({"ok": false, "message": msg})),
@@ -219,6 +227,12 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         .await
         .ok()
         .map(|w| w.address().to_string());
+    let loc = cfg.key_location();
+    let store = tokio::task::spawn_blocking(move || {
+        crate::wallet::ops::StoreInfo::for_location(&loc).summary()
+    })
+    .await
+    .ok();
     let now = crate::now_ms();
     let t = totals(shared, now, 0).await?;
     let rows = report::rows(&t, &report::Limits::from_config(&cfg, now), None, 0);
@@ -230,6 +244,7 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         "listen": listen.to_string(),
         "upstream": cfg.config.upstream,
         "wallet": wallet,
+        "wallet_store": store,
         "ledger": shared.ledger.path().display().to_string(),
         "at_risk": crate::money::Usd(t.wallet.total.unsettled).to_string(),
         "payments": t.records,

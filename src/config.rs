@@ -286,7 +286,7 @@ fn default_source() -> Source {
     Source::Keyring
 }
 fn default_store() -> Store {
-    Store::Keyutils
+    Store::Auto
 }
 fn default_service() -> String {
     "x402d".into()

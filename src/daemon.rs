@@ -123,6 +123,7 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     ));
     tasks.spawn(resolver(shared.clone(), stop.clone()));
     tasks.spawn(catalog(shared.clone(), stop.clone()));
+    tasks.spawn(keyring_keep_alive(shared.clone(), stop.clone()));
     let (alerts_tx, alerts_rx) = mpsc::channel(256);
     let alert_store = alerts::open(&shared.config().state_dir);
     tasks.spawn(alerts::watch(
@@ -373,6 +374,15 @@ async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
     }
 }
 
+/// A kernel-keyring key: keeps the uid's persistent keyring from expiring while we run.
+async fn keyring_keep_alive(shared: Arc<Shared>, mut stop: Stop) {
+    let cfg = shared.clone();
+    tokio::select! {
+        _ = crate::wallet::keyring::keep_alive_forever(move || cfg.config().key_location()) => {}
+        _ = stop.requested() => {}
+    }
+}
+
 /// The upstream's model list (for tier routing and /v1/models), refreshed in the background.
 async fn catalog(shared: Arc<Shared>, mut stop: Stop) {
     loop {
@@ -458,11 +468,15 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
             .await
             .map_err(|e| e.to_string())?;
     }
-    if new.key_location() != old.key_location() {
-        shared.wallet.clear().await;
-    }
     let apps = new.apps.len();
+    let loc = new.key_location();
     shared.set_config(new);
     notes.insert(0, format!("{apps} apps"));
+    // The key is re-read too: a rotated or removed key must not keep paying.
+    notes.push(match shared.wallet.reload(&loc).await {
+        Ok(Some(w)) => format!("wallet {}", w.address()),
+        Ok(None) => "no wallet key".into(),
+        Err(e) => format!("wallet: {e}"),
+    });
     Ok(notes.join("; "))
 }

@@ -69,12 +69,27 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
     // Wallet.
     let loc = cfg.key_location();
     let loaded = tokio::task::spawn_blocking(move || wallet::load(&loc)).await;
+    let l = cfg.key_location();
+    let store = tokio::task::spawn_blocking(move || wallet::ops::StoreInfo::for_location(&l))
+        .await
+        .unwrap_or_else(|_| wallet::ops::StoreInfo::for_location(&cfg.key_location()));
     let wallet = match loaded {
         Ok(Ok(w)) => {
             out.push(ok(
                 "wallet",
                 format!("{} ({:?} source)", w.address(), cfg.config.wallet.source),
             ));
+            match &store.caveat {
+                Some(c) => out.push(warn(
+                    "key store",
+                    format!("{}: {c}", store.name),
+                    "back the key up now: `x402d wallet export --keystore FILE`",
+                )),
+                None => out.push(ok(
+                    "key store",
+                    format!("{}; survives a reboot", store.name),
+                )),
+            }
             Some(w)
         }
         Ok(Err(e @ WalletError::Missing { .. })) => {

@@ -41,7 +41,7 @@ use crate::ledger::{Caps, Ledger, Outcome, Reserve};
 use crate::money::Usd;
 use crate::openai::error::HDR_SHOULD_RETRY;
 use crate::upstream::{self, Client};
-use crate::wallet::{self, Wallet, WalletError};
+use crate::wallet::{self, Wallet};
 use crate::x402::{self, Refusal, header::Authorization, parse, select};
 use alloy_primitives::{B256, U256};
 use bytes::Bytes;
@@ -51,7 +51,6 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -74,55 +73,7 @@ pub struct Call {
     pub body: Bytes,
 }
 
-/// The wallet, loaded lazily so `x402d wallet import` takes effect without a restart.
-pub struct WalletSlot {
-    cached: Mutex<Option<Wallet>>,
-}
-
-impl Default for WalletSlot {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl WalletSlot {
-    pub fn new() -> Self {
-        WalletSlot {
-            cached: Mutex::new(None),
-        }
-    }
-
-    pub async fn get(&self, loc: &wallet::KeyLocation) -> Result<Wallet, ProxyError> {
-        let mut slot = self.cached.lock().await;
-        if let Some(w) = slot.as_ref() {
-            return Ok(w.clone());
-        }
-        let loc = loc.clone();
-        let loaded = tokio::task::spawn_blocking(move || wallet::load(&loc))
-            .await
-            .map_err(|e| ProxyError::Internal(format!("wallet task: {e}")))?;
-        match loaded {
-            Ok(w) => {
-                tracing::info!(address = %w.address(), "wallet loaded");
-                *slot = Some(w.clone());
-                Ok(w)
-            }
-            Err(e @ WalletError::Missing { .. }) => {
-                Err(ProxyError::WalletNotConfigured(e.to_string()))
-            }
-            Err(e) => Err(ProxyError::Wallet(e.to_string())),
-        }
-    }
-
-    /// Forgets the cached key (after `wallet remove` or a reload).
-    pub async fn clear(&self) {
-        *self.cached.lock().await = None;
-    }
-
-    pub async fn peek(&self) -> Option<Wallet> {
-        self.cached.lock().await.clone()
-    }
-}
+pub use crate::wallet::slot::WalletSlot;
 
 /// Everything the flow needs besides the call.
 pub struct Payer<'a> {
@@ -1367,8 +1318,7 @@ mod tests {
         .unwrap();
         let client = crate::upstream::client().unwrap();
         let (ledger, _) = Ledger::open(&dir.join("l.redb"), TimeZone::UTC, 0).unwrap();
-        let slot = WalletSlot::new();
-        *slot.cached.lock().await = Some(Wallet::from_hex(KEY).unwrap());
+        let slot = WalletSlot::loaded(Wallet::from_hex(KEY).unwrap());
         let metrics = Metrics::new();
         let payer = Payer {
             cfg: &cfg,

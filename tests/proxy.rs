@@ -391,7 +391,7 @@ fn wallet_commands_through_the_real_keyring() {
     let (code, _, _) = run(&["wallet", "address"], None);
     assert_eq!(code, 1);
     // `new` generates, stores and prints an address.
-    let (code, out, _) = run(&["wallet", "new"], None);
+    let (code, out, _) = run(&["wallet", "new", "--no-backup"], None);
     assert_eq!(code, 0);
     let addr = out.trim().to_string();
     assert!(addr.starts_with("0x") && addr.len() == 42, "{addr}");

@@ -53,7 +53,7 @@ pub(crate) enum Cmd {
     Serve,
     /// Manage the wallet key in the OS keyring.
     #[command(subcommand)]
-    Wallet(WalletCmd),
+    Wallet(x402d::wallet::cmd::WalletCmd),
     /// Validate the config file.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -92,22 +92,6 @@ pub(crate) struct InstallArgs {
     /// Print the unit and where it would go, change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
-}
-
-#[derive(Subcommand)]
-pub(crate) enum WalletCmd {
-    /// Generate a new key, store it in the keyring and print its address.
-    New,
-    /// Read a 0x-hex private key from stdin (no echo on a terminal) and store it.
-    Import,
-    /// Print the wallet's address.
-    Address,
-    /// Delete the key from the keyring.
-    Remove {
-        /// Confirm: the key cannot be recovered from x402d afterwards.
-        #[arg(long)]
-        yes: bool,
-    },
 }
 
 #[derive(Subcommand)]

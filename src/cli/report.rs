@@ -165,6 +165,9 @@ pub(crate) async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> 
                     g("wallet")
                 }
             );
+            if let Some(ks) = v["wallet_store"].as_str() {
+                outln!("  key store:  {ks}");
+            }
             outln!("  at-risk:    ${}", g("at_risk"));
             outln!("  last error: {}", g("last_error"));
             let mut t = vec![vec![

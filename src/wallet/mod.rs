@@ -2,7 +2,12 @@
 //! systemd credential), loaded once into memory and used only to sign EIP-3009
 //! authorizations. The key never appears in logs, errors, files or stdout.
 
+pub mod cmd;
 pub mod eip3009;
+pub mod keyring;
+pub mod keystore;
+pub mod ops;
+pub mod slot;
 
 use crate::x402::header::Authorization;
 use alloy_primitives::Address;
@@ -27,6 +32,9 @@ pub enum Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Store {
+    /// The Secret Service when the session bus offers one (and the key is not
+    /// already in keyutils), kernel keyutils otherwise.
+    Auto,
     Keyutils,
     SecretService,
 }
@@ -45,6 +53,13 @@ pub enum WalletError {
     Credential(String),
     #[error("signing failed")]
     Sign,
+    #[error(
+        "a wallet key already exists in the {store} (address {address}); nothing was changed. To replace it, move its funds first (or back it up: `x402d wallet export --keystore FILE`), then add `--replace`"
+    )]
+    Exists { address: String, store: String },
+    /// The store accepted the key but a fresh lookup does not return it.
+    #[error("{0}")]
+    NotKept(String),
 }
 
 /// A loaded signing key. Debug/Display print only the address.
@@ -118,63 +133,6 @@ pub struct KeyLocation {
 /// Name of the systemd credential holding the key.
 pub const CREDENTIAL_NAME: &str = "x402d-wallet";
 
-static STORE_INIT: std::sync::Mutex<Option<Store>> = std::sync::Mutex::new(None);
-
-fn ensure_store(store: Store) -> Result<(), WalletError> {
-    let mut cur = STORE_INIT
-        .lock()
-        .map_err(|_| WalletError::Keyring("keyring store lock poisoned".into()))?;
-    if *cur == Some(store) {
-        return Ok(());
-    }
-    match store {
-        Store::Keyutils => {
-            let s = linux_keyutils_keyring_store::Store::new()
-                .map_err(|e| WalletError::Keyring(describe(&e)))?;
-            keyring_core::set_default_store(s);
-        }
-        #[cfg(feature = "secret-service")]
-        Store::SecretService => {
-            let s = dbus_secret_service_keyring_store::Store::new()
-                .map_err(|e| WalletError::Keyring(describe(&e)))?;
-            keyring_core::set_default_store(s);
-        }
-        #[cfg(not(feature = "secret-service"))]
-        Store::SecretService => {
-            return Err(WalletError::Keyring(
-                "wallet.store = \"secret-service\" needs x402d built with `--features secret-service`"
-                    .into(),
-            ));
-        }
-    }
-    *cur = Some(store);
-    Ok(())
-}
-
-/// Describes a keyring error without ever including secret bytes
-/// (`BadEncoding`/`BadDataFormat` carry the stored secret).
-fn describe(e: &keyring_core::Error) -> String {
-    use keyring_core::Error as E;
-    match e {
-        E::NoEntry => "no entry".into(),
-        E::BadEncoding(_) | E::BadDataFormat(..) => "the stored secret is not valid text".into(),
-        E::NoStorageAccess(p) => format!(
-            "access denied ({p}); with the kernel keyring, run inside a session keyring (a login session, a systemd service, or `keyctl session - …`)"
-        ),
-        E::PlatformFailure(p) => format!("platform failure ({p})"),
-        E::NoDefaultStore => "no keyring store configured".into(),
-        E::TooLong(what, n) => format!("{what} is longer than {n}"),
-        E::Invalid(what, why) => format!("invalid {what}: {why}"),
-        _ => "keyring error".into(),
-    }
-}
-
-fn entry(loc: &KeyLocation) -> Result<keyring_core::Entry, WalletError> {
-    ensure_store(loc.store)?;
-    keyring_core::Entry::new(&loc.service, &loc.user)
-        .map_err(|e| WalletError::Keyring(describe(&e)))
-}
-
 /// Loads the key (blocking: call from `spawn_blocking` on async threads).
 pub fn load(loc: &KeyLocation) -> Result<Wallet, WalletError> {
     match loc.source {
@@ -190,43 +148,22 @@ pub fn load(loc: &KeyLocation) -> Result<Wallet, WalletError> {
             })?);
             Wallet::from_hex(&raw)
         }
-        Source::Keyring => {
-            let e = entry(loc)?;
-            match e.get_password() {
-                Ok(pw) => {
-                    let pw = Zeroizing::new(pw);
-                    Wallet::from_hex(&pw)
-                }
-                Err(keyring_core::Error::NoEntry) => Err(WalletError::Missing {
-                    service: loc.service.clone(),
-                    user: loc.user.clone(),
-                }),
-                Err(e) => Err(WalletError::Keyring(describe(&e))),
-            }
-        }
+        Source::Keyring => match keyring::read(loc)? {
+            Some(k) => Wallet::from_hex(&k),
+            None => Err(WalletError::Missing {
+                service: loc.service.clone(),
+                user: loc.user.clone(),
+            }),
+        },
     }
 }
 
-/// Stores a key in the keyring; returns its address.
-pub fn store(loc: &KeyLocation, key: &str) -> Result<Address, WalletError> {
-    let w = Wallet::from_hex(key)?;
-    let canonical = Zeroizing::new(format!(
+/// The canonical stored form of a key: `0x` and lowercase hex.
+pub(crate) fn canonical(key: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!(
         "0x{}",
         key.trim().trim_start_matches("0x").to_ascii_lowercase()
-    ));
-    entry(loc)?
-        .set_password(&canonical)
-        .map_err(|e| WalletError::Keyring(describe(&e)))?;
-    Ok(w.address())
-}
-
-/// Deletes the key; `Ok(false)` when there was none.
-pub fn remove(loc: &KeyLocation) -> Result<bool, WalletError> {
-    match entry(loc)?.delete_credential() {
-        Ok(()) => Ok(true),
-        Err(keyring_core::Error::NoEntry) => Ok(false),
-        Err(e) => Err(WalletError::Keyring(describe(&e))),
-    }
+    ))
 }
 
 #[cfg(test)]

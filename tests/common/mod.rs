@@ -153,6 +153,8 @@ pub struct Counts {
     pub bodies: Vec<Bytes>,
     /// Nonces of verified payments.
     pub nonces: Vec<B256>,
+    /// Payer (`from`, the recovered signer) of each verified payment.
+    pub payers: Vec<String>,
     /// Path of each counted request.
     pub paths: Vec<String>,
     /// Bytes of streamed 402 bodies (`huge_body_mb`) actually handed to the socket.
@@ -420,6 +422,18 @@ fn chain_id(network: &str) -> u64 {
     }
 }
 
+/// The `from` of a payment header that `verify` accepted (so it is the signer).
+fn payer_of(header: &[u8]) -> String {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(header)
+        .unwrap_or_default();
+    let v: Value = serde_json::from_slice(&raw).unwrap_or_default();
+    let from = v["payload"]["authorization"]["from"].as_str().unwrap_or("");
+    from.parse::<alloy_primitives::Address>()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
 /// Verifies a payment header against what this seller asked for.
 fn verify(
     cfg: &SellerCfg,
@@ -554,6 +568,7 @@ async fn handle(
                 c.verified += 1;
                 c.verified_amount += amount;
                 c.nonces.push(nonce);
+                c.payers.push(payer_of(&payment));
                 if let Some(pid) = payment_id_of(&payment) {
                     c.paid_ids.push((pid, nonce));
                 }

@@ -1,0 +1,85 @@
+//! The daemon's key in use. Loaded lazily (so `x402d wallet import` works
+//! without a restart) and re-read on `reload()`: the CLI calls it over the
+//! admin socket after every `wallet new/import/remove`, and `x402d reload`
+//! does too, so a rotated or removed key stops paying on the very next call.
+
+use super::{KeyLocation, Wallet, WalletError};
+use crate::error::ProxyError;
+use tokio::sync::Mutex;
+
+#[derive(Default)]
+pub struct WalletSlot {
+    cached: Mutex<Option<Wallet>>,
+}
+
+impl WalletSlot {
+    /// A slot that already holds `w` (embedders and tests that have the key in hand).
+    pub fn loaded(w: Wallet) -> Self {
+        WalletSlot {
+            cached: Mutex::new(Some(w)),
+        }
+    }
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key in use, loading it from the store when none is.
+    pub async fn get(&self, loc: &KeyLocation) -> Result<Wallet, ProxyError> {
+        let mut slot = self.cached.lock().await;
+        if let Some(w) = slot.as_ref() {
+            return Ok(w.clone());
+        }
+        let w = load(loc).await.map_err(to_proxy)?;
+        tracing::info!(address = %w.address(), "wallet loaded");
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Drops the key in use and reads the store again. On any failure the slot
+    /// stays empty: a key the user removed or rotated is never kept signing.
+    pub async fn reload(&self, loc: &KeyLocation) -> Result<Option<Wallet>, WalletError> {
+        let mut slot = self.cached.lock().await;
+        let old = slot.take().map(|w| w.address());
+        let r = match load(loc).await {
+            Ok(w) => {
+                *slot = Some(w.clone());
+                Ok(Some(w))
+            }
+            Err(WalletError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let new = slot.as_ref().map(|w| w.address());
+        if old != new {
+            match (old, new) {
+                (_, Some(n)) => tracing::info!(address = %n, "wallet key changed"),
+                (Some(_), None) => tracing::warn!("wallet key gone: paid calls get 503"),
+                (None, None) => {}
+            }
+        }
+        r
+    }
+
+    /// Forgets the key in use (the next call loads it again).
+    pub async fn clear(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    pub async fn peek(&self) -> Option<Wallet> {
+        self.cached.lock().await.clone()
+    }
+}
+
+async fn load(loc: &KeyLocation) -> Result<Wallet, WalletError> {
+    let loc = loc.clone();
+    tokio::task::spawn_blocking(move || super::load(&loc))
+        .await
+        .map_err(|e| WalletError::Keyring(format!("wallet task: {e}")))?
+}
+
+fn to_proxy(e: WalletError) -> ProxyError {
+    match e {
+        e @ WalletError::Missing { .. } => ProxyError::WalletNotConfigured(e.to_string()),
+        e => ProxyError::Wallet(e.to_string()),
+    }
+}
