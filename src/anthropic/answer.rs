@@ -7,6 +7,7 @@
 //! (stop reason and usage), `message_stop`. While the payment runs, `ping`
 //! events keep the connection alive (every SDK skips them).
 
+use crate::openai::sse::split;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -203,21 +204,6 @@ pub fn upstream_error(status: u16, body: &[u8]) -> Value {
         .map(str::to_string)
         .unwrap_or_else(|| format!("The upstream answered HTTP {status}."));
     json!({"type": "error", "error": {"type": super::error::kind_for_status(status), "message": msg}})
-}
-
-/// Splits on char boundaries into pieces of at most `n` bytes (at least one char each).
-fn split(s: &str, n: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let mut end = n.min(rest.len());
-        while !rest.is_char_boundary(end) {
-            end += 1;
-        }
-        out.push(&rest[..end]);
-        rest = &rest[end..];
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,11 +6,9 @@
 //! error JSON by hand.
 
 use crate::error::ProxyError;
-use crate::openai::error::{HDR_ERROR, HDR_SHOULD_RETRY};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
 
 /// Anthropic error `type` for a proxy error.
@@ -53,21 +51,13 @@ pub fn body(e: &ProxyError) -> Value {
 }
 
 pub fn response(e: &ProxyError) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body(e).to_string())));
-    *r.status_mut() = e.status();
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(HDR_ERROR, HeaderValue::from_static(e.code()));
-    h.insert(
-        HDR_SHOULD_RETRY,
-        HeaderValue::from_static(if e.should_retry() { "true" } else { "false" }),
-    );
-    r
+    crate::openai::error::response_with(e, body(e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::error::{HDR_ERROR, HDR_SHOULD_RETRY};
 
     #[test]
     fn shape_status_and_retry_header() {

@@ -25,7 +25,13 @@ pub fn body(e: &ProxyError) -> serde_json::Value {
 }
 
 pub fn response(e: &ProxyError) -> Response<Full<Bytes>> {
-    let bytes = Bytes::from(body(e).to_string());
+    response_with(e, body(e))
+}
+
+/// An error response with `body` (the caller's API shape) and the status and
+/// headers every shape shares: `x-x402d-error` and `x-should-retry` from the error.
+pub fn response_with(e: &ProxyError, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let bytes = Bytes::from(body.to_string());
     let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = e.status();
     let h = r.headers_mut();

@@ -200,8 +200,9 @@ fn pieces<'a>(text: &'a str, tokens: Option<&'a Vec<Value>>) -> Vec<(&'a str, Op
     out
 }
 
-/// Splits on char boundaries into pieces of at most `n` bytes (at least one char each).
-fn split(s: &str, n: usize) -> Vec<&str> {
+/// Splits on char boundaries into pieces of at most `n` bytes (at least one char each);
+/// every synthesized stream (chat, Responses, Messages) cuts its text this way.
+pub(crate) fn split(s: &str, n: usize) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = s;
     while !rest.is_empty() {

@@ -4,6 +4,7 @@
 //! and `response.completed` (or `response.incomplete`) with usage. Every event
 //! carries its `sequence_number`. No `[DONE]`: Responses streams end with the last event.
 
+use crate::openai::sse::split;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -189,19 +190,4 @@ fn item_events(ev: &mut Events, index: usize, item: &Value) {
         "response.output_item.done",
         json!({"output_index": index, "item": item}),
     );
-}
-
-/// Splits on char boundaries into pieces of at most about `n` bytes.
-fn split(s: &str, n: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let mut end = n.min(rest.len());
-        while !rest.is_char_boundary(end) {
-            end += 1;
-        }
-        out.push(&rest[..end]);
-        rest = &rest[end..];
-    }
-    out
 }
