@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { b64json, snapshot, authLogsSince, transfersSince, PAY_TO, NETWORK, X402D_PAYER } from "./common.mjs";
+import { b64json, snapshot, authLogsSince, transfersSince, PAY_TO, NETWORK } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, "..");
@@ -171,7 +171,7 @@ export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, la
   info(`chain${label}`, { moved, authorizationUsed: logs.map((l) => ({ tx: l.transactionHash, nonce: l.args.nonce })) });
   p.expect(moved.payer === price.atomic && moved.payTo === price.atomic,
     `balance deltas payer -${moved.payer} payTo +${moved.payTo}, expected exactly ${price.atomic} ($${price.usd} on ${price.path})`);
-  p.expect(logs.length === 1, `${logs.length} AuthorizationUsed logs by ${X402D_PAYER}, expected 1`);
+  p.expect(logs.length === 1, `${logs.length} AuthorizationUsed logs by ${s0.payer}, expected 1`);
   p.expect(transfers.length === 1 && transfers[0].args.value === price.atomic, `transfers payer->payTo: [${transfers.map((t) => t.args.value)}], expected [${price.atomic}]`);
   const chainTx = logs.at(-1)?.transactionHash;
   const chainNonce = logs.at(-1)?.args.nonce;
