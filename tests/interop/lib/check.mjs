@@ -164,7 +164,7 @@ export function instance(name = "main") {
  *  with the same tx, nonce, amount, network, pay_to and `model`. `cost`: the x-x402d-cost header (undefined: not
  *  checked). Failures go into `p` (a Problems); returns { paid, chainTx, moved }. */
 export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, label = "" }) {
-  const s1 = await snapshot();
+  const s1 = await snapshot(s0.payer, s0.payTo);
   const logs = await authLogsSince(s0);
   const transfers = await transfersSince(s0);
   const moved = { payer: s0.payerBal - s1.payerBal, payTo: s1.payToBal - s0.payToBal };
@@ -206,7 +206,7 @@ export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, la
  *  requests, each on `price.path` with a PAYMENT-RESPONSE tx among those on-chain txs (all distinct); x402d's ledger
  *  has each `settled` with that tx. Failures go into `p`; returns the seller's paid records (oldest first). */
 export async function verifyPaidN(p, { inst, s0, tap0, price, n, label = "" }) {
-  const s1 = await snapshot();
+  const s1 = await snapshot(s0.payer, s0.payTo);
   const logs = await authLogsSince(s0);
   const transfers = await transfersSince(s0);
   const N = BigInt(n);
