@@ -7,6 +7,7 @@
 #   retry-seller.mjs (takes the payment, then 500 / drops / is slow) <- a second x402d ("retry") <- the SDKs
 #   recover-seller.mjs (settles through the facilitator, then loses the answer) <- x402d "recover" <- openai-python
 #   a second anvil whose clock is 2 min behind the host's <- x402d "resolve" <- checks/resolve.mjs (seller + RPC proxy)
+#   x402d "rot" (its own keyring entry) <- checks/rotation.mjs: wallet import / import --replace / remove while serving
 #
 # Usage:  bash tests/interop/run.sh
 # Env:    X402D_BIN      x402d binary (default <repo>/target/debug/x402d; built with `cargo build` if missing)
@@ -45,10 +46,14 @@ export WORK
 
 log() { echo "# $*"; }
 CHECK_PID=""
-# remove_wallet: delete the test wallet from the keyring (every instance uses the same entry). Harmless when absent.
+# remove_wallet: delete the test wallets from the keyring (every instance uses the same entry, except "rot", which
+# has its own for wallet-rotation). Harmless when absent.
 remove_wallet() {
-  [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
-  "$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet remove --yes >/dev/null 2>&1
+  [ -x "${X402D_BIN:-}" ] || return 0
+  local cfg
+  for cfg in "${X402D_MAIN_CONFIG:-}" "${X402D_ROT_CONFIG:-}"; do
+    [ -f "$cfg" ] && "$X402D_BIN" --config "$cfg" wallet remove --yes >/dev/null 2>&1
+  done
   return 0
 }
 cleanup() {
@@ -71,11 +76,17 @@ trap 'exit 130' INT TERM
 keyring_clean() {
   [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
   remove_wallet
-  local out
-  if out=$("$X402D_BIN" --config "$X402D_MAIN_CONFIG" wallet address 2>&1); then
-    failed keyring-clean "the test wallet is still in the keyring after \`wallet remove\`: $out"
-  elif ! grep -q "no wallet key" <<<"$out"; then
-    failed keyring-clean "cannot tell whether the test wallet is gone: $out"
+  local out cfg problem=""
+  for cfg in "$X402D_MAIN_CONFIG" "${X402D_ROT_CONFIG:-}"; do
+    [ -f "$cfg" ] || continue
+    if out=$("$X402D_BIN" --config "$cfg" wallet address 2>&1); then
+      problem="$problem the test wallet of $(basename "$(dirname "$cfg")") is still in the keyring after \`wallet remove\`: $out;"
+    elif ! grep -q "no wallet key" <<<"$out"; then
+      problem="$problem cannot tell whether the test wallet of $(basename "$(dirname "$cfg")") is gone: $out;"
+    fi
+  done
+  if [ -n "$problem" ]; then
+    problem=${problem# }; failed keyring-clean "${problem%;}"
   else
     echo "ok   keyring-clean"; PASS=$((PASS + 1))
     echo "     note: keyring: $X402D_INTEROP_KEYRING ($([ "$X402D_INTEROP_KEYRING" = userns ] && echo "private persistent keyring in a user namespace" || echo "session keyring; no user namespace, so the key was in your persistent keyring during the run"))"
@@ -187,7 +198,7 @@ fi
 # ---- ports and URLs ----
 read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT \
   PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT RECOVER_SELLER_PORT X_RECOVER_PORT \
-  SELLER_PY_PORT X_PYSELLER_PORT < <(node lib/free-ports.mjs 17)
+  SELLER_PY_PORT X_PYSELLER_PORT X_ROT_PORT < <(node lib/free-ports.mjs 18)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
@@ -200,6 +211,8 @@ export RECOVER_SELLER_PORT RECOVER_SELLER_URL="http://127.0.0.1:$RECOVER_SELLER_
 export X402D_RECOVER_URL="http://127.0.0.1:$X_RECOVER_PORT" X402D_RECOVER_CONFIG="$WORK/x402d-recover/config.toml"
 export SELLER_PY_PORT SELLER_PY_URL="http://127.0.0.1:$SELLER_PY_PORT" SELLER_PY_TAP="$WORK/seller-py.tap.jsonl"
 export X402D_PYSELLER_URL="http://127.0.0.1:$X_PYSELLER_PORT" X402D_PYSELLER_CONFIG="$WORK/x402d-pyseller/config.toml"
+# wallet-rotation: its own x402d in front of the main seller, with its own keyring entry (x402d-interop/wallet-rot).
+export X402D_ROT_URL="http://127.0.0.1:$X_ROT_PORT" X402D_ROT_CONFIG="$WORK/x402d-rot/config.toml"
 # The resolver check: its own anvil (clock in the past), its own x402d; the check serves the seller and an RPC proxy.
 export PAST_RPC_URL="http://127.0.0.1:$PAST_RPC_PORT" RESOLVE_SELLER_PORT RESOLVE_RPC_PORT
 export X402D_RESOLVE_URL="http://127.0.0.1:$X_RESOLVE_PORT" X402D_RESOLVE_CONFIG="$WORK/x402d-resolve/config.toml"
@@ -242,7 +255,8 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   extensions-echo python-seller-extensions recover-by-payment-id recover-nonce-used
   retry-500-python retry-500-node retry-drop-python retry-drop-node retry-timeout-python retry-timeout-node
   retry-transient-python retry-transient-node
-  stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw)
+  stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw
+  wallet-rotation)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
 X402D_CHECKS+=(resolve-on-chain facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
@@ -250,7 +264,7 @@ if [ -n "$X402D_PROBLEM" ]; then
   finish
 fi
 
-write_config() { # NAME PORT UPSTREAM [extra toml] [extra [payment] keys] [RPC URL]
+write_config() { # NAME PORT UPSTREAM [extra toml] [extra [payment] keys] [RPC URL]; env KEYRING_USER (default "wallet")
   mkdir -p "$WORK/x402d-$1/state"
   cat >"$WORK/x402d-$1/config.toml" <<EOF
 listen = "127.0.0.1:$2"
@@ -259,7 +273,7 @@ state_dir = "$WORK/x402d-$1/state"
 
 [wallet]
 keyring_service = "x402d-interop"
-keyring_user = "wallet"
+keyring_user = "${KEYRING_USER:-wallet}"
 
 [payment]
 networks = ["eip155:84532"]
@@ -283,6 +297,7 @@ write_config v1 "$X_V1_PORT" "$SELLER_V1_URL"
 write_config retry "$X_RETRY_PORT" "$RETRY_SELLER_URL"
 write_config recover "$X_RECOVER_PORT" "$RECOVER_SELLER_URL"
 write_config pyseller "$X_PYSELLER_PORT" "$SELLER_PY_URL"
+KEYRING_USER=wallet-rot write_config rot "$X_ROT_PORT" "$SELLER_URL"
 write_config resolve "$X_RESOLVE_PORT" "http://127.0.0.1:$RESOLVE_SELLER_PORT" "" "resolve_every_secs = 1" "http://127.0.0.1:$RESOLVE_RPC_PORT"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
@@ -304,9 +319,10 @@ start x402d-retry "$X402D_BIN" --config "$X402D_RETRY_CONFIG" serve
 start x402d-recover "$X402D_BIN" --config "$X402D_RECOVER_CONFIG" serve
 start x402d-pyseller "$X402D_BIN" --config "$X402D_PYSELLER_CONFIG" serve
 start x402d-resolve "$X402D_BIN" --config "$X402D_RESOLVE_CONFIG" serve
+start x402d-rot "$X402D_BIN" --config "$X402D_ROT_CONFIG" serve # no key yet: wallet-rotation imports one while it serves
 [ "${RUN_V1:-0}" = 1 ] && start x402d-v1 "$X402D_BIN" --config "$X402D_V1_CONFIG" serve
 X_ERR=""
-for inst in main cap retry resolve recover pyseller $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
+for inst in main cap retry resolve recover pyseller rot $([ "${RUN_V1:-0}" = 1 ] && echo v1); do
   port_var="X_${inst^^}_PORT"
   e=$(wait_tcp "${!port_var}" "x402d-$inst") || X_ERR="$X_ERR x402d-$inst: $e;"
 done
@@ -373,6 +389,8 @@ wait "$RETRY_GROUP_PID" 2>/dev/null
 cat "$WORK/retry-group.out"
 if read -r rp rf <"$WORK/retry-group.counts" 2>/dev/null; then PASS=$((PASS + rp)); FAIL=$((FAIL + rf))
 else failed retry-group "the retry group did not finish (see $WORK/retry-group.out)"; fi
+# After the retry group: nothing else runs beside it (the retry seller's payTo is anvil #4, the rotation's key A).
+check wallet-rotation       node checks/rotation.mjs
 [ "${RUN_V1:-0}" = 1 ] && check v1-seller-paid node checks/chat.mjs --driver py --instance v1
 check resolve-on-chain      node checks/resolve.mjs
 # Last: stop the facilitator, then a paid call must fail cleanly without settling anything.

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { b64json, snapshot, authLogsSince, transfersSince, PAY_TO, NETWORK, X402D_PAYER } from "./common.mjs";
+import { b64json, snapshot, authLogsSince, transfersSince, PAY_TO, NETWORK } from "./common.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, "..");
@@ -164,14 +164,14 @@ export function instance(name = "main") {
  *  with the same tx, nonce, amount, network, pay_to and `model`. `cost`: the x-x402d-cost header (undefined: not
  *  checked). Failures go into `p` (a Problems); returns { paid, chainTx, moved }. */
 export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, label = "" }) {
-  const s1 = await snapshot();
+  const s1 = await snapshot(s0.payer, s0.payTo);
   const logs = await authLogsSince(s0);
   const transfers = await transfersSince(s0);
   const moved = { payer: s0.payerBal - s1.payerBal, payTo: s1.payToBal - s0.payToBal };
   info(`chain${label}`, { moved, authorizationUsed: logs.map((l) => ({ tx: l.transactionHash, nonce: l.args.nonce })) });
   p.expect(moved.payer === price.atomic && moved.payTo === price.atomic,
     `balance deltas payer -${moved.payer} payTo +${moved.payTo}, expected exactly ${price.atomic} ($${price.usd} on ${price.path})`);
-  p.expect(logs.length === 1, `${logs.length} AuthorizationUsed logs by ${X402D_PAYER}, expected 1`);
+  p.expect(logs.length === 1, `${logs.length} AuthorizationUsed logs by ${s0.payer}, expected 1`);
   p.expect(transfers.length === 1 && transfers[0].args.value === price.atomic, `transfers payer->payTo: [${transfers.map((t) => t.args.value)}], expected [${price.atomic}]`);
   const chainTx = logs.at(-1)?.transactionHash;
   const chainNonce = logs.at(-1)?.args.nonce;
@@ -206,7 +206,7 @@ export async function verifyPaidOnce(p, { inst, s0, tap0, price, model, cost, la
  *  requests, each on `price.path` with a PAYMENT-RESPONSE tx among those on-chain txs (all distinct); x402d's ledger
  *  has each `settled` with that tx. Failures go into `p`; returns the seller's paid records (oldest first). */
 export async function verifyPaidN(p, { inst, s0, tap0, price, n, label = "" }) {
-  const s1 = await snapshot();
+  const s1 = await snapshot(s0.payer, s0.payTo);
   const logs = await authLogsSince(s0);
   const transfers = await transfersSince(s0);
   const N = BigInt(n);

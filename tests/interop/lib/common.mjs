@@ -14,13 +14,18 @@ export const NETWORK = "eip155:84532";
 
 // anvil's public dev keys (mnemonic "test test ... junk"); loopback only, never use anywhere else.
 //   #0 facilitator (pays gas for settle), #1 payer of the direct stack self-test,
-//   #2 payTo (seller), #3 x402d's wallet (imported into the kernel keyring by run.sh).
+//   #2 payTo (seller), #3 x402d's wallet (imported into the kernel keyring by run.sh),
+//   #4 / #5 the "rot" instance's first and second key (checks/rotation.mjs imports, replaces and removes them).
 export const FACILITATOR_KEY = process.env.FACILITATOR_KEY || "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 export const STACK_PAYER_KEY = process.env.STACK_PAYER_KEY || "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 export const PAY_TO = process.env.PAY_TO || "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
 export const X402D_PAYER_KEY = process.env.X402D_PAYER_KEY || "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
 export const X402D_PAYER = privateKeyToAccount(X402D_PAYER_KEY).address;
 export const STACK_PAYER = privateKeyToAccount(STACK_PAYER_KEY).address;
+export const ROT_KEY_A = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a";
+export const ROT_KEY_B = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba";
+export const ROT_PAYER_A = privateKeyToAccount(ROT_KEY_A).address;
+export const ROT_PAYER_B = privateKeyToAccount(ROT_KEY_B).address;
 
 // Seller prices (USD and atomic USDC, 6 decimals), one per tier (the seller lists each model's tier in GET /v1/models).
 export const PRICES = {
