@@ -451,3 +451,44 @@ kill "$GK"; wait "$GK"
         "{o}"
     );
 }
+
+/// A session bus on which no Secret Service answers (a bare `dbus-run-session`,
+/// a desktop without a keyring daemon): `store = "auto"` falls back to the
+/// kernel keyring instead of failing. Needs `dbus-run-session` (apt-get install dbus).
+#[cfg(feature = "secret-service")]
+#[test]
+fn auto_store_without_a_secret_service_on_the_bus_uses_the_kernel_keyring() {
+    let dir = TempDir::new("wnoss");
+    let config = dir.0.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[wallet]\nkeyring_service = \"x402d-test-noss-{}\"\n",
+            dir.0.join("state").display(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let script = r#"
+set -u
+printf '%s' "$3" | "$1" --config "$2" wallet import 2>&1; echo "import rc=$?"
+"$1" --config "$2" wallet address 2>&1; echo "address rc=$?"
+"$1" --config "$2" wallet remove --yes 2>&1
+"#;
+    let out = Command::new("dbus-run-session")
+        .args(["--", "keyctl", "session", "-", "bash", "-c", script, "sh"])
+        .arg(bin())
+        .arg(&config)
+        .arg(PAYER_KEY)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .expect("dbus-run-session (apt-get install dbus)");
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(!o.contains(&PAYER_KEY[2..]), "{o}");
+    assert!(o.contains("import rc=0"), "{o}");
+    assert!(
+        o.contains(&format!("{PAYER}\n")) && o.contains("address rc=0"),
+        "{o}"
+    );
+    assert!(o.contains("kernel keyring"), "{o}");
+}

@@ -48,16 +48,39 @@ fn store_object(store: Store) -> Result<Arc<CredentialStore>, WalletError> {
     Ok(s)
 }
 
-/// Does the session bus offer a Secret Service (`org.freedesktop.secrets`)?
+/// Does the session bus offer a Secret Service (`org.freedesktop.secrets`
+/// owned by a running keyring daemon)? A bus without one (a bare
+/// `dbus-run-session`, a desktop without a keyring daemon) does not count.
 pub fn secret_service_available() -> bool {
     #[cfg(feature = "secret-service")]
     {
-        store_object(Store::SecretService).is_ok()
+        secret_service_on_bus().unwrap_or(false)
     }
     #[cfg(not(feature = "secret-service"))]
     {
         false
     }
+}
+
+#[cfg(feature = "secret-service")]
+fn secret_service_on_bus() -> Result<bool, dbus::Error> {
+    const NAME: &str = "org.freedesktop.secrets";
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+        && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+    {
+        return Ok(false);
+    }
+    let conn = dbus::blocking::Connection::new_session()?;
+    let bus = conn.with_proxy(
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        std::time::Duration::from_secs(2),
+    );
+    // Owned now: a desktop session starts its keyring daemon at login. A name
+    // that is only activatable (the package is installed) is not enough: started
+    // on demand outside a login, the daemon has no unlocked keyring to store in.
+    let (owned,): (bool,) = bus.method_call("org.freedesktop.DBus", "NameHasOwner", (NAME,))?;
+    Ok(owned)
 }
 
 /// The store `Auto` stands for here and now: the Secret Service when it is
@@ -76,10 +99,13 @@ pub fn resolve(loc: &KeyLocation) -> Store {
     };
     match read_in(&at(Store::SecretService)) {
         Ok(Some(_)) => Store::SecretService,
-        _ => match read_in(&at(Store::Keyutils)) {
+        Ok(None) => match read_in(&at(Store::Keyutils)) {
             Ok(Some(_)) => Store::Keyutils,
             _ => Store::SecretService,
         },
+        // A session bus, but no Secret Service answering on it (a bare
+        // `dbus-run-session`, a desktop without a keyring daemon).
+        Err(_) => Store::Keyutils,
     }
 }
 
