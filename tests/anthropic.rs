@@ -441,7 +441,11 @@ async fn paid_then_failed_is_never_retryable() {
         r.header("x-x402d-payment-state").as_deref(),
         Some("at_risk")
     );
-    assert_eq!(s.counts().payment_attempts, 1);
+    // One signature (x402d may re-send that same one to recover the answer).
+    let mut nonces = s.counts().nonces;
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), 1);
 }
 
 #[tokio::test]
@@ -487,7 +491,11 @@ async fn late_failure_after_pings_is_an_error_event() {
     assert_eq!(data["type"], "error");
     assert_eq!(data["error"]["type"], "api_error");
     assert!(ev.iter().all(|(n, _)| n == "ping" || n == "error"));
-    assert_eq!(s.counts().payment_attempts, 1);
+    // One signature (x402d may re-send that same one to recover the answer).
+    let mut nonces = s.counts().nonces;
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), 1);
 }
 
 #[tokio::test]
