@@ -239,14 +239,23 @@ pub async fn serve(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(shared.timeouts.header);
     tokio::pin!(shutdown);
+    let mut backoff = crate::admin::Backoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        backoff.reset();
+                        s
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Persistent errors (out of file descriptors) back off to 1 s
+                        // and log once per run of failures, instead of spinning.
+                        let (wait, first) = backoff.failed();
+                        if first {
+                            tracing::warn!(error = %e, "accept failed; retrying with backoff");
+                        }
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                 };
