@@ -8,27 +8,42 @@ use x402d::admin;
 use x402d::config::Loaded;
 use x402d::ledger::{self, report};
 
-/// Reads the ledger file directly (only when no daemon holds it).
-fn offline_payments(cfg: &Loaded) -> Result<Vec<ledger::Payment>, Fail> {
+/// The ledger file, opened directly (only when no daemon holds it); `None` before the first run.
+fn offline_ledger(cfg: &Loaded) -> Result<Option<redb::Database>, Fail> {
     let path = cfg.state_dir.join("ledger.redb");
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let db = ledger::open_offline(&path)?;
-    Ok(ledger::read_all(&db)?)
+    Ok(Some(ledger::open_offline(&path)?))
+}
+
+/// Rows from the running daemon's admin endpoint `path` (with `&app=` when
+/// filtered); `None` when no daemon is running.
+async fn daemon_rows(
+    cfg: &Loaded,
+    mut path: String,
+    app: Option<&str>,
+) -> Result<Option<Vec<Value>>, Fail> {
+    if let Some(app) = app {
+        path.push_str(&format!("&app={app}"));
+    }
+    match admin::call(&cfg.state_dir, Method::GET, &path).await? {
+        Some(Value::Array(v)) => Ok(Some(v)),
+        Some(_) => Err(Fail(1, "unexpected reply from the daemon".into())),
+        None => Ok(None),
+    }
 }
 
 pub(crate) async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail> {
     let cfg = load_config(cli)?;
-    let mut path = format!("/spend?days={}", a.days);
-    if let Some(app) = &a.app {
-        path.push_str(&format!("&app={app}"));
-    }
-    let rows: Vec<Value> = match admin::call(&cfg.state_dir, Method::GET, &path).await? {
-        Some(Value::Array(v)) => v,
-        Some(_) => return Err(Fail(1, "unexpected reply from the daemon".into())),
+    let path = format!("/spend?days={}", a.days);
+    let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
+        Some(v) => v,
         None => {
-            let all = offline_payments(&cfg)?;
+            let all = match offline_ledger(&cfg)? {
+                Some(db) => ledger::read_all(&db)?,
+                None => Vec::new(),
+            };
             let rows = report::spend(
                 &all,
                 &report::Limits::from_config(&cfg, x402d::now_ms()),
@@ -72,25 +87,16 @@ pub(crate) async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail
 
 pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode, Fail> {
     let cfg = load_config(cli)?;
-    let mut path = format!("/payments?limit={}", a.limit);
-    if let Some(app) = &a.app {
-        path.push_str(&format!("&app={app}"));
-    }
-    let rows: Vec<Value> = match admin::call(&cfg.state_dir, Method::GET, &path).await? {
-        Some(Value::Array(v)) => v,
-        Some(_) => return Err(Fail(1, "unexpected reply from the daemon".into())),
-        None => {
-            let path = cfg.state_dir.join("ledger.redb");
-            if path.exists() {
-                let db = ledger::open_offline(&path)?;
-                ledger::read_payments(&db, a.app.as_deref(), a.limit)?
-                    .iter()
-                    .map(admin::payment_json)
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        }
+    let path = format!("/payments?limit={}", a.limit);
+    let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
+        Some(v) => v,
+        None => match offline_ledger(&cfg)? {
+            Some(db) => ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+                .iter()
+                .map(admin::payment_json)
+                .collect(),
+            None => Vec::new(),
+        },
     };
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);

@@ -59,15 +59,6 @@ impl WalletSlot {
         }
         r
     }
-
-    /// Forgets the key in use (the next call loads it again).
-    pub async fn clear(&self) {
-        *self.cached.lock().await = None;
-    }
-
-    pub async fn peek(&self) -> Option<Wallet> {
-        self.cached.lock().await.clone()
-    }
 }
 
 async fn load(loc: &KeyLocation) -> Result<Wallet, WalletError> {
