@@ -40,6 +40,7 @@ fn reserve() -> Reserve {
             wallet_daily: None,
             wallet_monthly: None,
         },
+        auth: None,
     }
 }
 

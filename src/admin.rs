@@ -140,12 +140,9 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/payments") => {
             let limit = q.get("limit").and_then(|d| d.parse().ok()).unwrap_or(50);
-            let app = q.get("app").cloned();
-            let ledger = shared.ledger.clone();
-            match tokio::task::spawn_blocking(move || ledger.payments(app.as_deref(), limit)).await
-            {
-                Ok(Ok(ps)) => Ok(Value::Array(ps.iter().map(payment_json).collect())),
-                Ok(Err(e)) => Err(e.to_string()),
+            let app = q.get("app").map(String::as_str);
+            match shared.ledger.payments(app, limit).await {
+                Ok(ps) => Ok(Value::Array(ps.iter().map(payment_json).collect())),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -245,7 +242,7 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         "upstream": cfg.config.upstream,
         "wallet": wallet,
         "wallet_store": store,
-        "ledger": shared.ledger.path().display().to_string(),
+        "ledger": shared.ledger.location(),
         "at_risk": crate::money::Usd(t.wallet.total.unsettled).to_string(),
         "payments": t.records,
         "spend": rows.into_iter().filter(|r| r.window != "total").collect::<Vec<_>>(),

@@ -361,6 +361,7 @@ impl Payer<'_> {
                 pay_to: choice.pay_to.to_string(),
                 amount: choice.amount,
                 caps: self.caps(&app_cfg),
+                auth: None,
             },
         )
         .await?;
@@ -1122,11 +1123,12 @@ mod tests {
             pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
             amount: Usd(1000),
             caps: Caps::default(),
+            auth: None,
         }
     }
 
     fn states(l: &Ledger) -> Vec<State> {
-        l.payments(None, 1000)
+        l.payments_now(None, 1000)
             .unwrap()
             .iter()
             .map(|p: &Payment| p.state)
@@ -1241,7 +1243,7 @@ mod tests {
         let e = r.sign(&w, &auth(&w), &domain(), None).await.err().unwrap();
         assert!(matches!(e, ProxyError::Ledger(_)), "{e:?}");
         assert_eq!(settled_states(&l).await, [State::Released]);
-        let p = &l.payments(None, 1).unwrap()[0];
+        let p = &l.payments(None, 1).await.unwrap()[0];
         assert_eq!(p.note.as_deref(), Some("elsewhere"));
         assert_eq!(p.nonce, None, "never recorded as signed");
     }
@@ -1337,7 +1339,7 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(b"{}"),
         };
-        let last = |l: &Ledger| l.payments(None, 1).unwrap().first().map(|p| p.state);
+        let last = |l: &Ledger| l.payments_now(None, 1).unwrap().first().map(|p| p.state);
 
         // Cancelled once budget is held (whether or not it got to sign): released.
         cancel_when(payer.run(call()), || last(&ledger).is_some()).await;

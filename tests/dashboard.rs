@@ -267,6 +267,7 @@ async fn seed_history(ledger_path: &Path) {
                         pay_to: PAY_TO.into(),
                         amount: Usd(total / calls),
                         caps: Caps::default(),
+                        auth: None,
                     })
                     .await
                     .unwrap()

@@ -1,5 +1,8 @@
 use super::*;
+use embedded::PAYMENTS;
 use jiff::Timestamp;
+use redb::Database;
+use std::sync::Arc;
 
 fn ms(s: &str) -> i64 {
     s.parse::<Timestamp>().unwrap().as_millisecond()
@@ -32,6 +35,7 @@ fn req(app: &str, amount: u64, now: i64, caps: Caps) -> Reserve {
         pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".into(),
         amount: Usd(amount),
         caps,
+        auth: None,
     }
 }
 
@@ -288,7 +292,7 @@ async fn spend_survives_restart_and_recovery_fixes_states() {
             at_risk: 1
         }
     );
-    let ps = l.payments(None, 10).unwrap();
+    let ps = l.payments(None, 10).await.unwrap();
     let states: Vec<_> = ps.iter().map(|p| p.state).collect();
     assert_eq!(states, vec![State::AtRisk, State::Released, State::Settled]);
     // Settled + at-risk = 2000 counted: one more 1000 fits, then the cap holds.
@@ -298,7 +302,7 @@ async fn spend_survives_restart_and_recovery_fixes_states() {
         .unwrap();
     assert!(l.reserve(req("a", 1, now, caps)).await.unwrap().is_err());
     // Ids keep increasing across restarts.
-    assert_eq!(l.payments(None, 1).unwrap()[0].id, 4);
+    assert_eq!(l.payments(None, 1).await.unwrap()[0].id, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -319,7 +323,7 @@ async fn concurrent_reservations_never_overshoot() {
         ok += t.await.unwrap() as usize;
     }
     assert_eq!(ok, 37);
-    assert_eq!(l.payments(None, 1000).unwrap().len(), 37);
+    assert_eq!(l.payments(None, 1000).await.unwrap().len(), 37);
 }
 
 #[test]
@@ -409,13 +413,13 @@ fn poll_once_then_drop<F: std::future::Future>(f: F) {
 
 async fn until_no_reserved(l: &Ledger, n: usize) -> Vec<State> {
     for _ in 0..2000 {
-        let s: Vec<State> = l.all().unwrap().iter().map(|p| p.state).collect();
+        let s: Vec<State> = l.all().await.unwrap().iter().map(|p| p.state).collect();
         if s.len() == n && !s.contains(&State::Reserved) {
             return s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    panic!("{:?}", l.all().unwrap());
+    panic!("{:?}", l.all().await.unwrap());
 }
 
 #[tokio::test]
@@ -436,7 +440,7 @@ async fn a_reservation_whose_caller_went_away_is_released() {
         assert!(f.as_mut().poll(&mut cx).is_pending());
         // The record is committed (and answered) before it becomes readable.
         for _ in 0..2000 {
-            if l.all().unwrap().len() == 2 {
+            if l.all().await.unwrap().len() == 2 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -530,7 +534,7 @@ async fn totals_match_a_full_scan_on_random_data() {
             tz: &tz,
             now_ms: now,
         };
-        let all = l.all().unwrap();
+        let all = l.all().await.unwrap();
         for days in [0, 3, 60] {
             let snap = l.totals(now, days).await.unwrap();
             for only in [None, Some("a"), Some("b"), Some("d"), Some("zz")] {
@@ -589,7 +593,7 @@ async fn report_cost_scan_vs_totals() {
         now_ms: now,
     };
     let started = std::time::Instant::now();
-    let scan = report::spend(&l.all().unwrap(), &lim, None, 0);
+    let scan = report::spend(&l.all().await.unwrap(), &lim, None, 0);
     let scan_t = started.elapsed();
     let mut fast_t = std::time::Duration::MAX;
     let mut fast = Vec::new();
@@ -618,7 +622,7 @@ async fn attempts_and_payment_identifier_persist_and_old_records_still_read() {
         wtx.commit().unwrap();
     }
     let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
-    let old = &l.payments(None, 1).unwrap()[0];
+    let old = &l.payments(None, 1).await.unwrap()[0];
     assert_eq!(
         (old.attempts, &old.payment_identifier, &old.last_error),
         (0, &None, &None)
@@ -654,7 +658,7 @@ async fn attempts_and_payment_identifier_persist_and_old_records_still_read() {
         l.attempt(id, 3, None, now).await.is_err(),
         "not after the end"
     );
-    let p = &l.payments(None, 1).unwrap()[0];
+    let p = &l.payments(None, 1).await.unwrap()[0];
     assert_eq!(
         p.payment_identifier.as_deref(),
         Some("x402d_0123456789abcdef")
@@ -662,4 +666,53 @@ async fn attempts_and_payment_identifier_persist_and_old_records_still_read() {
     assert_eq!(p.attempts, 2);
     assert_eq!(p.last_error.as_deref(), Some("connection reset"));
     assert_eq!(p.state, State::Settled);
+}
+
+/// A reservation made with its authorization's parameters is created signed-for
+/// in one commit: it carries them, and a crash before its outcome leaves it at
+/// risk (resolved on chain), never released.
+#[tokio::test]
+async fn a_reservation_with_its_authorization_is_signed_in_one_commit() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    {
+        let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = commits.clone();
+        l.observe_commits(Box::new(move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let mut r = req("a", 1000, now, daily(3000));
+        r.auth = Some(Auth {
+            payer: "0xp".into(),
+            nonce: "0x07".into(),
+            valid_before: 99,
+            payment_identifier: Some("pay_1".into()),
+        });
+        let id = l.reserve(r).await.unwrap().unwrap();
+        assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let p = &l.payments(None, 1).await.unwrap()[0];
+        assert_eq!(p.id, id);
+        assert_eq!(p.state, State::Signed);
+        assert_eq!(p.nonce.as_deref(), Some("0x07"));
+        assert_eq!(p.valid_before, Some(99));
+        assert_eq!(p.payer.as_deref(), Some("0xp"));
+        assert_eq!(p.payment_identifier.as_deref(), Some("pay_1"));
+        drop(l);
+        for _ in 0..100 {
+            if Database::create(&path).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let (l, rec) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    assert_eq!(
+        rec,
+        Recovery {
+            released: 0,
+            at_risk: 1
+        }
+    );
+    assert_eq!(l.all().await.unwrap()[0].state, State::AtRisk);
 }

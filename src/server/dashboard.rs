@@ -212,10 +212,10 @@ struct PaymentsView {
 /// `GET /api/payments`: the newest [`LATEST`] records (a bounded read from the end
 /// of the table) and the unresolved ones (from the writer's memory).
 async fn payments(shared: &Shared) -> Result<Response<Body>, ProxyError> {
-    let ledger = shared.ledger.clone();
-    let latest = tokio::task::spawn_blocking(move || ledger.payments(None, LATEST))
+    let latest = shared
+        .ledger
+        .payments(None, LATEST)
         .await
-        .map_err(|e| ProxyError::Internal(e.to_string()))?
         .map_err(|e| ProxyError::Ledger(e.to_string()))?;
     let mut at_risk = shared
         .ledger
