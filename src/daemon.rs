@@ -478,5 +478,10 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
         Ok(None) => "no wallet key".into(),
         Err(e) => format!("wallet: {e}"),
     });
+    match shared.wallet.reload_solana(&loc).await {
+        Ok(Some(w)) => notes.push(format!("Solana wallet {}", w.address())),
+        Ok(None) => {}
+        Err(e) => notes.push(format!("Solana wallet: {e}")),
+    }
     Ok(notes.join("; "))
 }

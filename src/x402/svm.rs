@@ -621,7 +621,6 @@ mod tests {
     use super::*;
     use crate::x402::networks::lookup_svm;
     use crate::x402::parse::parse_402;
-    use base64::Engine as _;
     use ed25519_dalek::{Signer, SigningKey, Verifier};
     use serde_json::json;
 
