@@ -1180,6 +1180,39 @@ models = ["gpt-4o-mini", "anthropic/*"]
     }
 
     #[test]
+    fn solana_networks_and_rpc() {
+        let t = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/solana.toml"),
+        )
+        .unwrap();
+        let l = parse(&t, None).unwrap();
+        assert_eq!(
+            l.network_order,
+            vec![
+                "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+                "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
+                "eip155:8453"
+            ]
+        );
+        assert_eq!(l.networks.len(), 1);
+        assert_eq!(l.svm_networks.len(), 2);
+        let dev = networks::lookup_svm("solana-devnet").unwrap();
+        let main = networks::lookup_svm("solana").unwrap();
+        assert_eq!(l.svm_rpc_url(dev).as_deref(), Some("http://127.0.0.1:8899"));
+        assert_eq!(
+            l.svm_rpc_url(main).as_deref(),
+            Some("https://api.mainnet-beta.solana.com")
+        );
+        assert_eq!(l.svm_pay_to.as_ref().unwrap().len(), 1);
+        assert_eq!(l.pay_to.as_ref().unwrap().len(), 1);
+        let p = l.svm_policy();
+        assert_eq!(p.order, l.network_order);
+        // A plain-http RPC off loopback is refused for Solana too.
+        let e = bad("[payment.rpc]\n\"solana\" = \"http://api.example\"\n");
+        assert!(e.contains("`payment.rpc.solana`"), "{e}");
+    }
+
+    #[test]
     fn fixtures() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
         for entry in std::fs::read_dir(dir.join("valid")).unwrap() {

@@ -351,6 +351,18 @@ async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
                 cfg.config.payment.max_rpc_lag_secs,
             )
             .await;
+        let s = shared
+            .resolver
+            .resolve_solana(&shared.client, &shared.ledger, &shared.metrics, |n| {
+                cfg.svm_rpc_url(n)
+            })
+            .await;
+        let r = crate::chain::Resolved {
+            settled: r.settled + s.settled,
+            released: r.released + s.released,
+            pending: r.pending + s.pending,
+            no_rpc: r.no_rpc + s.no_rpc,
+        };
         if r.settled + r.released > 0 {
             tracing::info!(
                 settled = r.settled,
