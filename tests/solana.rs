@@ -354,10 +354,11 @@ async fn caps_refuse_before_anything_is_signed() {
     let r = chat(&s.d, "sk-test").await;
     assert_eq!(r.status, 402, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"]["code"], "price_above_ceiling");
-    let w = s.world.lock().unwrap();
-    assert!(w.paid.is_empty());
-    assert!(!w.rpc_calls.iter().any(|m| m == "getLatestBlockhash"));
-    drop(w);
+    {
+        let w = s.world.lock().unwrap();
+        assert!(w.paid.is_empty());
+        assert!(!w.rpc_calls.iter().any(|m| m == "getLatestBlockhash"));
+    }
     assert!(s.d.payments().is_empty());
     drop(s);
 
