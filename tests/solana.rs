@@ -551,3 +551,26 @@ async fn solana_wallet_commands() {
     assert_eq!(r.json()["error"]["code"], "wallet_not_configured");
     assert!(s.world.lock().unwrap().paid.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_solana_rpc_token_account_and_balance() {
+    let s = setup("10000", "", "").await;
+    let out = s.d.cli(&["doctor"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&payer().to_base58()), "{text}");
+    assert!(text.contains("healthy, solana-core 2.2.0-mock"), "{text}");
+    let ata = svm::associated_token_account(&payer(), &Pubkey::parse(DEVNET_USDC).unwrap())
+        .unwrap()
+        .to_base58();
+    assert!(
+        text.contains(&format!("USDC token account {ata}, balance $5")),
+        "{text}"
+    );
+    assert!(text.contains("x402d would pay it"), "{text}");
+    let calls = s.world.lock().unwrap().rpc_calls.clone();
+    assert!(calls.iter().any(|m| m == "getHealth"), "{calls:?}");
+}
