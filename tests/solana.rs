@@ -574,3 +574,34 @@ async fn doctor_checks_the_solana_rpc_token_account_and_balance() {
     let calls = s.world.lock().unwrap().rpc_calls.clone();
     assert!(calls.iter().any(|m| m == "getHealth"), "{calls:?}");
 }
+
+#[test]
+fn config_check_shows_the_solana_networks_in_order() {
+    let dir = TempDir::new("sol-cfg");
+    let config = dir.0.join("c.toml");
+    std::fs::write(
+        &config,
+        "[payment]\nnetworks = [\"base\", \"solana-devnet\", \"solana\"]\n\
+         [payment.rpc]\n\"solana-devnet\" = \"http://127.0.0.1:8899/secret-path\"\n",
+    )
+    .unwrap();
+    let out = x402d(&["--config", config.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("# pays on"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        line,
+        "# pays on, most preferred first: eip155:8453 (base, rpc https://mainnet.base.org), \
+         solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1 (solana-devnet, rpc http://127.0.0.1:8899), \
+         solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp (solana, rpc https://api.mainnet-beta.solana.com)"
+    );
+}
