@@ -148,11 +148,21 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         // After `x402d wallet new/import/remove`: use what the store holds now.
         (&Method::POST, "/wallet/reload") => {
-            let r = shared.wallet.reload(&shared.config().key_location()).await;
-            Ok(match r {
+            let loc = shared.config().key_location();
+            let r = shared.wallet.reload(&loc).await;
+            let mut v = match r {
                 Ok(w) => json!({"ok": true, "wallet": w.map(|w| w.address().to_string())}),
                 Err(e) => json!({"ok": false, "wallet": null, "error": e.to_string()}),
-            })
+            };
+            // The Solana key, its own entry: reported beside the EVM one.
+            match shared.wallet.reload_solana(&loc).await {
+                Ok(w) => v["solana_wallet"] = json!(w.map(|w| w.address().to_string())),
+                Err(e) => {
+                    v["solana_wallet"] = json!(null);
+                    v["solana_error"] = json!(e.to_string());
+                }
+            }
+            Ok(v)
         }
         (&Method::POST, "/reload") => match reload().await {
             Ok(Ok(msg)) => Ok(json!({"ok": true, "message": msg})),
@@ -224,6 +234,16 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         .await
         .ok()
         .map(|w| w.address().to_string());
+    // Only when a Solana network is configured (a missing key is normal otherwise).
+    let solana_wallet = match cfg.svm_networks.is_empty() {
+        true => None,
+        false => shared
+            .wallet
+            .get_solana(&cfg.key_location())
+            .await
+            .ok()
+            .map(|w| w.address().to_string()),
+    };
     let loc = cfg.key_location();
     let store = tokio::task::spawn_blocking(move || {
         crate::wallet::ops::StoreInfo::for_location(&loc).summary()
@@ -241,6 +261,7 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         "listen": listen.to_string(),
         "upstream": cfg.config.upstream,
         "wallet": wallet,
+        "solana_wallet": solana_wallet,
         "wallet_store": store,
         "ledger": shared.ledger.location(),
         "at_risk": crate::money::Usd(t.wallet.total.unsettled).to_string(),

@@ -75,6 +75,36 @@ pub fn encode_payment(
     base64::engine::general_purpose::STANDARD.encode(doc)
 }
 
+/// Builds the payment header value for a Solana `exact` payment: the payload is
+/// `{"transaction": base64}`, wrapped as `@x402/core` does (v2 echoes `accepted`,
+/// `resource` and `extensions`; v1 names scheme and network).
+pub fn encode_svm_payment(
+    pr: &PaymentRequired,
+    requirement: &super::Requirement,
+    transaction_b64: &str,
+    extensions: Option<&RawValue>,
+) -> String {
+    let payload = json!({ "transaction": transaction_b64 });
+    let doc = match pr.version {
+        Version::V2 => serde_json::to_string(&V2Payment {
+            version: 2,
+            payload,
+            accepted: &requirement.raw,
+            resource: pr.resource.as_ref(),
+            extensions,
+        })
+        .unwrap_or_default(),
+        Version::V1 => json!({
+            "x402Version": 1,
+            "scheme": requirement.scheme,
+            "network": requirement.network,
+            "payload": payload,
+        })
+        .to_string(),
+    };
+    base64::engine::general_purpose::STANDARD.encode(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +225,44 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn solana_payloads_have_the_sdk_shape() {
+        let v: Value =
+            serde_json::from_str(include_str!("../../tests/vectors/svm_exact.json")).unwrap();
+        for c in v["cases"].as_array().unwrap() {
+            let version = c["version"].as_u64().unwrap();
+            let amount_key = if version == 2 {
+                "amount"
+            } else {
+                "maxAmountRequired"
+            };
+            let mut offer = json!({"scheme":"exact","network":c["network"],"asset":c["asset"],
+                "payTo":c["payTo"],"maxTimeoutSeconds":60,"extra":{"feePayer":c["feePayer"]},
+                "resource":"http://x/y"});
+            offer[amount_key] = c["amount"].clone();
+            let doc = json!({"x402Version": version, "accepts": [offer],
+                "resource": {"url": "http://x/y"}})
+            .to_string();
+            let pr = crate::x402::parse::parse_402(None, doc.as_bytes()).unwrap();
+            let req = pr.accepts[0].clone().unwrap();
+            let tx = c["payload"]["payload"]["transaction"].as_str().unwrap();
+            let h = encode_svm_payment(&pr, &req, tx, None);
+            let got: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::STANDARD.decode(h).unwrap(),
+            )
+            .unwrap();
+            // What the scheme client returns, then what @x402/core adds around it.
+            let sdk = &c["payload"];
+            assert_eq!(got["x402Version"], sdk["x402Version"]);
+            assert_eq!(got["payload"], sdk["payload"]);
+            if version == 2 {
+                assert_eq!(got["accepted"], req.raw);
+                assert_eq!(got["resource"], json!({"url": "http://x/y"}));
+            } else {
+                assert_eq!(got, *sdk, "v1 is the scheme's payload as is");
+            }
+        }
     }
 }
