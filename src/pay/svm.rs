@@ -98,6 +98,7 @@ impl Payer<'_> {
                 pay_to: choice.terms.pay_to.to_base58(),
                 amount: choice.amount,
                 caps: self.caps(app_cfg),
+                auth: None,
             },
         )
         .await?;
