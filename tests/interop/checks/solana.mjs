@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { wrapFetchWithPayment, decodePaymentResponseHeader } from "@x402/fetch";
 import { x402Client } from "@x402/core/client";
 import { ExactSvmScheme } from "@x402/svm/exact/client";
-import { PAY_TO as EVM_PAY_TO, NETWORK as EVM_NETWORK, snapshot as evmSnapshot, transfersSince as evmTransfersSince, b64json } from "../lib/common.mjs";
+import { PAY_TO as EVM_PAY_TO, NETWORK as EVM_NETWORK, X402D_PAYER_KEY, snapshot as evmSnapshot, transfersSince as evmTransfersSince, b64json } from "../lib/common.mjs";
 import { main, assert, fail, info, note, env, driver, hdr, tapRead, tapPaidSince, tapWaitPaid, paymentsWait, payments, usdToAtomic, Problems } from "../lib/check.mjs";
 import { SOLANA_RPC_URL, SOL_NETWORK, SOL_PRICES, USDC_MINT, keys, lamportsOf, solSnapshot, solTxsSince } from "../solana/common.mjs";
 import { execFileSync } from "node:child_process";
@@ -197,6 +197,8 @@ async function wallet() {
   const k = keys.x402d;
   const run = (args, input) => execFileSync(bin, ["--config", cfg, ...args], { input, encoding: "utf8", stdio: ["pipe", "pipe", "pipe"] });
   let out;
+  // The EVM key (anvil #3, the "main" instance's payer) for the dual routes' EVM side, then the Solana key.
+  try { run(["wallet", "import"], `${X402D_PAYER_KEY}\n`); } catch (e) { fail(`wallet import (EVM key) failed: ${(e.stderr || e.message).trim().slice(0, 300)}`); }
   try { out = run(["wallet", "import", "--solana"], `${k.secret}\n`); } catch (e) { fail(`wallet import --solana failed: ${(e.stderr || e.message).trim().slice(0, 300)}`); }
   info("import", out.trim());
   assert(!out.includes(k.secret), "wallet import --solana printed the secret key");
