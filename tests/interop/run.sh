@@ -207,7 +207,7 @@ fi
 read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT \
   PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT RECOVER_SELLER_PORT X_RECOVER_PORT \
   SELLER_PY_PORT X_PYSELLER_PORT X_ROT_PORT SOL_RPC_PORT SOL_FAC_PORT SOL_SELLER_PORT X_SOL_PORT X_SOLCAP_PORT X_SOLEVM_PORT \
-  < <(node lib/free-ports.mjs 24)
+  X_SOLRES_PORT SOL_RESOLVE_SELLER_PORT < <(node lib/free-ports.mjs 26)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
@@ -232,6 +232,8 @@ export SOL_SELLER_PORT SOL_SELLER_URL="http://127.0.0.1:$SOL_SELLER_PORT" SOL_SE
 export X402D_SOL_URL="http://127.0.0.1:$X_SOL_PORT" X402D_SOL_CONFIG="$WORK/x402d-sol/config.toml"
 export X402D_SOLCAP_URL="http://127.0.0.1:$X_SOLCAP_PORT" X402D_SOLCAP_CONFIG="$WORK/x402d-solcap/config.toml"
 export X402D_SOLEVM_URL="http://127.0.0.1:$X_SOLEVM_PORT" X402D_SOLEVM_CONFIG="$WORK/x402d-solevm/config.toml"
+# solana-resolve-memo: x402d "solres" in front of the check itself (a seller that holds the payment and answers 500).
+export X402D_SOLRES_URL="http://127.0.0.1:$X_SOLRES_PORT" X402D_SOLRES_CONFIG="$WORK/x402d-solres/config.toml" SOL_RESOLVE_SELLER_PORT
 log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"), "openai-agents", v("openai-agents"))'), x402d $X402D_BIN"
 
 # ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
@@ -293,7 +295,7 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw
   wallet-rotation)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
-SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order)
+SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order solana-resolve-memo)
 X402D_CHECKS+=("${SOL_X402D_CHECKS[@]}" resolve-on-chain facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
   for c in "${X402D_CHECKS[@]}"; do failed "$c" "not run: $X402D_PROBLEM"; done
@@ -335,11 +337,11 @@ write_config recover "$X_RECOVER_PORT" "$RECOVER_SELLER_URL"
 write_config pyseller "$X_PYSELLER_PORT" "$SELLER_PY_URL"
 KEYRING_USER=wallet-rot write_config rot "$X_ROT_PORT" "$SELLER_URL"
 write_config resolve "$X_RESOLVE_PORT" "http://127.0.0.1:$RESOLVE_SELLER_PORT" "" "resolve_every_secs = 1" "http://127.0.0.1:$RESOLVE_RPC_PORT"
-write_sol_config() { # NAME PORT NETWORKS [extra toml]: an instance in front of the Solana seller, keyring entry wallet-sol
+write_sol_config() { # NAME PORT NETWORKS [extra toml] [UPSTREAM]: an instance in front of the Solana seller, keyring entry wallet-sol
   mkdir -p "$WORK/x402d-$1/state"
   cat >"$WORK/x402d-$1/config.toml" <<EOF
 listen = "127.0.0.1:$2"
-upstream = "$SOL_SELLER_URL"
+upstream = "${5:-$SOL_SELLER_URL}"
 state_dir = "$WORK/x402d-$1/state"
 
 [wallet]
@@ -364,6 +366,7 @@ api_key = "sk-capped"
 max_per_call = "0.01"
 daily = "0.003"'
 write_sol_config solevm "$X_SOLEVM_PORT" '["base-sepolia", "solana-devnet"]'
+write_sol_config solres "$X_SOLRES_PORT" '["solana-devnet"]' "" "http://127.0.0.1:$SOL_RESOLVE_SELLER_PORT"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
 PAYER_KEY=$(node --input-type=module -e 'import {X402D_PAYER_KEY} from "./lib/common.mjs"; console.log(X402D_PAYER_KEY)')
@@ -459,8 +462,8 @@ sol_x402d_checks() {
     return
   fi
   check solana-wallet node checks/solana.mjs wallet
-  for inst in sol solcap solevm; do start "x402d-$inst" "$X402D_BIN" --config "$WORK/x402d-$inst/config.toml" serve; done
-  for inst in sol solcap solevm; do
+  for inst in sol solcap solevm solres; do start "x402d-$inst" "$X402D_BIN" --config "$WORK/x402d-$inst/config.toml" serve; done
+  for inst in sol solcap solevm solres; do
     port_var="X_${inst^^}_PORT"
     e=$(wait_tcp "${!port_var}" "x402d-$inst") || err="$err x402d-$inst: $e;"
   done
@@ -474,6 +477,7 @@ sol_x402d_checks() {
   check solana-stream        node checks/solana.mjs paid --stream
   check solana-cap           node checks/solana.mjs cap
   check solana-network-order node checks/solana.mjs network-order
+  check solana-resolve-memo  node checks/solana-resolve.mjs
 }
 sol_x402d_checks
 # The retry group's lines (it ran beside the checks above).
