@@ -82,7 +82,10 @@ keyring_clean() {
   [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
   remove_wallet
   local out cfg problem=""
-  for cfg in "$X402D_MAIN_CONFIG" "${X402D_ROT_CONFIG:-}" "${X402D_SOL_CONFIG:-}"; do
+  # wallet-sol only once solana-wallet tried an import (a binary without Solana support refuses that config).
+  local sol_cfg=""
+  [ -f "$WORK/x402d-sol/.wallet-imported" ] && sol_cfg=$X402D_SOL_CONFIG
+  for cfg in "$X402D_MAIN_CONFIG" "${X402D_ROT_CONFIG:-}" "$sol_cfg"; do
     [ -f "$cfg" ] || continue
     if out=$("$X402D_BIN" --config "$cfg" wallet address 2>&1); then
       problem="$problem the test wallet of $(basename "$(dirname "$cfg")") is still in the keyring after \`wallet remove\`: $out;"
@@ -90,7 +93,7 @@ keyring_clean() {
       problem="$problem cannot tell whether the test wallet of $(basename "$(dirname "$cfg")") is gone: $out;"
     fi
   done
-  if [ -f "${X402D_SOL_CONFIG:-}" ] && out=$("$X402D_BIN" --config "$X402D_SOL_CONFIG" wallet address --solana 2>&1); then
+  if [ -n "$sol_cfg" ] && out=$("$X402D_BIN" --config "$sol_cfg" wallet address --solana 2>&1); then
     problem="$problem the Solana test wallet (wallet-sol) is still in the keyring after \`wallet remove --solana\`: $out;"
   fi
   if [ -n "$problem" ]; then

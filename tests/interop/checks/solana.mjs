@@ -16,6 +16,8 @@ import { PAY_TO as EVM_PAY_TO, NETWORK as EVM_NETWORK, X402D_PAYER_KEY, snapshot
 import { main, assert, fail, info, note, env, driver, hdr, tapRead, tapPaidSince, tapWaitPaid, paymentsWait, payments, usdToAtomic, Problems } from "../lib/check.mjs";
 import { SOLANA_RPC_URL, SOL_NETWORK, SOL_PRICES, USDC_MINT, keys, lamportsOf, solSnapshot, solTxsSince } from "../solana/common.mjs";
 import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 
 const { values: o, positionals } = parseArgs({ allowPositionals: true, options: { stream: { type: "boolean", default: false } } });
 const SELLER = () => env("SOL_SELLER_URL");
@@ -198,6 +200,8 @@ async function wallet() {
   const run = (args, input) => execFileSync(bin, ["--config", cfg, ...args], { input, encoding: "utf8", stdio: ["pipe", "pipe", "pipe"] });
   let out;
   // The EVM key (anvil #3, the "main" instance's payer) for the dual routes' EVM side, then the Solana key.
+  // From here on keyring-clean (run.sh) checks that wallet-sol is emptied at the end.
+  fs.writeFileSync(path.join(path.dirname(cfg), ".wallet-imported"), "");
   try { run(["wallet", "import"], `${X402D_PAYER_KEY}\n`); } catch (e) { fail(`wallet import (EVM key) failed: ${(e.stderr || e.message).trim().slice(0, 300)}`); }
   try { out = run(["wallet", "import", "--solana"], `${k.secret}\n`); } catch (e) { fail(`wallet import --solana failed: ${(e.stderr || e.message).trim().slice(0, 300)}`); }
   info("import", out.trim());
