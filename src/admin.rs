@@ -151,11 +151,21 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         // After `x402d wallet new/import/remove`: use what the store holds now.
         (&Method::POST, "/wallet/reload") => {
-            let r = shared.wallet.reload(&shared.config().key_location()).await;
-            Ok(match r {
+            let loc = shared.config().key_location();
+            let r = shared.wallet.reload(&loc).await;
+            let mut v = match r {
                 Ok(w) => json!({"ok": true, "wallet": w.map(|w| w.address().to_string())}),
                 Err(e) => json!({"ok": false, "wallet": null, "error": e.to_string()}),
-            })
+            };
+            // The Solana key, its own entry: reported beside the EVM one.
+            match shared.wallet.reload_solana(&loc).await {
+                Ok(w) => v["solana_wallet"] = json!(w.map(|w| w.address().to_string())),
+                Err(e) => {
+                    v["solana_wallet"] = json!(null);
+                    v["solana_error"] = json!(e.to_string());
+                }
+            }
+            Ok(v)
         }
         (&Method::POST, "/reload") => match reload().await {
             Ok(Ok(msg)) => Ok(json!({"ok": true, "message": msg})),

@@ -16,6 +16,8 @@
 //!   far behind (dead, or on an abandoned fork) may still prove a settlement (a
 //!   used nonce keeps counting the money), never an expiry.
 
+pub mod solana;
+
 use crate::ledger::{Ledger, Outcome, Payment, State};
 use crate::metrics::Metrics;
 use crate::upstream::Client;
@@ -226,6 +228,10 @@ impl Resolver {
         };
         let mut heads: HashMap<String, Option<Head>> = HashMap::new();
         for p in open {
+            // Solana payments are resolved by `resolve_solana` (chain/solana.rs).
+            if networks::lookup_svm(&p.network).is_some() {
+                continue;
+            }
             let Some((net, rpc)) =
                 networks::lookup(&p.network).and_then(|n| Some((n, rpc_for(n)?)))
             else {

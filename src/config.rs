@@ -4,7 +4,9 @@
 use crate::money::Usd;
 use crate::openai::models::Tier;
 use crate::wallet::{KeyLocation, Source, Store};
-use crate::x402::networks::{self, Network};
+use crate::x402::networks::{self, Network, SvmNetwork};
+use crate::x402::select::SvmPolicy;
+use crate::x402::svm::Pubkey;
 use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -445,8 +447,16 @@ impl Config {
 pub struct Loaded {
     pub config: Config,
     pub file: Option<PathBuf>,
+    /// The EVM networks of `payment.networks`, in its order.
     pub networks: Vec<&'static Network>,
+    /// The Solana networks of `payment.networks`, in its order.
+    pub svm_networks: Vec<&'static SvmNetwork>,
+    /// CAIP-2 ids of every network in `payment.networks`, in its order (the
+    /// preference across EVM and Solana).
+    pub network_order: Vec<&'static str>,
     pub pay_to: Option<Vec<Address>>,
+    /// The base58 entries of `payment.pay_to` (set whenever `pay_to` is).
+    pub svm_pay_to: Option<Vec<Pubkey>>,
     pub timezone: jiff::tz::TimeZone,
     pub upstream: hyper::Uri,
     pub state_dir: PathBuf,
@@ -476,6 +486,25 @@ impl Loaded {
             base.path().trim_end_matches('/'),
             path_and_query
         )
+    }
+
+    /// The Solana side of the payment policy (see `select::choose_any`).
+    pub fn svm_policy(&self) -> SvmPolicy {
+        SvmPolicy {
+            networks: self.svm_networks.clone(),
+            order: self.network_order.clone(),
+            pay_to: self.svm_pay_to.clone(),
+        }
+    }
+
+    /// The JSON-RPC URL for a Solana network: `[payment.rpc]`, else its public one.
+    pub fn svm_rpc_url(&self, net: &SvmNetwork) -> Option<String> {
+        for (k, v) in &self.config.payment.rpc {
+            if networks::lookup_svm(k).map(|n| n.caip2) == Some(net.caip2) {
+                return if v.is_empty() { None } else { Some(v.clone()) };
+            }
+        }
+        Some(net.default_rpc.to_string())
     }
 
     pub fn rpc_url(&self, net: &Network) -> Option<String> {
@@ -698,7 +727,16 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
             "must name at least one network".into(),
         ));
     }
+    let mut svm_nets: Vec<&'static SvmNetwork> = Vec::new();
+    let mut order: Vec<&'static str> = Vec::new();
     for n in &config.payment.networks {
+        if let Some(net) = networks::lookup_svm(n) {
+            if !svm_nets.contains(&net) {
+                svm_nets.push(net);
+                order.push(net.caip2);
+            }
+            continue;
+        }
         let net = networks::lookup(n).ok_or_else(|| {
             err(
                 Some("payment"),
@@ -708,6 +746,7 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         })?;
         if !nets.contains(&net) {
             nets.push(net);
+            order.push(net.caip2);
         }
     }
     if config.payment.max_per_call == Usd::ZERO {
@@ -738,23 +777,27 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
             "must be between 1 and 86400".into(),
         ));
     }
-    let pay_to = if config.payment.pay_to.is_empty() {
-        None
+    let (pay_to, svm_pay_to) = if config.payment.pay_to.is_empty() {
+        (None, None)
     } else {
-        let mut v = Vec::new();
+        let (mut v, mut s) = (Vec::new(), Vec::new());
         for a in &config.payment.pay_to {
+            if let Some(k) = Pubkey::parse(a).filter(|_| !a.starts_with("0x")) {
+                s.push(k);
+                continue;
+            }
             v.push(a.parse::<Address>().map_err(|_| {
                 err(
                     Some("payment"),
                     "pay_to",
-                    format!("{a:?} is not an 0x address"),
+                    format!("{a:?} is not an 0x address or a base58 Solana address"),
                 )
             })?);
         }
-        Some(v)
+        (Some(v), Some(s))
     };
     for (k, url) in &config.payment.rpc {
-        if networks::lookup(k).is_none() {
+        if networks::caip2_of(k).is_none() {
             return Err(err(
                 Some("payment.rpc"),
                 k,
@@ -893,7 +936,10 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
 
     Ok(Loaded {
         networks: nets,
+        svm_networks: svm_nets,
+        network_order: order,
         pay_to,
+        svm_pay_to,
         timezone,
         upstream,
         state_dir,
@@ -1131,6 +1177,39 @@ models = ["gpt-4o-mini", "anthropic/*"]
         assert!(e.starts_with("c.toml:2"), "{e}");
         let e = bad("[payment.rpc]\n\"eip155:1\" = \"http://x\"\n");
         assert!(e.contains("`payment.rpc.eip155:1`"), "{e}");
+    }
+
+    #[test]
+    fn solana_networks_and_rpc() {
+        let t = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid/solana.toml"),
+        )
+        .unwrap();
+        let l = parse(&t, None).unwrap();
+        assert_eq!(
+            l.network_order,
+            vec![
+                "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+                "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
+                "eip155:8453"
+            ]
+        );
+        assert_eq!(l.networks.len(), 1);
+        assert_eq!(l.svm_networks.len(), 2);
+        let dev = networks::lookup_svm("solana-devnet").unwrap();
+        let main = networks::lookup_svm("solana").unwrap();
+        assert_eq!(l.svm_rpc_url(dev).as_deref(), Some("http://127.0.0.1:8899"));
+        assert_eq!(
+            l.svm_rpc_url(main).as_deref(),
+            Some("https://api.mainnet-beta.solana.com")
+        );
+        assert_eq!(l.svm_pay_to.as_ref().unwrap().len(), 1);
+        assert_eq!(l.pay_to.as_ref().unwrap().len(), 1);
+        let p = l.svm_policy();
+        assert_eq!(p.order, l.network_order);
+        // A plain-http RPC off loopback is refused for Solana too.
+        let e = bad("[payment.rpc]\n\"solana\" = \"http://api.example\"\n");
+        assert!(e.contains("`payment.rpc.solana`"), "{e}");
     }
 
     #[test]

@@ -351,6 +351,18 @@ async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
                 cfg.config.payment.max_rpc_lag_secs,
             )
             .await;
+        let s = shared
+            .resolver
+            .resolve_solana(&shared.client, &shared.ledger, &shared.metrics, |n| {
+                cfg.svm_rpc_url(n)
+            })
+            .await;
+        let r = crate::chain::Resolved {
+            settled: r.settled + s.settled,
+            released: r.released + s.released,
+            pending: r.pending + s.pending,
+            no_rpc: r.no_rpc + s.no_rpc,
+        };
         if r.settled + r.released > 0 {
             tracing::info!(
                 settled = r.settled,
@@ -478,5 +490,10 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
         Ok(None) => "no wallet key".into(),
         Err(e) => format!("wallet: {e}"),
     });
+    match shared.wallet.reload_solana(&loc).await {
+        Ok(Some(w)) => notes.push(format!("Solana wallet {}", w.address())),
+        Ok(None) => {}
+        Err(e) => notes.push(format!("Solana wallet: {e}")),
+    }
     Ok(notes.join("; "))
 }

@@ -100,6 +100,11 @@ pub enum ProxyError {
     #[error("Upstream {upstream} is unreachable: {reason}. No payment was made.")]
     UpstreamUnreachable { upstream: String, reason: String },
 
+    #[error(
+        "x402d cannot reach the {network} RPC to build the payment ({reason}); check [payment.rpc] (`x402d doctor`). No payment was made."
+    )]
+    ChainUnreachable { network: String, reason: String },
+
     #[error("Upstream did not answer within {secs} s. No payment was made.")]
     UpstreamTimeout { secs: u64 },
 
@@ -161,6 +166,7 @@ impl ProxyError {
             | SettlementFailed { .. }
             | UpstreamBody { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ChainUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Ledger(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -191,9 +197,10 @@ impl ProxyError {
             | PaymentOutcomeUnknown { .. }
             | PaidAnswerLost { .. }
             | SettlementFailed { .. } => "payment_error",
-            UpstreamUnreachable { .. } | UpstreamTimeout { .. } | UpstreamBody { .. } => {
-                "upstream_error"
-            }
+            UpstreamUnreachable { .. }
+            | UpstreamTimeout { .. }
+            | UpstreamBody { .. }
+            | ChainUnreachable { .. } => "upstream_error",
             Ledger(_) | Internal(_) => "server_error",
         }
     }
@@ -223,6 +230,7 @@ impl ProxyError {
             PaymentRejected { .. } => "payment_rejected",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamTimeout { .. } => "upstream_timeout",
+            ChainUnreachable { .. } => "chain_unreachable",
             PaymentOutcomeUnknown { .. } => "payment_outcome_unknown",
             PaidAnswerLost { .. } => "paid_answer_lost",
             SettlementFailed { .. } => "payment_settlement_failed",
@@ -240,6 +248,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable { .. }
                 | ProxyError::UpstreamTimeout { .. }
                 | ProxyError::UpstreamBody { paid: false, .. }
+                | ProxyError::ChainUnreachable { .. }
         )
     }
 

@@ -52,6 +52,8 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod svm;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
@@ -325,7 +327,15 @@ impl Payer<'_> {
 
         // 3. Choose what to pay; the ceiling is the smaller of the wallet's and the app's.
         let app_cfg = self.app_cfg(&call.app);
-        let choice = select::choose(&pr, &self.policy(&app_cfg)).map_err(refusal_error)?;
+        let chosen = select::choose_any(&pr, &self.policy(&app_cfg), &self.cfg.svm_policy())
+            .map_err(refusal_error)?;
+        let choice = match chosen {
+            select::Chosen::Evm(c) => c,
+            // Solana: its own branch (pay/svm.rs), same states and delivery.
+            select::Chosen::Svm(c) => {
+                return self.pay_svm(&call, &uri, &pr, c, &app_cfg, timeout).await;
+            }
+        };
 
         // 3b. The extensions we echo, with a payment id for this call when the seller
         //     declared payment-identifier (refused when it requires one we cannot
@@ -403,8 +413,12 @@ impl Payer<'_> {
             header: (pr.version.payment_header(), header),
             id,
             amount,
-            auth: &auth,
-            network: choice.network,
+            caip2: choice.network.caip2,
+            valid_until: auth.valid_before,
+            rail: Rail::Evm {
+                auth: &auth,
+                network: choice.network,
+            },
             timeout,
         };
         self.deliver(&sent, payment).await
@@ -547,7 +561,7 @@ impl Payer<'_> {
             first_error.get_or_insert_with(|| why.clone());
             self.note_attempt(id, sends, Some(why.clone())).await;
             let now_s = (crate::now_ms() / 1000).max(0) as u64;
-            let room = s.auth.valid_before.saturating_sub(now_s);
+            let room = s.valid_until.saturating_sub(now_s);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if stop
                 || sends >= max_sends
@@ -625,7 +639,7 @@ impl Payer<'_> {
         payment.finish(Outcome::Settled { tx: tx.clone() }).await;
         tracing::info!(
             id, app, model = s.call.model.as_deref().unwrap_or("-"), %amount,
-            network = s.network.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
+            network = s.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
             sends, "payment settled"
         );
         buffer(resp, amount, Some(id), Paid::Settled, s.timeout).await
@@ -663,12 +677,32 @@ impl Payer<'_> {
         tracing::warn!(id, app, %amount, state = "rejected", %reason, "seller rejected the payment");
         Err(ProxyError::PaymentRejected {
             reason,
-            valid_before: s.auth.valid_before,
+            valid_before: s.valid_until,
         })
     }
 
     /// Whether the authorization is used on chain now, from the configured RPC.
     async fn chain_check(&self, s: &Sent<'_>) -> Result<(bool, crate::chain::Head), String> {
+        let (auth, network) = match &s.rail {
+            Rail::Evm { auth, network } => (*auth, *network),
+            Rail::Svm(svm) => {
+                let check = self.chain_check_svm(svm);
+                let (found, height) = tokio::time::timeout(CHAIN_CHECK_WAIT, check)
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "the RPC did not answer within {} s",
+                            CHAIN_CHECK_WAIT.as_secs()
+                        )
+                    })??;
+                let head = crate::chain::Head {
+                    number: height,
+                    timestamp: 0,
+                };
+                return Ok((found, head));
+            }
+        };
+        let s = SentEvm { auth, network };
         let rpc = self
             .cfg
             .rpc_url(s.network)
@@ -884,9 +918,29 @@ struct Sent<'a> {
     header: (&'static str, String),
     id: u64,
     amount: Usd,
+    /// CAIP-2 id of the network paid on.
+    caip2: &'static str,
+    /// Unix seconds until which the payment can still be settled: EVM
+    /// `validBefore`; Solana, an estimate of its blockhash's expiry. Re-sends stop
+    /// short of it.
+    valid_until: u64,
+    rail: Rail<'a>,
+    timeout: Duration,
+}
+
+/// What was signed, per kind of network (for the chain check).
+enum Rail<'a> {
+    Evm {
+        auth: &'a Authorization,
+        network: &'static x402::Network,
+    },
+    Svm(&'a svm::SvmSent),
+}
+
+/// The EVM fields `chain_check` reads.
+struct SentEvm<'a> {
     auth: &'a Authorization,
     network: &'static x402::Network,
-    timeout: Duration,
 }
 
 /// After a send that did not bring the answer: try again, or stop.

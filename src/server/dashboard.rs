@@ -192,7 +192,7 @@ impl From<&Payment> for PaymentView {
             model: p.model.clone(),
             amount: Usd(p.amount),
             network: p.network.clone(),
-            network_name: crate::x402::networks::lookup(&p.network).map(|n| n.v1_name),
+            network_name: crate::x402::networks::v1_name_of(&p.network),
             state: p.state.as_str(),
             tx: p.tx.clone(),
             tx_url: p

@@ -22,6 +22,10 @@ pub enum WalletCmd {
         /// Replace an existing key (its funds stay with the old key: move them first).
         #[arg(long)]
         replace: bool,
+        /// The Solana (ed25519) key instead of the EVM key; `--backup FILE` then
+        /// writes a Solana CLI keypair file (a JSON array, mode 0600, not encrypted).
+        #[arg(long)]
+        solana: bool,
         /// Also write the key to FILE as an encrypted keystore (Web3 Secret Storage v3).
         #[arg(long, value_name = "FILE", conflicts_with = "no_backup")]
         backup: Option<PathBuf>,
@@ -35,8 +39,15 @@ pub enum WalletCmd {
         #[arg(long)]
         replace: bool,
         /// Read an encrypted Web3 Secret Storage v3 keystore (geth, Foundry, eth-account).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "solana")]
         keystore: Option<PathBuf>,
+        /// The Solana key: a base58 64-byte secret key or a Solana CLI keypair
+        /// (JSON array of 64 numbers) from stdin, or from `--file`.
+        #[arg(long)]
+        solana: bool,
+        /// With `--solana`: read a Solana CLI keypair file (`solana-keygen new -o FILE`).
+        #[arg(long, value_name = "PATH", requires = "solana")]
+        file: Option<PathBuf>,
     },
     /// Back the key up: an encrypted keystore file, or in clear to a terminal.
     Export {
@@ -47,13 +58,20 @@ pub enum WalletCmd {
         #[arg(long, conflicts_with = "keystore")]
         plaintext: bool,
     },
-    /// Print the wallet's address.
-    Address,
+    /// Print the wallet's addresses: the EVM one, then the Solana one (when each exists).
+    Address {
+        /// Print only the Solana address (base58).
+        #[arg(long)]
+        solana: bool,
+    },
     /// Delete the key from the keyring.
     Remove {
         /// Confirm: the key cannot be recovered from x402d afterwards.
         #[arg(long)]
         yes: bool,
+        /// Delete the Solana key (the EVM key stays).
+        #[arg(long)]
+        solana: bool,
     },
 }
 
@@ -87,22 +105,96 @@ pub async fn run(cfg: &Loaded, cmd: &WalletCmd) -> Result<(), CmdError> {
     let loc = cfg.key_location();
     let l = loc.clone();
     let info = blocking(move || Ok(StoreInfo::for_location(&l))).await?;
-    if loc.source == Source::SystemdCredential && !matches!(cmd, WalletCmd::Address) {
+    if loc.source == Source::SystemdCredential && !matches!(cmd, WalletCmd::Address { .. }) {
         return Err(CmdError(
             2,
             "wallet.source is \"systemd-credential\": create the credential with `systemd-creds encrypt` instead (see the README)".into(),
         ));
     }
     match cmd {
-        WalletCmd::Address => {
+        WalletCmd::Address { solana: true } => {
             let l = loc.clone();
-            let w = blocking(move || super::load(&l)).await?;
-            say(&format!("{}", w.address()));
-            eprintln!("key in the {}", info.name);
+            let w = blocking(move || super::solana::load(&l)).await?;
+            say(&w.address().to_string());
+            eprintln!("Solana key in the {}", solana_info(&loc).await?.name);
+            Ok(())
+        }
+        WalletCmd::Address { solana: false } => {
+            let l = loc.clone();
+            let evm = blocking(move || Ok(super::load(&l))).await?;
+            let l = loc.clone();
+            let sol = blocking(move || Ok(super::solana::load(&l))).await?;
+            match (&evm, &sol) {
+                (Err(e @ WalletError::Missing { .. }), Err(WalletError::MissingSolana { .. })) => {
+                    return Err(e.clone().into());
+                }
+                (Err(e), _) if !matches!(e, WalletError::Missing { .. }) => {
+                    return Err(e.clone().into());
+                }
+                (_, Err(e)) if !matches!(e, WalletError::MissingSolana { .. }) => {
+                    return Err(e.clone().into());
+                }
+                _ => {}
+            }
+            if let Ok(w) = &evm {
+                say(&format!("{}", w.address()));
+                eprintln!("key in the {}", info.name);
+            } else {
+                eprintln!("no EVM key (`x402d wallet import` or `x402d wallet new`)");
+            }
+            if let Ok(w) = &sol {
+                say(&w.address().to_string());
+                eprintln!("Solana key in the {}", solana_info(&loc).await?.name);
+            }
             eprintln!("{}", durability(&info));
             Ok(())
         }
         WalletCmd::New {
+            solana: true,
+            replace,
+            backup,
+            no_backup,
+        } => new_solana(cfg, &loc, *replace, backup.as_deref(), *no_backup).await,
+        WalletCmd::Import {
+            solana: true,
+            replace,
+            file,
+            ..
+        } => {
+            let key = match file {
+                Some(f) => read_small_file(f)?,
+                None => read_key("Solana secret key (base58 or [..64 numbers..], not echoed): ")?,
+            };
+            super::solana::SolanaWallet::parse(&key)?;
+            let sol = super::solana::location(&loc);
+            let sinfo = solana_info(&loc).await?;
+            let b = KeyringBackend(sol);
+            let replace = *replace;
+            let put = blocking(move || ops::put_of::<ops::Solana>(&b, &key, replace)).await?;
+            report_put_solana(cfg, &put, &sinfo).await
+        }
+        WalletCmd::Remove { yes, solana: true } => {
+            let sinfo = solana_info(&loc).await?;
+            if !yes {
+                return Err(CmdError(
+                    2,
+                    format!(
+                        "this deletes the Solana wallet key from the {}; run `x402d wallet remove --solana --yes` to confirm",
+                        sinfo.name
+                    ),
+                ));
+            }
+            let b = KeyringBackend(super::solana::location(&loc));
+            let removed = blocking(move || b.delete()).await?;
+            if removed {
+                eprintln!("removed the Solana wallet key from the {}", sinfo.name);
+            } else {
+                eprintln!("there was no Solana wallet key in the {}", sinfo.name);
+            }
+            tell_daemon_field(cfg, "solana_wallet", None).await
+        }
+        WalletCmd::New {
+            solana: false,
             replace,
             backup,
             no_backup,
@@ -150,10 +242,12 @@ pub async fn run(cfg: &Loaded, cmd: &WalletCmd) -> Result<(), CmdError> {
             debug_assert_eq!(put.address, w.address());
             report_put(cfg, &put, &info).await
         }
-        WalletCmd::Import { replace, keystore } => {
+        WalletCmd::Import {
+            replace, keystore, ..
+        } => {
             let key = match keystore {
                 Some(file) => read_keystore(file)?,
-                None => read_key()?,
+                None => read_key("Private key (0x…, not echoed): ")?,
             };
             // Parse before touching the store: a typo never reaches it.
             Wallet::from_hex(&key)?;
@@ -196,7 +290,7 @@ pub async fn run(cfg: &Loaded, cmd: &WalletCmd) -> Result<(), CmdError> {
                 )),
             }
         }
-        WalletCmd::Remove { yes } => {
+        WalletCmd::Remove { yes, solana: false } => {
             if !yes {
                 return Err(CmdError(
                     2,
@@ -245,6 +339,155 @@ async fn report_put(cfg: &Loaded, put: &ops::Put, info: &StoreInfo) -> Result<()
 
 /// Makes a running daemon re-read the key now, and checks it sees what we stored.
 async fn tell_daemon(cfg: &Loaded, expect: Option<String>) -> Result<(), CmdError> {
+    tell_daemon_field(cfg, "wallet", expect).await
+}
+
+/// The keyring entry of the Solana key, in words.
+async fn solana_info(loc: &super::KeyLocation) -> Result<StoreInfo, CmdError> {
+    let l = super::solana::location(loc);
+    blocking(move || Ok(StoreInfo::for_location(&l))).await
+}
+
+async fn new_solana(
+    cfg: &Loaded,
+    loc: &super::KeyLocation,
+    replace: bool,
+    backup: Option<&Path>,
+    no_backup: bool,
+) -> Result<(), CmdError> {
+    let info = solana_info(loc).await?;
+    let b = KeyringBackend(super::solana::location(loc));
+    if !replace && let Some(a) = blocking(move || ops::current_of::<ops::Solana>(&b)).await? {
+        return Err(WalletError::Exists {
+            address: a.to_string(),
+            store: info.name.clone(),
+        }
+        .into());
+    }
+    if !info.survives_reboot && backup.is_none() && !no_backup {
+        return Err(CmdError(
+            2,
+            format!(
+                "refused: the {} keeps no key across a reboot, so a new key needs a backup. Run \
+                 `x402d wallet new --solana --backup FILE` (a Solana CLI keypair file; restore it with \
+                 `x402d wallet import --solana --file FILE`), or add `--no-backup` to accept losing the key \
+                 and its funds at the next reboot",
+                info.name
+            ),
+        ));
+    }
+    let (w, stored) = super::solana::SolanaWallet::generate()?;
+    if let Some(file) = backup {
+        write_solana_keypair(file, &stored)?;
+        eprintln!(
+            "wrote the backup {} (Solana CLI keypair, not encrypted: keep it private)",
+            file.display()
+        );
+    }
+    let b = KeyringBackend(super::solana::location(loc));
+    let put = blocking(move || ops::put_of::<ops::Solana>(&b, &stored, replace)).await;
+    let put = match put {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(file) = backup {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(e);
+        }
+    };
+    debug_assert_eq!(put.address, w.address());
+    report_put_solana(cfg, &put, &info).await
+}
+
+/// Writes a Solana CLI keypair file (JSON array of 64 numbers), mode 0600,
+/// never overwriting, and reads it back.
+fn write_solana_keypair(file: &Path, stored: &str) -> Result<(), CmdError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = Zeroizing::new(
+        bs58::decode(stored)
+            .into_vec()
+            .map_err(|_| WalletError::BadSolanaKey)?,
+    );
+    let doc =
+        Zeroizing::new(serde_json::to_string(&*bytes).map_err(|e| CmdError(1, e.to_string()))?);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| {
+            CmdError(
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    2
+                } else {
+                    1
+                },
+                format!(
+                    "cannot create {} ({e}); nothing is overwritten",
+                    file.display()
+                ),
+            )
+        })?;
+    let ok = f
+        .write_all(doc.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CmdError(1, format!("cannot write {}: {e}", file.display())))
+        .and_then(|()| {
+            let back = read_small_file(file)?;
+            match super::solana::canonical(&back) {
+                Ok(k) if *k == *stored => Ok(()),
+                _ => Err(CmdError(
+                    1,
+                    format!("{} does not hold the key", file.display()),
+                )),
+            }
+        });
+    if ok.is_err() {
+        let _ = std::fs::remove_file(file);
+    }
+    ok
+}
+
+fn read_small_file(file: &Path) -> Result<Zeroizing<String>, CmdError> {
+    let mut s = Zeroizing::new(String::new());
+    std::fs::File::open(file)
+        .and_then(|f| f.take(4096).read_to_string(&mut s))
+        .map_err(|e| CmdError(1, format!("cannot read {}: {e}", file.display())))?;
+    Ok(s)
+}
+
+async fn report_put_solana(
+    cfg: &Loaded,
+    put: &ops::Put<crate::x402::svm::Pubkey>,
+    info: &StoreInfo,
+) -> Result<(), CmdError> {
+    say(&put.address.to_string());
+    if put.unchanged {
+        eprintln!("this Solana key was already stored in the {}", info.name);
+    } else {
+        if let Some(old) = put.replaced {
+            eprintln!(
+                "replaced the Solana wallet key: old {old}, new {}",
+                put.address
+            );
+        }
+        eprintln!(
+            "stored in the {} and read back as the next command will",
+            info.name
+        );
+    }
+    eprintln!("{}", durability(info));
+    tell_daemon_field(cfg, "solana_wallet", Some(put.address.to_string())).await
+}
+
+/// Makes a running daemon re-read its keys now, and checks that `field` of its
+/// answer (`wallet`, `solana_wallet`) is what we stored.
+async fn tell_daemon_field(
+    cfg: &Loaded,
+    field: &str,
+    expect: Option<String>,
+) -> Result<(), CmdError> {
     let reply = crate::admin::call(&cfg.state_dir, hyper::Method::POST, "/wallet/reload").await;
     match reply {
         Ok(None) => Ok(()),
@@ -255,7 +498,7 @@ async fn tell_daemon(cfg: &Loaded, expect: Option<String>) -> Result<(), CmdErro
             ),
         )),
         Ok(Some(v)) => {
-            let using = v.get("wallet").and_then(Value::as_str).map(str::to_string);
+            let using = v.get(field).and_then(Value::as_str).map(str::to_string);
             if using == expect {
                 match &using {
                     Some(a) => eprintln!("the running x402d now pays with {a}"),
@@ -263,8 +506,13 @@ async fn tell_daemon(cfg: &Loaded, expect: Option<String>) -> Result<(), CmdErro
                 }
                 return Ok(());
             }
+            let err_field = if field == "wallet" {
+                "error"
+            } else {
+                "solana_error"
+            };
             let why = v
-                .get("error")
+                .get(err_field)
                 .and_then(Value::as_str)
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default();
@@ -280,9 +528,9 @@ async fn tell_daemon(cfg: &Loaded, expect: Option<String>) -> Result<(), CmdErro
     }
 }
 
-fn read_key() -> Result<Zeroizing<String>, CmdError> {
+fn read_key(prompt: &str) -> Result<Zeroizing<String>, CmdError> {
     if std::io::stdin().is_terminal() {
-        let k = rpassword::prompt_password("Private key (0x…, not echoed): ")
+        let k = rpassword::prompt_password(prompt)
             .map_err(|e| CmdError(1, format!("cannot read the key: {e}")))?;
         return Ok(Zeroizing::new(k));
     }
@@ -294,7 +542,7 @@ fn read_key() -> Result<Zeroizing<String>, CmdError> {
     if s.trim().is_empty() {
         return Err(CmdError(
             2,
-            "no key on stdin; pipe a 0x-hex private key, e.g. `x402d wallet import < key.txt`"
+            "no key on stdin; pipe a 0x-hex private key, e.g. `x402d wallet import < key.txt` (Solana: a base58 secret key, `x402d wallet import --solana < key.txt`)"
                 .into(),
         ));
     }

@@ -8,6 +8,7 @@ pub mod keyring;
 pub mod keystore;
 pub mod ops;
 pub mod slot;
+pub mod solana;
 
 use crate::x402::header::Authorization;
 use alloy_primitives::Address;
@@ -45,6 +46,14 @@ pub enum WalletError {
         "no wallet key in the keyring entry ({service}, {user}); run `x402d wallet import` (or `x402d wallet new`)"
     )]
     Missing { service: String, user: String },
+    #[error(
+        "no Solana wallet key in the keyring entry ({service}, {user}); run `x402d wallet import --solana` (or `x402d wallet new --solana`)"
+    )]
+    MissingSolana { service: String, user: String },
+    #[error(
+        "the Solana key is not a base58 64-byte secret key or a Solana CLI keypair (a JSON array of 64 numbers) whose public half matches"
+    )]
+    BadSolanaKey,
     #[error("the keyring is not reachable: {0}")]
     Keyring(String),
     #[error("the stored wallet key is not a 32-byte hex private key")]

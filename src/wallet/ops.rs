@@ -121,12 +121,46 @@ impl Backend for KeyringBackend {
     }
 }
 
+/// A kind of key the store can hold: how to read its address and compare it.
+pub trait KeyKind {
+    type Address: Copy + PartialEq + std::fmt::Display + std::fmt::Debug;
+    fn address(key: &str) -> Result<Self::Address, WalletError>;
+    /// The stored form (two spellings of one key compare equal).
+    fn canonical(key: &str) -> Zeroizing<String>;
+}
+
+/// The EVM key: 0x-hex secp256k1.
+pub struct Evm;
+
+impl KeyKind for Evm {
+    type Address = Address;
+    fn address(key: &str) -> Result<Address, WalletError> {
+        Wallet::from_hex(key).map(|w| w.address())
+    }
+    fn canonical(key: &str) -> Zeroizing<String> {
+        canonical(key)
+    }
+}
+
+/// The Solana key: a base58 (or JSON array) ed25519 keypair.
+pub struct Solana;
+
+impl KeyKind for Solana {
+    type Address = crate::x402::svm::Pubkey;
+    fn address(key: &str) -> Result<Self::Address, WalletError> {
+        super::solana::SolanaWallet::parse(key).map(|w| w.address())
+    }
+    fn canonical(key: &str) -> Zeroizing<String> {
+        super::solana::canonical(key).unwrap_or_else(|_| Zeroizing::new(key.trim().to_string()))
+    }
+}
+
 /// What `put` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Put {
-    pub address: Address,
+pub struct Put<A = Address> {
+    pub address: A,
     /// The address of the key this one replaced.
-    pub replaced: Option<Address>,
+    pub replaced: Option<A>,
     /// The same key was already stored: nothing written.
     pub unchanged: bool,
 }
@@ -134,9 +168,14 @@ pub struct Put {
 /// The address of the stored key: `Ok(None)` when there is none,
 /// `Err(BadKey)` when what is stored is not a key.
 pub fn current(b: &dyn Backend) -> Result<Option<Address>, WalletError> {
+    current_of::<Evm>(b)
+}
+
+/// `current` for any kind of key.
+pub fn current_of<K: KeyKind>(b: &dyn Backend) -> Result<Option<K::Address>, WalletError> {
     match b.read()? {
         None => Ok(None),
-        Some(k) => Wallet::from_hex(&k).map(|w| Some(w.address())),
+        Some(k) => K::address(&k).map(Some),
     }
 }
 
@@ -144,13 +183,23 @@ pub fn current(b: &dyn Backend) -> Result<Option<Address>, WalletError> {
 /// only when a fresh lookup returns the key; otherwise puts back what was there
 /// (or removes the unreachable new key) and says how to fix the store.
 pub fn put(b: &dyn Backend, key: &str, replace: bool) -> Result<Put, WalletError> {
-    let new = Wallet::from_hex(key)?.address();
-    let key = canonical(key);
+    put_of::<Evm>(b, key, replace)
+}
+
+/// `put` for any kind of key.
+pub fn put_of<K: KeyKind>(
+    b: &dyn Backend,
+    key: &str,
+    replace: bool,
+) -> Result<Put<K::Address>, WalletError> {
+    let new = K::address(key)?;
+    let key = K::canonical(key);
+    let canonical = K::canonical;
     let old = b.read()?;
     let old_addr = old.as_ref().map(|k| {
-        Wallet::from_hex(k)
-            .map(|w| w.address().to_string())
-            .unwrap_or_else(|_| "unreadable: not a hex private key".into())
+        K::address(k)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "unreadable: not a key".into())
     });
     if let Some(o) = &old {
         if canonical(o) == key {
@@ -180,10 +229,7 @@ pub fn put(b: &dyn Backend, key: &str, replace: bool) -> Result<Put, WalletError
     if matches!(&back, Ok(Some(k)) if canonical(k) == key) {
         return Ok(Put {
             address: new,
-            replaced: old
-                .as_ref()
-                .and_then(|k| Wallet::from_hex(k).ok())
-                .map(|w| w.address()),
+            replaced: old.as_ref().and_then(|k| K::address(k).ok()),
             unchanged: false,
         });
     }
@@ -308,5 +354,31 @@ mod tests {
             current(&f).unwrap().map(|a| a.to_string()).as_deref(),
             Some(B_ADDR)
         );
+    }
+
+    #[test]
+    fn solana_keys_get_the_same_safety() {
+        let (a, ka) = super::super::solana::SolanaWallet::generate().unwrap();
+        let (b, kb) = super::super::solana::SolanaWallet::generate().unwrap();
+        let f = Fake::default();
+        let p = put_of::<Solana>(&f, &ka, false).unwrap();
+        assert_eq!(p.address, a.address());
+        let e = put_of::<Solana>(&f, &kb, false).unwrap_err();
+        assert!(e.to_string().contains(&a.address().to_string()), "{e}");
+        assert!(!e.to_string().contains(kb.as_str()));
+        // The same key as a CLI JSON array is the same key.
+        let json = serde_json::to_string(&bs58::decode(ka.as_str()).into_vec().unwrap()).unwrap();
+        assert!(put_of::<Solana>(&f, &json, false).unwrap().unchanged);
+        let p = put_of::<Solana>(&f, &kb, true).unwrap();
+        assert_eq!(p.replaced, Some(a.address()));
+        assert_eq!(current_of::<Solana>(&f).unwrap(), Some(b.address()));
+        let forgets = Fake {
+            forgets: true,
+            ..Fake::default()
+        };
+        assert!(matches!(
+            put_of::<Solana>(&forgets, &ka, false),
+            Err(WalletError::NotKept(_))
+        ));
     }
 }

@@ -75,6 +75,36 @@ pub fn encode_payment(
     base64::engine::general_purpose::STANDARD.encode(doc)
 }
 
+/// Builds the payment header value for a Solana `exact` payment: the payload is
+/// `{"transaction": base64}`, wrapped as `@x402/core` does (v2 echoes `accepted`,
+/// `resource` and `extensions`; v1 names scheme and network).
+pub fn encode_svm_payment(
+    pr: &PaymentRequired,
+    requirement: &super::Requirement,
+    transaction_b64: &str,
+    extensions: Option<&RawValue>,
+) -> String {
+    let payload = json!({ "transaction": transaction_b64 });
+    let doc = match pr.version {
+        Version::V2 => serde_json::to_string(&V2Payment {
+            version: 2,
+            payload,
+            accepted: &requirement.raw,
+            resource: pr.resource.as_ref(),
+            extensions,
+        })
+        .unwrap_or_default(),
+        Version::V1 => json!({
+            "x402Version": 1,
+            "scheme": requirement.scheme,
+            "network": requirement.network,
+            "payload": payload,
+        })
+        .to_string(),
+    };
+    base64::engine::general_purpose::STANDARD.encode(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod header;
 pub mod networks;
 pub mod parse;
 pub mod select;
+pub mod svm;
 
 pub use networks::Network;
 pub use parse::{PaymentRequired, Requirement, SettleResponse};

@@ -79,8 +79,65 @@ pub fn known_names() -> String {
     NETWORKS
         .iter()
         .map(|n| format!("{} ({})", n.caip2, n.v1_name))
+        .chain(
+            SVM_NETWORKS
+                .iter()
+                .map(|n| format!("{} ({})", n.caip2, n.v1_name)),
+        )
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A supported Solana cluster and its USDC mint (SPL Token program, 6 decimals).
+/// Payments there are `exact` SVM transactions (see `x402::svm`), not EIP-3009.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SvmNetwork {
+    /// CAIP-2 id: `solana:` and the first 32 characters of the genesis hash.
+    pub caip2: &'static str,
+    /// x402 v1 name, e.g. `solana-devnet`.
+    pub v1_name: &'static str,
+    /// USDC mint, base58.
+    pub usdc_mint: &'static str,
+    /// Public JSON-RPC endpoint used when `[payment.rpc]` names none.
+    pub default_rpc: &'static str,
+}
+
+/// Circle's USDC mints, as `@x402/svm` 2.27 lists them.
+pub const SVM_NETWORKS: &[SvmNetwork] = &[
+    SvmNetwork {
+        caip2: "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
+        v1_name: "solana",
+        usdc_mint: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+        default_rpc: "https://api.mainnet-beta.solana.com",
+    },
+    SvmNetwork {
+        caip2: "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+        v1_name: "solana-devnet",
+        usdc_mint: "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU",
+        default_rpc: "https://api.devnet.solana.com",
+    },
+];
+
+/// Looks a Solana network up by CAIP-2 id or v1 name.
+pub fn lookup_svm(name: &str) -> Option<&'static SvmNetwork> {
+    let name = name.trim();
+    SVM_NETWORKS
+        .iter()
+        .find(|n| n.caip2 == name || n.v1_name.eq_ignore_ascii_case(name))
+}
+
+/// The CAIP-2 id of any supported network (EVM or Solana), by any spelling.
+pub fn caip2_of(name: &str) -> Option<&'static str> {
+    lookup(name)
+        .map(|n| n.caip2)
+        .or_else(|| lookup_svm(name).map(|n| n.caip2))
+}
+
+/// The v1 name of any supported network, by CAIP-2 id.
+pub fn v1_name_of(caip2: &str) -> Option<&'static str> {
+    lookup(caip2)
+        .map(|n| n.v1_name)
+        .or_else(|| lookup_svm(caip2).map(|n| n.v1_name))
 }
 
 /// A block-explorer link for a transaction on a CAIP-2 network, when the hash
@@ -91,6 +148,16 @@ pub fn explorer_tx_url(caip2: &str, tx: &str) -> Option<String> {
         "eip155:84532" => "https://sepolia.basescan.org/tx/",
         "eip155:137" => "https://polygonscan.com/tx/",
         "eip155:42161" => "https://arbiscan.io/tx/",
+        "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp" | "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1" => {
+            // A transaction signature: 64 bytes in base58.
+            let ok = bs58::decode(tx).into_vec().is_ok_and(|b| b.len() == 64);
+            let cluster = if caip2.ends_with("EtWTRABZaYq6iMfeYKouRu166VU2xqa1") {
+                "?cluster=devnet"
+            } else {
+                ""
+            };
+            return ok.then(|| format!("https://explorer.solana.com/tx/{tx}{cluster}"));
+        }
         _ => return None,
     };
     let hex = tx.strip_prefix("0x")?;
@@ -108,6 +175,26 @@ mod tests {
         assert_eq!(lookup("arbitrum-one").unwrap().chain_id, 42161);
         assert!(lookup("eip155:1").is_none());
         assert!(lookup("solana").is_none());
+        assert_eq!(
+            lookup_svm("solana").unwrap().caip2,
+            "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
+        );
+        assert_eq!(
+            lookup_svm("solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1")
+                .unwrap()
+                .v1_name,
+            "solana-devnet"
+        );
+        assert!(lookup_svm("solana-testnet").is_none());
+        assert!(lookup_svm("base").is_none());
+        assert_eq!(
+            caip2_of("solana-devnet"),
+            Some("solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1")
+        );
+        assert_eq!(caip2_of("base"), Some("eip155:8453"));
+        for n in SVM_NETWORKS {
+            assert_eq!(bs58::decode(n.usdc_mint).into_vec().unwrap().len(), 32);
+        }
     }
 
     #[test]

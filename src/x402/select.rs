@@ -2,8 +2,9 @@
 //! the wallet lives here, and the amount that passes the ceiling is the exact
 //! integer that gets signed and reserved (there is no second parse).
 
-use super::networks::{self, Network};
+use super::networks::{self, Network, SvmNetwork};
 use super::parse::{PaymentRequired, Requirement};
+use super::svm::{self, Pubkey};
 use crate::money::Usd;
 use alloy_primitives::{Address, U256};
 use std::fmt;
@@ -46,6 +47,151 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.offered, self.reason)
     }
+}
+
+/// The Solana side of the policy, and the preference order across all networks.
+#[derive(Debug, Clone, Default)]
+pub struct SvmPolicy {
+    /// Allowed Solana networks.
+    pub networks: Vec<&'static SvmNetwork>,
+    /// CAIP-2 ids of every allowed network (EVM and Solana), most preferred first
+    /// (`payment.networks` order).
+    pub order: Vec<&'static str>,
+    /// When set, the only Solana recipients we pay.
+    pub pay_to: Option<Vec<Pubkey>>,
+}
+
+/// A Solana requirement we will pay, with its terms checked.
+#[derive(Debug, Clone)]
+pub struct SvmChoice {
+    pub requirement: Requirement,
+    pub network: &'static SvmNetwork,
+    /// The amount that is reserved and signed.
+    pub amount: Usd,
+    pub terms: svm::Terms,
+}
+
+/// The option to pay, on either kind of network.
+#[derive(Debug, Clone)]
+pub enum Chosen {
+    Evm(Choice),
+    Svm(SvmChoice),
+}
+
+impl Chosen {
+    pub fn caip2(&self) -> &'static str {
+        match self {
+            Chosen::Evm(c) => c.network.caip2,
+            Chosen::Svm(c) => c.network.caip2,
+        }
+    }
+    pub fn amount(&self) -> Usd {
+        match self {
+            Chosen::Evm(c) => c.amount,
+            Chosen::Svm(c) => c.amount,
+        }
+    }
+}
+
+/// Picks the cheapest acceptable option on the most preferred network, EVM or
+/// Solana, in `svm.order`.
+pub fn choose_any(
+    pr: &PaymentRequired,
+    policy: &Policy,
+    svm_policy: &SvmPolicy,
+) -> Result<Chosen, Vec<Refusal>> {
+    let mut refusals = Vec::new();
+    let mut best: Option<(usize, Chosen)> = None;
+    for (i, offer) in pr.accepts.iter().enumerate() {
+        let req = match offer {
+            Ok(r) => r,
+            Err(why) => {
+                refusals.push(Refusal {
+                    offered: format!("option {}", i + 1),
+                    reason: format!("unreadable ({why})"),
+                    over_ceiling: false,
+                });
+                continue;
+            }
+        };
+        let checked = match networks::lookup_svm(&req.network) {
+            Some(net) => check_svm(req, net, policy.ceiling, svm_policy).map(Chosen::Svm),
+            None => check(req, policy).map(Chosen::Evm),
+        };
+        match checked {
+            Ok(choice) => {
+                let rank = svm_policy
+                    .order
+                    .iter()
+                    .position(|n| *n == choice.caip2())
+                    .unwrap_or(usize::MAX);
+                let better = match &best {
+                    None => true,
+                    Some((r, c)) => rank < *r || (rank == *r && choice.amount() < c.amount()),
+                };
+                if better {
+                    best = Some((rank, choice));
+                }
+            }
+            Err((reason, over_ceiling)) => refusals.push(Refusal {
+                offered: describe(req),
+                reason,
+                over_ceiling,
+            }),
+        }
+    }
+    best.map(|(_, c)| c).ok_or(refusals)
+}
+
+fn check_svm(
+    r: &Requirement,
+    net: &'static SvmNetwork,
+    ceiling: Usd,
+    p: &SvmPolicy,
+) -> Result<SvmChoice, (String, bool)> {
+    if r.scheme != "exact" {
+        return Err((
+            format!(
+                "scheme {:?} is not supported (only \"exact\")",
+                clip(&r.scheme)
+            ),
+            false,
+        ));
+    }
+    if !p.networks.iter().any(|n| n.caip2 == net.caip2) {
+        return Err((
+            format!(
+                "network {} is not in payment.networks {:?}",
+                net.caip2, p.order
+            ),
+            false,
+        ));
+    }
+    let terms = svm::terms(r, net).map_err(|e| (e.to_string(), false))?;
+    if let Some(allow) = &p.pay_to
+        && !allow.contains(&terms.pay_to)
+    {
+        return Err((
+            format!("payTo {} is not in payment.pay_to", terms.pay_to),
+            false,
+        ));
+    }
+    let amount = Usd(terms.amount);
+    if amount > ceiling {
+        return Err((
+            format!(
+                "price {} atomic units is above the per-call ceiling ${ceiling}",
+                terms.amount
+            ),
+            true,
+        ));
+    }
+    Ok(SvmChoice {
+        requirement: r.clone(),
+        network: net,
+        amount,
+        terms,
+    })
 }
 
 /// Picks the cheapest acceptable option on the most preferred network.
@@ -343,6 +489,85 @@ mod tests {
         // A shorter offer keeps its own.
         let c = choose(&pr(vec![good("eip155:84532", "1000")]), &policy()).unwrap();
         assert_eq!(c.timeout_seconds, 300);
+    }
+
+    fn svm_offer(net: &str, amount: &str) -> serde_json::Value {
+        let n = networks::lookup_svm(net).unwrap();
+        json!({"scheme":"exact","network":n.caip2,"amount":amount,"asset":n.usdc_mint,
+               "payTo":"2wKupLR9q6wXYppw8Gr2NvWxKBUqm4PPJKkQfoxHDBg4","maxTimeoutSeconds":60,
+               "extra":{"feePayer":"CKPKJWNdJEqa81x7CkZ14BVPiY6y16Sxs7owznqtWYp5"}})
+    }
+
+    fn svm_policy(order: &[&str]) -> SvmPolicy {
+        SvmPolicy {
+            networks: order
+                .iter()
+                .filter_map(|n| networks::lookup_svm(n))
+                .collect(),
+            order: order
+                .iter()
+                .map(|n| networks::caip2_of(n).unwrap())
+                .collect(),
+            pay_to: None,
+        }
+    }
+
+    #[test]
+    fn evm_and_solana_are_ranked_by_payment_networks_order() {
+        let offers = pr(vec![
+            good("eip155:84532", "1000"),
+            svm_offer("solana-devnet", "2000"),
+        ]);
+        let c = choose_any(
+            &offers,
+            &policy(),
+            &svm_policy(&["solana-devnet", "base-sepolia"]),
+        )
+        .unwrap();
+        let Chosen::Svm(s) = c else { panic!("{c:?}") };
+        assert_eq!(s.network.v1_name, "solana-devnet");
+        assert_eq!(s.amount, Usd(2000));
+        let c = choose_any(
+            &offers,
+            &policy(),
+            &svm_policy(&["base-sepolia", "solana-devnet"]),
+        )
+        .unwrap();
+        assert!(
+            matches!(c, Chosen::Evm(ref e) if e.amount == Usd(1000)),
+            "{c:?}"
+        );
+        // Solana not allowed: the EVM offer, and Solana alone is refused.
+        let c = choose_any(&offers, &policy(), &svm_policy(&["base-sepolia"])).unwrap();
+        assert!(matches!(c, Chosen::Evm(_)));
+        let only = pr(vec![svm_offer("solana-devnet", "2000")]);
+        let r = choose_any(&only, &policy(), &svm_policy(&["base-sepolia"])).unwrap_err();
+        assert!(r[0].reason.contains("not in payment.networks"), "{r:?}");
+    }
+
+    #[test]
+    fn solana_refusals_and_ceiling() {
+        let p = svm_policy(&["solana-devnet", "solana"]);
+        let one = |o| choose_any(&pr(vec![o]), &policy(), &p);
+        let r = one(svm_offer("solana-devnet", "500001")).unwrap_err();
+        assert!(
+            r[0].over_ceiling && r[0].reason.contains("ceiling"),
+            "{r:?}"
+        );
+        assert!(one(svm_offer("solana-devnet", "500000")).is_ok());
+        let mut o = svm_offer("solana-devnet", "1");
+        o["asset"] = json!("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v");
+        assert!(one(o).unwrap_err()[0].reason.contains("not USDC"));
+        let mut o = svm_offer("solana", "1");
+        o["extra"] = json!({});
+        assert!(one(o).unwrap_err()[0].reason.contains("feePayer"));
+        let mut o = svm_offer("solana", "1");
+        o["network"] = json!("solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z");
+        assert!(one(o).unwrap_err()[0].reason.contains("unknown"));
+        let mut p2 = p.clone();
+        p2.pay_to = Some(vec![Pubkey([7; 32])]);
+        let r = choose_any(&pr(vec![svm_offer("solana", "1")]), &policy(), &p2).unwrap_err();
+        assert!(r[0].reason.contains("payment.pay_to"), "{r:?}");
     }
 
     #[test]
