@@ -120,8 +120,10 @@ main(async () => {
     } catch (e) { refused = e.message; }
     info("unsent: late submission of the released one", refused);
     assert(/Blockhash not found/i.test(refused), `unsent: the chain would still accept the released transaction: ${refused || "it was accepted"}`);
-    const methods = [...new Set((await callsSince(0)).map((c) => c.method))];
-    note(`landed late -> settled by memo (${signature.slice(0, 12)}…); unsent: at_risk through ${rounds.length} resolver calls, released after expiry; x402d's RPC methods: ${methods.join(", ")}`);
+    const byUa = {};
+    for (const c of await callsSince(0)) (byUa[c.ua || "-"] ??= new Set()).add(c.method);
+    note(`landed late -> settled by memo (${signature.slice(0, 12)}…); unsent: at_risk through ${rounds.length} resolver calls, released after expiry`);
+    note(`RPC methods called on the chain, by User-Agent: ${Object.entries(byUa).map(([ua, m]) => `${ua}: ${[...m].join(" ")}`).join("; ")}`);
   } finally {
     await rpc("x402dtest_resume");
   }

@@ -8,6 +8,8 @@
 //                               ledger has it settled (payer base58, nonce = memo, tx = signature)
 //   solana.mjs cap              x402d "solcap" ([apps.capped] daily 0.003): 3 calls pay, the 4th is budget_exceeded
 //   solana.mjs network-order    a seller offering both networks is paid on the first of x402d's payment.networks
+//                               (x402d "sol": Solana first, on /v1/pro/ listing base-sepolia first; "solevm": base-sepolia
+//                               first, on /v1/premium/ listing Solana first)
 import { parseArgs } from "node:util";
 import { wrapFetchWithPayment, decodePaymentResponseHeader } from "@x402/fetch";
 import { x402Client } from "@x402/core/client";
@@ -57,18 +59,18 @@ async function verifySolPaid(p, { s0, tap0, price, n = 1, config, label = "" }) 
     p.expect(r.signature?.accepted?.network === SOL_NETWORK, `PAYMENT-SIGNATURE accepted network ${r.signature?.accepted?.network}, expected ${SOL_NETWORK}`);
   }
   if (config) await p.attempt(async () => {
-    const ledger = await paymentsWait(config, (a) => [...sigs].every((s) => a.some((e) => e.tx === s && e.state === "settled")));
+    // Found by its nonce (the memo), then every field compared, the signature included.
+    const ledger = await paymentsWait(config, (a) => txs.every((t) => a.some((e) => e.nonce === t.memos[0] && e.state === "settled" && e.tx === t.signature)));
     for (const t of txs) {
-      const e = ledger.find((x) => x.tx === t.signature);
+      const e = ledger.find((x) => x.nonce === t.memos[0]);
       info(`ledger entry${label}`, e ?? null);
-      if (!e) { p.expect(false, `ledger: no payment with tx ${t.signature} in \`x402d payments --json\` (newest: ${JSON.stringify(ledger[0] ?? null)})`); continue; }
+      if (!e) { p.expect(false, `ledger: no payment with nonce = the memo ${t.memos[0]} in \`x402d payments --json\` (newest: ${JSON.stringify(ledger[0] ?? null)})`); continue; }
       p.expect(e.state === "settled", `ledger: state ${e.state}, expected settled`);
+      p.expect(e.tx === t.signature, `ledger: tx ${JSON.stringify(e.tx)}, expected the on-chain signature ${t.signature} (the seller's PAYMENT-RESPONSE has it)`);
       p.expect(e.network === SOL_NETWORK, `ledger: network ${e.network}, expected ${SOL_NETWORK}`);
       p.expect(e.amount_atomic === String(price.atomic) && usdToAtomic(e.amount) === price.atomic, `ledger: amount ${e.amount}/${e.amount_atomic}, expected ${price.usd}`);
       p.expect(e.pay_to === s0.payTo, `ledger: pay_to ${e.pay_to}, expected ${s0.payTo}`);
       if ("payer" in e) p.expect(e.payer === s0.payer, `ledger: payer ${e.payer}, expected ${s0.payer}`);
-      const memo = t.memos[0];
-      p.expect(e.nonce === memo, `ledger: nonce ${JSON.stringify(e.nonce)}, expected the transaction's memo ${JSON.stringify(memo)}`);
     }
   });
   return { txs, paid };
@@ -139,14 +141,11 @@ async function cap() {
   const x = inst("solcap");
   const s0 = await solSnapshot();
   const tap0 = tapRead(TAP()).length;
-  const results = [];
-  for (let i = 1; i <= 4; i++) {
-    const [rec] = await driver("py", { base_url: `${x.url}/v1`, api_key: "sk-capped", model: "gpt-4o-mini", message: `solana capped call ${i}` });
-    results.push(rec);
-  }
+  // One openai-python process, 4 sequential calls (messages "solana capped call 0".."3").
+  const results = await driver("py", { base_url: `${x.url}/v1`, api_key: "sk-capped", model: "gpt-4o-mini", message: "solana capped call {i}", n: 4 });
   const p = new Problems();
   for (const [i, r] of results.slice(0, 3).entries())
-    p.expect(r.ok && r.content === `echo: solana capped call ${i + 1}`, `call ${i + 1}: HTTP ${r.http_status} ${r.exc || ""} ${JSON.stringify(r.body ?? r.content).slice(0, 200)}`);
+    p.expect(r.ok && r.content === `echo: solana capped call ${i}`, `call ${i + 1}: HTTP ${r.http_status} ${r.exc || ""} ${JSON.stringify(r.body ?? r.content).slice(0, 200)}`);
   const r4 = results[3];
   const err4 = r4.body?.error ?? r4.body;
   p.expect(!r4.ok && r4.http_status === 402, `call 4: HTTP ${r4.http_status}, expected 402`);

@@ -16,7 +16,8 @@
 // getMinimumBalanceForRentExemption, simulateTransaction, sendTransaction, getSignatureStatuses, getTransaction,
 // getSignaturesForAddress, getHealth, getVersion, getGenesisHash, getEpochInfo, getFeeForMessage, isBlockhashValid,
 // getRecentPrioritizationFees) plus test-only ones: x402dtest_warp [blocks] (advance now), x402dtest_pause /
-// x402dtest_resume (stop / restart block production), x402dtest_calls [sinceIndex] (every call received, in order).
+// x402dtest_resume (stop / restart block production), x402dtest_calls [sinceIndex] (every call received, in order,
+// with its User-Agent).
 // Unknown methods answer JSON-RPC -32601 and are logged, so a new call by a client shows up in chain.log.
 import http from "node:http";
 import { LiteSVM } from "litesvm";
@@ -341,9 +342,9 @@ const methods = {
   x402dtest_calls: ([since = 0]) => calls.slice(since),
 };
 
-async function handle(req) {
+async function handle(req, ua) {
   const { id = null, method, params = [] } = req || {};
-  if (!method?.startsWith("x402dtest_")) calls.push({ i: calls.length, t: Date.now(), method, params });
+  if (!method?.startsWith("x402dtest_")) calls.push({ i: calls.length, t: Date.now(), ua, method, params });
   const fn = methods[method];
   if (!fn) { log(`unknown method ${method} ${JSON.stringify(params)}`); return { jsonrpc: "2.0", id, error: { code: -32601, message: `Method not found: ${method}` } }; }
   try {
@@ -364,7 +365,8 @@ http.createServer((req, res) => {
     let out;
     try {
       const parsed = JSON.parse(body);
-      out = Array.isArray(parsed) ? await Promise.all(parsed.map(handle)) : await handle(parsed);
+      const ua = req.headers["user-agent"] || null;
+      out = Array.isArray(parsed) ? await Promise.all(parsed.map((r) => handle(r, ua))) : await handle(parsed, ua);
     } catch {
       out = { jsonrpc: "2.0", id: null, error: { code: -32700, message: "Parse error" } };
     }

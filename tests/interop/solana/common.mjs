@@ -24,9 +24,9 @@ export const COMPUTE_BUDGET_PROGRAM = address("ComputeBudget11111111111111111111
 // Prices of the Solana seller's routes (USD and atomic USDC).
 export const SOL_PRICES = {
   base: { usd: "0.001", atomic: 1000n, path: "/v1/chat/completions" },
-  dual: { usd: "0.001", atomic: 1000n, path: "/v1/dual/chat/completions" }, // accepts: [base-sepolia, solana devnet]
-  dualSol: { usd: "0.001", atomic: 1000n, path: "/v1/dual-sol/chat/completions" }, // accepts: [solana devnet, base-sepolia]
-  hold: { usd: "0.001", atomic: 1000n, path: "/v1/hold/chat/completions" }, // checks/solana-resolve.mjs only
+  // The dual routes use x402d's tier paths (it serves /v1/, /v1/pro/ and /v1/premium/ only).
+  dual: { usd: "0.002", atomic: 2000n, path: "/v1/pro/chat/completions" }, // accepts: [base-sepolia, solana devnet]
+  dualSol: { usd: "0.003", atomic: 3000n, path: "/v1/premium/chat/completions" }, // accepts: [solana devnet, base-sepolia]
 };
 
 const seed = (label) => crypto.createHash("sha256").update(`x402d-interop solana ${label}`).digest();

@@ -1,8 +1,8 @@
 // Paid OpenAI-shaped upstream on Solana, with @x402/express v2 (Coinbase's package, unmodified) and @x402/svm's
 // server scheme; the EVM side of the dual routes settles through the EVM facilitator on anvil.
 //   POST /v1/chat/completions           $0.001 on solana devnet (USDC 4zMMC9…), payTo = keys.payTo
-//   POST /v1/dual/chat/completions      $0.001, accepts [base-sepolia (eip155:84532), solana devnet]
-//   POST /v1/dual-sol/chat/completions  $0.001, accepts [solana devnet, base-sepolia]
+//   POST /v1/pro/chat/completions       $0.002, accepts [base-sepolia (eip155:84532), solana devnet]
+//   POST /v1/premium/chat/completions   $0.003, accepts [solana devnet, base-sepolia]
 //   GET  /v1/models                     free
 // Every finished request is appended to $SELLER_TAP (JSONL) for the checks.
 import express from "express";
