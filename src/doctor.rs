@@ -92,6 +92,13 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
             }
             Some(w)
         }
+        Ok(Err(e @ WalletError::Missing { .. })) if cfg.networks.is_empty() => {
+            out.push(skip(
+                "wallet",
+                format!("no EVM network in payment.networks ({e})"),
+            ));
+            None
+        }
         Ok(Err(e @ WalletError::Missing { .. })) => {
             out.push(fail(
                 "wallet",
@@ -208,7 +215,119 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
         }
     }
 
+    out.extend(solana_checks(cfg, &client).await);
+
     out.push(unit_check().await);
+    out
+}
+
+/// The Solana key, and per Solana network: the RPC (getHealth/getVersion), the
+/// wallet's USDC token account and its balance. The facilitator pays the fees
+/// and rent, so USDC is all the wallet needs.
+async fn solana_checks(cfg: &Loaded, client: &crate::upstream::Client) -> Vec<Check> {
+    use crate::chain::solana as sol;
+    let mut out = Vec::new();
+    if cfg.svm_networks.is_empty() {
+        return out;
+    }
+    let loc = cfg.key_location();
+    let wallet = match tokio::task::spawn_blocking(move || wallet::solana::load(&loc)).await {
+        Ok(Ok(w)) => {
+            out.push(ok("solana wallet", w.address().to_string()));
+            Some(w)
+        }
+        Ok(Err(e @ WalletError::MissingSolana { .. })) => {
+            out.push(fail(
+                "solana wallet",
+                e.to_string(),
+                "x402d wallet import --solana   (or: x402d wallet new --solana, then fund its USDC)",
+            ));
+            None
+        }
+        Ok(Err(e)) => {
+            out.push(fail(
+                "solana wallet",
+                e.to_string(),
+                "check the key store (see the wallet check above)",
+            ));
+            None
+        }
+        Err(e) => {
+            out.push(fail("solana wallet", e.to_string(), "report this bug"));
+            None
+        }
+    };
+    for net in &cfg.svm_networks {
+        let Some(rpc) = cfg.svm_rpc_url(net) else {
+            out.push(fail(
+                "solana rpc",
+                format!("{}: no RPC configured; x402d cannot pay there", net.caip2),
+                format!("set [payment.rpc] \"{}\" = \"https://…\"", net.v1_name),
+            ));
+            continue;
+        };
+        match sol::health(client, &rpc).await {
+            Ok(v) => out.push(ok(
+                "solana rpc",
+                format!("{}: healthy, solana-core {v}", net.caip2),
+            )),
+            Err(e) => {
+                out.push(fail(
+                    "solana rpc",
+                    format!("{}: {e}", net.caip2),
+                    format!("check [payment.rpc] \"{}\"", net.v1_name),
+                ));
+                continue;
+            }
+        }
+        let Some(w) = &wallet else {
+            out.push(skip(
+                "solana usdc",
+                format!("{}: no Solana wallet to check", net.caip2),
+            ));
+            continue;
+        };
+        let (Some(mint), owner) = (crate::x402::svm::Pubkey::parse(net.usdc_mint), w.address())
+        else {
+            continue;
+        };
+        let Some(ata) = crate::x402::svm::associated_token_account(&owner, &mint) else {
+            continue;
+        };
+        match sol::token_balance(client, &rpc, &ata).await {
+            Ok(Some(bal)) => {
+                let line = format!(
+                    "{}: USDC token account {ata}, balance ${}",
+                    net.caip2,
+                    Usd(bal)
+                );
+                match daily_need(cfg) {
+                    Some(n) if Usd(bal) < n => out.push(warn(
+                        "solana usdc",
+                        format!("{line}, below today's caps (${n})"),
+                        "fund the wallet's USDC or lower the daily caps",
+                    )),
+                    _ => out.push(ok("solana usdc", line)),
+                }
+            }
+            Ok(None) => out.push(fail(
+                "solana usdc",
+                format!(
+                    "{}: the wallet has no USDC token account ({ata})",
+                    net.caip2
+                ),
+                format!(
+                    "send USDC to {owner} on {} (that creates the account)",
+                    net.v1_name
+                ),
+            )),
+            Err(e) => out.push(fail(
+                "solana usdc",
+                format!("{}: {e}", net.caip2),
+                format!("check [payment.rpc] \"{}\"", net.v1_name),
+            )),
+        }
+    }
     out
 }
 
@@ -311,12 +430,13 @@ async fn upstream_check(
         max_timeout_seconds: cfg.config.payment.max_timeout_seconds,
         pay_to: cfg.pay_to.clone(),
     };
-    match select::choose(&pr, &policy) {
+    match select::choose_any(&pr, &policy, &cfg.svm_policy()) {
         Ok(c) => ok(
             "upstream",
             format!(
                 "{uri} asks ${} on {}; x402d would pay it",
-                c.amount, c.network.caip2
+                c.amount(),
+                c.caip2()
             ),
         ),
         Err(refusals) => fail(

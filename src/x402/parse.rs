@@ -230,8 +230,11 @@ pub fn parse_settle_response(header: &[u8]) -> Option<SettleResponse> {
     Some(r)
 }
 
+/// An EVM transaction hash (0x + 64 hex), or a Solana transaction signature
+/// (base58 of 64 bytes).
 pub fn is_tx_hash(s: &str) -> bool {
-    s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    (s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        || (s.len() <= 88 && bs58::decode(s).into_vec().is_ok_and(|b| b.len() == 64))
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -398,5 +401,14 @@ mod tests {
         let s = parse_settle_response(V1_SETTLE.as_bytes()).unwrap();
         assert_eq!(s.network.as_deref(), Some("base-sepolia"));
         assert!(parse_settle_response(b"garbage").is_none());
+    }
+
+    #[test]
+    fn solana_signatures_are_transaction_ids() {
+        let sig = bs58::encode([7u8; 64]).into_string();
+        assert!(is_tx_hash(&sig));
+        assert!(!is_tx_hash(&bs58::encode([7u8; 32]).into_string()));
+        assert!(!is_tx_hash("<script>"));
+        assert!(!is_tx_hash(&format!("{sig} x")));
     }
 }
