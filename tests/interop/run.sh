@@ -298,7 +298,7 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw
   wallet-rotation)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
-SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order solana-resolve-memo)
+SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order solana-doctor solana-resolve-memo)
 X402D_CHECKS+=("${SOL_X402D_CHECKS[@]}" resolve-on-chain facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
   for c in "${X402D_CHECKS[@]}"; do failed "$c" "not run: $X402D_PROBLEM"; done
@@ -480,6 +480,7 @@ sol_x402d_checks() {
   check solana-stream        node checks/solana.mjs paid --stream
   check solana-cap           node checks/solana.mjs cap
   check solana-network-order node checks/solana.mjs network-order
+  check solana-doctor        node checks/solana.mjs doctor
   check solana-resolve-memo  node checks/solana-resolve.mjs
 }
 sol_x402d_checks

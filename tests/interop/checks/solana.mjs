@@ -7,6 +7,8 @@
 //                               in one TransferChecked with a memo, the seller's PAYMENT-RESPONSE is that signature, the
 //                               ledger has it settled (payer base58, nonce = memo, tx = signature)
 //   solana.mjs cap              x402d "solcap" ([apps.capped] daily 0.003): 3 calls pay, the 4th is budget_exceeded
+//   solana.mjs doctor           `x402d doctor` on "sol": Solana wallet, RPC and the wallet's USDC token account with the
+//                               balance the chain has
 //   solana.mjs network-order    a seller offering both networks is paid on the first of x402d's payment.networks
 //                               (x402d "sol": Solana first, on /v1/pro/ listing base-sepolia first; "solevm": base-sepolia
 //                               first, on /v1/premium/ listing Solana first)
@@ -16,7 +18,7 @@ import { x402Client } from "@x402/core/client";
 import { ExactSvmScheme } from "@x402/svm/exact/client";
 import { PAY_TO as EVM_PAY_TO, NETWORK as EVM_NETWORK, X402D_PAYER_KEY, snapshot as evmSnapshot, transfersSince as evmTransfersSince, b64json } from "../lib/common.mjs";
 import { main, assert, fail, info, note, env, driver, hdr, tapRead, tapPaidSince, tapWaitPaid, paymentsWait, payments, usdToAtomic, Problems } from "../lib/check.mjs";
-import { SOLANA_RPC_URL, SOL_NETWORK, SOL_PRICES, USDC_MINT, keys, lamportsOf, solSnapshot, solTxsSince } from "../solana/common.mjs";
+import { SOLANA_RPC_URL, SOL_NETWORK, SOL_PRICES, USDC_MINT, ata, keys, lamportsOf, solSnapshot, solTxsSince, usdcOf } from "../solana/common.mjs";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -211,7 +213,27 @@ async function wallet() {
   assert(addr === k.address, `wallet address --solana printed ${JSON.stringify(addr)}, expected ${k.address}`);
 }
 
-const parts = { "stack-402": stack402, stack, paid, cap, "network-order": networkOrder, wallet };
+async function doctor() {
+  const cfg = env("X402D_SOL_CONFIG");
+  let out;
+  try { out = execFileSync(env("X402D_BIN"), ["--config", cfg, "doctor"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }); }
+  catch (e) { out = `${e.stdout || ""}${e.stderr || ""}`; } // non-zero when e.g. the service is not installed: the lines below decide
+  info("doctor", out);
+  const line = (re) => out.split("\n").find((l) => re.test(l));
+  const p = new Problems();
+  const w = line(/^\S+\s+solana wallet/), r = line(/^\S+\s+solana rpc/), u = line(/^\S+\s+solana usdc/);
+  p.expect(w?.startsWith("ok") && w.includes(keys.x402d.address), `doctor's Solana wallet line ${JSON.stringify(w)}, expected ok with ${keys.x402d.address}`);
+  p.expect(r?.startsWith("ok") && r.includes(SOL_NETWORK), `doctor's Solana RPC line ${JSON.stringify(r)}, expected ok for ${SOL_NETWORK}`);
+  const bal = await usdcOf(keys.x402d.address);
+  const shown = Number(/balance \$([0-9.]+)/.exec(u || "")?.[1]);
+  p.expect(u?.startsWith("ok") && u.includes(await ata(keys.x402d.address)) && Math.round(shown * 1e6) === Number(bal),
+    `doctor's Solana USDC line ${JSON.stringify(u)}, expected ok with the token account ${await ata(keys.x402d.address)} and balance $${Number(bal) / 1e6}`);
+  const bad = out.split("\n").filter((l) => /^FAIL/.test(l));
+  p.expect(bad.length === 0, `doctor FAIL lines: ${JSON.stringify(bad)}`);
+  p.done();
+}
+
+const parts = { "stack-402": stack402, stack, paid, cap, "network-order": networkOrder, wallet, doctor };
 main(async () => {
   const part = parts[positionals[0]];
   if (!part) fail(`unknown part ${positionals[0]}; one of ${Object.keys(parts).join(", ")}`);
