@@ -20,7 +20,6 @@
 // with its User-Agent).
 // Unknown methods answer JSON-RPC -32601 and are logged, so a new call by a client shows up in chain.log.
 import http from "node:http";
-import { LiteSVM } from "litesvm";
 import {
   address, getAddressDecoder, getAddressEncoder, getBase58Decoder, getBase58Encoder, getBase64Decoder, getBase64Encoder,
   getCompiledTransactionMessageDecoder, getTransactionDecoder, lamports,
@@ -31,9 +30,14 @@ const PORT = Number(process.env.SOLANA_RPC_PORT || 8899);
 const SLOT_MS = Number(process.env.SOLANA_SLOT_MS || 400);
 const HEIGHT_OFFSET = 1000n;
 const VALID_BLOCKS = 150n;
-const PAYER_USDC = BigInt(process.env.SOLANA_PAYER_USDC || 10_000_000); // 10 USDC each
+const PAYER_USDC = 10_000_000n; // 10 USDC each
 const LEGACY_MEMO = "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMNo";
 const log = (...a) => console.log(new Date().toISOString(), ...a);
+// A failure to start ends with one line saying why (run.sh shows the log's last lines in the FAIL reason).
+const die = (what, e) => { console.log(e?.stack || String(e)); console.log(""); console.log(""); console.log(`solana chain: ${what}: ${e?.message || e}`); process.exit(1); };
+process.on("uncaughtException", (e) => die("crashed", e));
+let LiteSVM;
+try { ({ LiteSVM } = await import("litesvm")); } catch (e) { die(`cannot load litesvm (its prebuilt native module for ${process.platform}-${process.arch})`, e); }
 
 const b58 = { enc: getBase58Encoder(), dec: getBase58Decoder() };
 const b64 = { enc: getBase64Encoder(), dec: getBase64Decoder() };
@@ -356,7 +360,7 @@ async function handle(req, ua) {
 }
 const replacer = (_k, v) => (typeof v === "bigint" ? Number(v) : v);
 
-await genesis();
+try { await genesis(); } catch (e) { die("genesis failed", e); }
 const timer = setInterval(() => { if (!paused) newBlock(); }, SLOT_MS);
 http.createServer((req, res) => {
   let body = "";
@@ -373,6 +377,6 @@ http.createServer((req, res) => {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify(out, replacer));
   });
-}).listen(PORT, "127.0.0.1", () => log(`solana chain (litesvm) on http://127.0.0.1:${PORT}: slot ${slot} height ${height()} slot every ${SLOT_MS} ms; `
+}).on("error", (e) => die(`cannot listen on 127.0.0.1:${PORT}`, e)).listen(PORT, "127.0.0.1", () => log(`solana chain (litesvm) on http://127.0.0.1:${PORT}: slot ${slot} height ${height()} slot every ${SLOT_MS} ms; `
   + `USDC ${USDC_MINT}; fee payer ${keys.feePayer.address}; payers ${keys.stackPayer.address} ${keys.x402d.address}; payTo ${keys.payTo.address}`));
 process.on("SIGTERM", () => { clearInterval(timer); process.exit(0); });
