@@ -237,6 +237,16 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         .await
         .ok()
         .map(|w| w.address().to_string());
+    // Only when a Solana network is configured (a missing key is normal otherwise).
+    let solana_wallet = match cfg.svm_networks.is_empty() {
+        true => None,
+        false => shared
+            .wallet
+            .get_solana(&cfg.key_location())
+            .await
+            .ok()
+            .map(|w| w.address().to_string()),
+    };
     let loc = cfg.key_location();
     let store = tokio::task::spawn_blocking(move || {
         crate::wallet::ops::StoreInfo::for_location(&loc).summary()
@@ -254,6 +264,7 @@ async fn status(shared: &Arc<Shared>, listen: SocketAddr) -> Result<Value, Strin
         "listen": listen.to_string(),
         "upstream": cfg.config.upstream,
         "wallet": wallet,
+        "solana_wallet": solana_wallet,
         "wallet_store": store,
         "ledger": shared.ledger.path().display().to_string(),
         "at_risk": crate::money::Usd(t.wallet.total.unsettled).to_string(),

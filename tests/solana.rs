@@ -573,6 +573,13 @@ async fn doctor_checks_the_solana_rpc_token_account_and_balance() {
     assert!(text.contains("x402d would pay it"), "{text}");
     let calls = s.world.lock().unwrap().rpc_calls.clone();
     assert!(calls.iter().any(|m| m == "getHealth"), "{calls:?}");
+    // `status` names the Solana key the daemon pays with.
+    let out = s.d.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("  solana:     {}", payer().to_base58())),
+        "{text}"
+    );
 }
 
 #[test]

@@ -496,6 +496,152 @@ mod tests {
         assert_eq!(judge(None, 11, 10), Verdict::Released);
     }
 
+    /// A JSON-RPC on 127.0.0.1 answering from a function of (method, params).
+    async fn mock_rpc(
+        answer: impl Fn(&str, &Value) -> Value + Send + Sync + 'static,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (answer, c2) = (std::sync::Arc::new(answer), calls.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (answer, calls) = (answer.clone(), c2.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (answer, calls) = (answer.clone(), calls.clone());
+                            async move {
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let r: Value = serde_json::from_slice(&body).unwrap();
+                                let m = r["method"].as_str().unwrap().to_string();
+                                calls.lock().unwrap().push(m.clone());
+                                let reply = json!({"jsonrpc":"2.0","id":r["id"],"result":answer(&m, &r["params"])});
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from(
+                                        reply.to_string(),
+                                    )),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (url, calls)
+    }
+
+    fn wanted() -> Wanted {
+        Wanted {
+            source: Pubkey([1; 32]),
+            destination: Pubkey([2; 32]),
+            mint: Pubkey([3; 32]),
+            amount: 10_000,
+            memo: "00ff".repeat(8),
+            since_s: 1_000_000,
+        }
+    }
+
+    /// `getTransaction` JSON of a payment to `w` with `memo`.
+    fn tx(w: &Wanted, memo: &str, amount: u64, err: Value) -> Value {
+        let mut data = vec![12u8];
+        data.extend_from_slice(&amount.to_le_bytes());
+        data.push(6);
+        json!({"meta":{"err":err},"transaction":{"message":{
+            "accountKeys":[Pubkey([9;32]).to_base58(), Pubkey([8;32]).to_base58(), w.source.to_base58(),
+                w.destination.to_base58(), w.mint.to_base58(), TOKEN_PROGRAM.to_base58(), MEMO_PROGRAM.to_base58()],
+            "instructions":[
+                {"programIdIndex":5,"accounts":[2,4,3,1],"data":bs58::encode(&data).into_string()},
+                {"programIdIndex":6,"accounts":[],"data":bs58::encode(memo.as_bytes()).into_string()}]}}})
+    }
+
+    #[test]
+    fn only_the_exact_successful_transfer_with_the_memo_counts() {
+        let w = wanted();
+        assert!(is_payment(&tx(&w, &w.memo, 10_000, Value::Null), &w));
+        assert!(!is_payment(&tx(&w, "other", 10_000, Value::Null), &w));
+        assert!(!is_payment(&tx(&w, &w.memo, 9_999, Value::Null), &w));
+        assert!(!is_payment(
+            &tx(&w, &w.memo, 10_000, json!({"InstructionError":[0,"x"]})),
+            &w
+        ));
+        let mut other_dest = wanted();
+        other_dest.destination = Pubkey([5; 32]);
+        assert!(!is_payment(
+            &tx(&w, &w.memo, 10_000, Value::Null),
+            &other_dest
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_search_pages_back_and_never_concludes_past_its_reach() {
+        let w = wanted();
+        let client = crate::upstream::client().unwrap();
+        let sig = |i: usize| bs58::encode([i as u8; 64]).into_string();
+        // Page 1: 1000 unrelated recent transfers (memo summaries name other memos,
+        // so they are not fetched); page 2 holds ours.
+        let (w2, sig2) = (w.clone(), sig);
+        let (url, calls) = mock_rpc(move |m, p| match m {
+            "getSignaturesForAddress" if p[1].get("before").is_none() => json!((0..PAGE)
+                .map(|i| json!({"signature": sig2(i % 200 + 1), "err": null, "memo": "[4] nope", "blockTime": 2_000_000}))
+                .collect::<Vec<_>>()),
+            "getSignaturesForAddress" => json!([
+                {"signature": sig2(250), "err": {"x":1}, "memo": null, "blockTime": 1_999_000},
+                {"signature": sig2(251), "err": null, "memo": null, "blockTime": 1_999_000}]),
+            "getTransaction" if p[0] == json!(sig2(251)) => tx(&w2, &w2.memo, w2.amount, Value::Null),
+            _ => Value::Null,
+        })
+        .await;
+        assert_eq!(find_payment(&client, &url, &w).await, Ok(Some(sig(251))));
+        let c = calls.lock().unwrap().clone();
+        assert_eq!(
+            c.iter().filter(|m| *m == "getSignaturesForAddress").count(),
+            2
+        );
+        assert_eq!(
+            c.iter().filter(|m| *m == "getTransaction").count(),
+            1,
+            "{c:?}"
+        );
+
+        // Always full pages of recent transactions: after MAX_PAGES it gives up
+        // (an error: the payment stays counted), never "not found".
+        let (url, _) = mock_rpc(move |m, _| match m {
+            "getSignaturesForAddress" => json!((0..PAGE)
+                .map(|i| json!({"signature": sig(i % 200 + 1), "err": null, "memo": "[4] nope", "blockTime": 2_000_000}))
+                .collect::<Vec<_>>()),
+            _ => Value::Null,
+        })
+        .await;
+        assert!(find_payment(&client, &url, &w).await.is_err());
+
+        // A short page that reaches back past the payment: not found.
+        let (url, _) = mock_rpc(|m, _| match m {
+            "getSignaturesForAddress" => json!([]),
+            "getBlockHeight" => json!(1001),
+            "getGenesisHash" => json!("EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG"),
+            _ => Value::Null,
+        })
+        .await;
+        assert_eq!(find_payment(&client, &url, &w).await, Ok(None));
+        let r = Resolver::default();
+        let dev = networks::lookup_svm("solana-devnet").unwrap();
+        assert_eq!(
+            r.check_paid_svm(&client, &url, dev, &w).await,
+            Ok((false, 1001))
+        );
+        // Mainnet refuses an RPC on another cluster.
+        let main = networks::lookup_svm("solana").unwrap();
+        assert!(r.check_paid_svm(&client, &url, main, &w).await.is_err());
+    }
+
     #[test]
     fn clusters_by_genesis() {
         let main = networks::lookup_svm("solana").unwrap();

@@ -171,6 +171,9 @@ pub(crate) async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> 
                     g("wallet")
                 }
             );
+            if let Some(sol) = v["solana_wallet"].as_str() {
+                outln!("  solana:     {sol}");
+            }
             if let Some(ks) = v["wallet_store"].as_str() {
                 outln!("  key store:  {ks}");
             }

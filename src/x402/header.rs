@@ -226,4 +226,43 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn solana_payloads_have_the_sdk_shape() {
+        let v: Value =
+            serde_json::from_str(include_str!("../../tests/vectors/svm_exact.json")).unwrap();
+        for c in v["cases"].as_array().unwrap() {
+            let version = c["version"].as_u64().unwrap();
+            let amount_key = if version == 2 {
+                "amount"
+            } else {
+                "maxAmountRequired"
+            };
+            let mut offer = json!({"scheme":"exact","network":c["network"],"asset":c["asset"],
+                "payTo":c["payTo"],"maxTimeoutSeconds":60,"extra":{"feePayer":c["feePayer"]},
+                "resource":"http://x/y"});
+            offer[amount_key] = c["amount"].clone();
+            let doc = json!({"x402Version": version, "accepts": [offer],
+                "resource": {"url": "http://x/y"}})
+            .to_string();
+            let pr = crate::x402::parse::parse_402(None, doc.as_bytes()).unwrap();
+            let req = pr.accepts[0].clone().unwrap();
+            let tx = c["payload"]["payload"]["transaction"].as_str().unwrap();
+            let h = encode_svm_payment(&pr, &req, tx, None);
+            let got: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::STANDARD.decode(h).unwrap(),
+            )
+            .unwrap();
+            // What the scheme client returns, then what @x402/core adds around it.
+            let sdk = &c["payload"];
+            assert_eq!(got["x402Version"], sdk["x402Version"]);
+            assert_eq!(got["payload"], sdk["payload"]);
+            if version == 2 {
+                assert_eq!(got["accepted"], req.raw);
+                assert_eq!(got["resource"], json!({"url": "http://x/y"}));
+            } else {
+                assert_eq!(got, *sdk, "v1 is the scheme's payload as is");
+            }
+        }
+    }
 }

@@ -210,6 +210,21 @@ mod tests {
         assert_eq!(explorer_tx_url("eip155:1", &h), None);
         assert_eq!(explorer_tx_url("eip155:8453", "javascript:alert(1)"), None);
         assert_eq!(explorer_tx_url("eip155:8453", "0xabc"), None);
+        let sig = bs58::encode([3u8; 64]).into_string();
+        assert_eq!(
+            explorer_tx_url("solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1", &sig),
+            Some(format!(
+                "https://explorer.solana.com/tx/{sig}?cluster=devnet"
+            ))
+        );
+        assert_eq!(
+            explorer_tx_url("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp", &sig),
+            Some(format!("https://explorer.solana.com/tx/{sig}"))
+        );
+        assert_eq!(
+            explorer_tx_url("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp", &h),
+            None
+        );
     }
 
     #[test]

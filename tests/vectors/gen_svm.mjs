@@ -57,6 +57,24 @@ const cases = [
     payTo: "EwWqGE4ZFKLofuestmU4LDdK7XM1N4ALgdZccwYugwGd", feePayer: "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM",
     memo: null, fill: 99 },
 ];
+// A payee whose token account sorts differently by the collator than by bytes
+// (so the vectors pin the collator, not just the comparator test).
+const { findAssociatedTokenPda } = require("@solana-program/token");
+const collator = kit.getAddressComparator();
+const byBytes = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+const payer0 = (await kit.createKeyPairSignerFromPrivateKeyBytes(seeds[0])).address;
+const devUsdc = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU";
+const [srcAta] = await findAssociatedTokenPda({ mint: devUsdc, owner: payer0, tokenProgram: TOKEN });
+for (let i = 1; ; i++) {
+  const cand = kit.getBase58Decoder().decode(new Uint8Array(32).map((_, j) => (i * 37 + j * 11) & 255));
+  const [dst] = await findAssociatedTokenPda({ mint: devUsdc, owner: cand, tokenProgram: TOKEN });
+  if (Math.sign(collator(srcAta, dst)) !== Math.sign(byBytes(srcAta, dst))) {
+    cases.push({ name: "collation_order", seed: 0, version: 2, network: "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+      asset: devUsdc, amount: "777", payTo: cand, feePayer: "CKPKJWNdJEqa81x7CkZ14BVPiY6y16Sxs7owznqtWYp5",
+      memo: "m", fill: 0 });
+    break;
+  }
+}
 const out = { blockhash: BLOCKHASH, lastValidBlockHeight: LAST_VALID, cases: [] };
 for (const c of cases) {
   const signer = await kit.createKeyPairSignerFromPrivateKeyBytes(seeds[c.seed]);
