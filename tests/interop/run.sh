@@ -235,7 +235,8 @@ export SOL_SELLER_PORT SOL_SELLER_URL="http://127.0.0.1:$SOL_SELLER_PORT" SOL_SE
 export X402D_SOL_URL="http://127.0.0.1:$X_SOL_PORT" X402D_SOL_CONFIG="$WORK/x402d-sol/config.toml"
 export X402D_SOLCAP_URL="http://127.0.0.1:$X_SOLCAP_PORT" X402D_SOLCAP_CONFIG="$WORK/x402d-solcap/config.toml"
 export X402D_SOLEVM_URL="http://127.0.0.1:$X_SOLEVM_PORT" X402D_SOLEVM_CONFIG="$WORK/x402d-solevm/config.toml"
-# solana-resolve-memo: x402d "solres" in front of the check itself (a seller that holds the payment and answers 500).
+# solana-recover-memo, solana-resolve-memo: x402d "solres" in front of the check itself (a seller that loses the answer /
+# holds the payment and answers 500), one after the other on the same port.
 export X402D_SOLRES_URL="http://127.0.0.1:$X_SOLRES_PORT" X402D_SOLRES_CONFIG="$WORK/x402d-solres/config.toml" SOL_RESOLVE_SELLER_PORT
 log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"), "openai-agents", v("openai-agents"))'), x402d $X402D_BIN"
 
@@ -298,7 +299,7 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw
   wallet-rotation)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
-SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order solana-doctor solana-resolve-memo)
+SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order solana-doctor solana-recover-memo solana-resolve-memo)
 X402D_CHECKS+=("${SOL_X402D_CHECKS[@]}" resolve-on-chain facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
   for c in "${X402D_CHECKS[@]}"; do failed "$c" "not run: $X402D_PROBLEM"; done
@@ -481,6 +482,7 @@ sol_x402d_checks() {
   check solana-cap           node checks/solana.mjs cap
   check solana-network-order node checks/solana.mjs network-order
   check solana-doctor        node checks/solana.mjs doctor
+  check solana-recover-memo  node checks/solana-recover.mjs
   check solana-resolve-memo  node checks/solana-resolve.mjs
 }
 sol_x402d_checks
