@@ -84,6 +84,6 @@ main(async () => {
   if (e?.state === "settled" && e.tx === null)
     note(`ledger: settled with tx unknown, although the memo search (getSignaturesForAddress) found its signature ${txs[0]?.signature}`);
   p.expect(e?.attempts === seen.paid, `ledger attempts ${e?.attempts}, the seller saw ${seen.paid} sends`);
-  note(`answer lost after settlement: the app got ${rec.http_status} ${err?.code ?? err?.type ?? ""}; the seller saw ${seen.paid} sends of one transaction (re-send refused: ${seen.refused.join(", ") || "-"}); ledger ${first}${first === "at_risk" ? " -> settled by the resolver after expiry" : " at once"} with the on-chain signature`);
+  note(`answer lost after settlement: the app got ${rec.http_status} ${err?.code ?? err?.type ?? ""}; the seller saw ${seen.paid} sends of one transaction (re-send refused: ${seen.refused.join(", ") || "-"}); ledger ${first}${first === "at_risk" ? " -> settled by the resolver after expiry" : " at once"}, ${e?.tx ? "with the on-chain signature" : "tx unknown"}`);
   p.done();
 });
