@@ -75,8 +75,8 @@ main(async () => {
   const first = e.state;
   p.expect(["settled", "at_risk"].includes(first), `ledger state ${first} right after the call, expected settled (found by memo) or at_risk (to be resolved)`);
   if (first === "at_risk") { // the resolver decides it once the blockhash expired
-    const h = await rpc("getBlockHeight");
-    await rpc("x402dtest_warp", [Math.max(1, e.valid_before - h + 1)]);
+    const h = await rpc("getBlockHeight", [{ commitment: "finalized" }]);
+    await rpc("x402dtest_warp", [Math.max(1, e.valid_before - h + 1)]); // finalized past lastValidBlockHeight
     for (const t = Date.now(); Date.now() - t < 30_000 && e?.state === "at_risk"; await sleep(200)) e = (await payments(CONFIG)).find((x) => x.id === e.id);
   }
   // Like recover-nonce-used on EVM, "settled, tx unknown" is money-safe; any other tx is wrong.

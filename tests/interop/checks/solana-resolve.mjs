@@ -3,11 +3,13 @@
 // this check: a seller that answers 402 with SVM requirements (feePayer = the facilitator's fee payer, whose key the
 // check holds), keeps the partially signed transaction of the PAYMENT-SIGNATURE and answers 500, so x402d records
 // the payment at_risk while the seller holds a transaction it can still co-sign and submit.
-// The chain's block production is paused (x402dtest_pause) so nothing expires by itself.
-//   1. landed: the seller co-signs and submits the held transaction; after the blockhash expires (x402dtest_warp
-//      past lastValidBlockHeight) x402d finds the transfer by its memo -> settled, with that signature.
+// The chain's block production is paused (x402dtest_pause) so nothing expires by itself; x402dtest_warp moves it.
+//   1. landed at the last moment: the seller co-signs and submits the held transaction one block before
+//      lastValidBlockHeight, then the tip moves 1 block past it while the finalized height (32 behind) has not: the
+//      transfer is on chain but not finalized, so x402d must not release it (3+ resolver rounds); once finalized past
+//      lastValidBlockHeight, x402d finds the transfer by its memo -> settled, with that signature.
 //   2. not landed: while the blockhash is valid, 3+ resolver rounds later, still at_risk (the seller could submit);
-//      after it expires, released, and the chain indeed refuses the held transaction (blockhash not found).
+//      after it expired (finalized too), released, and the chain refuses the held transaction (blockhash not found).
 // The ledger's nonce is the transaction's memo and valid_before its lastValidBlockHeight.
 import http from "node:http";
 import { getBase64Encoder, getCompiledTransactionMessageDecoder, getTransactionDecoder } from "@solana/kit";
@@ -56,7 +58,7 @@ async function atRiskCall(tag) {
   const entry = (await payments(CONFIG)).find((e) => e.nonce === memo);
   info(`${tag}: ledger`, entry ?? null);
   assert(entry?.state === "at_risk", `${tag}: ledger entry ${JSON.stringify(entry)}, expected at_risk with nonce = the memo ${memo}`);
-  const valid = await rpc("isBlockhashValid", [blockhash]);
+  const valid = await rpc("isBlockhashValid", [blockhash, { commitment: "processed" }]);
   assert(valid.value, `${tag}: the transaction's blockhash ${blockhash} is not valid on the chain right after the call`);
   return { entry, tx, memo, blockhash };
 }
@@ -72,45 +74,60 @@ async function waitState(id, want, ms = 30_000) {
 }
 const callsSince = async (i) => rpc("x402dtest_calls", [i]);
 
-/** Warp the chain past `lastValidBlockHeight` (the ledger's valid_before) and check the blockhash is gone. */
+const TIP = { commitment: "confirmed" };
+/** Warp the tip to `height` (block height at "confirmed"). */
+async function warpTo(height) {
+  const h = await rpc("getBlockHeight", [TIP]);
+  return height > h ? rpc("x402dtest_warp", [height - h]) : { blockHeight: h };
+}
+/** Warp the chain until even the finalized height is past `lastValidBlockHeight` (the ledger's valid_before). */
 async function expire(tag, a) {
-  const h = await rpc("getBlockHeight");
-  const w = await rpc("x402dtest_warp", [Math.max(1, a.entry.valid_before - h + 1)]);
-  const valid = (await rpc("isBlockhashValid", [a.blockhash])).value;
-  info(`${tag}: warped`, { from: h, to: w.blockHeight, validBefore: a.entry.valid_before, blockhashValid: valid });
-  assert(!valid && w.blockHeight > a.entry.valid_before, `${tag}: the blockhash is still valid after the warp`);
+  await warpTo(a.entry.valid_before + 1 + 32);
+  const fin = await rpc("getBlockHeight", [{ commitment: "finalized" }]);
+  const valid = (await rpc("isBlockhashValid", [a.blockhash, TIP])).value;
+  info(`${tag}: warped`, { finalizedHeight: fin, validBefore: a.entry.valid_before, blockhashValid: valid });
+  assert(!valid && fin > a.entry.valid_before, `${tag}: the blockhash is still valid after the warp`);
+}
+/** Wait for 3+ resolver RPC calls by x402d from now on, then return the payment's ledger entry. */
+async function afterResolverRounds(id) {
+  const c0 = (await callsSince(0)).length;
+  let rounds = [];
+  for (const t = Date.now(); Date.now() - t < 20_000; await sleep(200)) {
+    rounds = (await callsSince(c0)).filter((c) => ["getSignaturesForAddress", "getBlockHeight", "getSignatureStatuses", "isBlockhashValid", "getTransaction"].includes(c.method));
+    if (rounds.length >= 3) break;
+  }
+  return { rounds, entry: (await payments(CONFIG)).find((x) => x.id === id) };
 }
 
 main(async () => {
   await rpc("x402dtest_pause");
   try {
-    const lvbh = (await rpc("getLatestBlockhash")).value.lastValidBlockHeight;
-    // 1. Landed: the seller submits the held transaction itself, late.
+    const lvbh = await Promise.all(["finalized", "confirmed"].map(async (c) => (await rpc("getLatestBlockhash", [{ commitment: c }])).value.lastValidBlockHeight));
+    // 1. Landed at the last moment, not yet finalized when the tip passes lastValidBlockHeight.
     const s0 = await solSnapshot();
     const a = await atRiskCall("landed");
-    assert(a.entry.valid_before >= lvbh && a.entry.valid_before <= lvbh + 2,
-      `landed: ledger valid_before ${a.entry.valid_before}, expected the blockhash's lastValidBlockHeight (~${lvbh})`);
+    assert(lvbh.includes(a.entry.valid_before), `landed: ledger valid_before ${a.entry.valid_before}, expected the blockhash's lastValidBlockHeight (finalized ${lvbh[0]} or confirmed ${lvbh[1]})`);
+    await warpTo(a.entry.valid_before - 1);
     const signed = await feePayer.signTransaction(a.tx, keys.feePayer.address, SOL_NETWORK);
     const signature = await rpc("sendTransaction", [signed, { encoding: "base64" }]);
     const landed = await solTxsSince(s0);
-    info("landed: seller submitted", { signature, txs: landed.map((t) => ({ signature: t.signature, memo: t.memo, err: t.err })) });
+    info("landed: seller submitted", { signature, atHeight: await rpc("getBlockHeight", [TIP]), txs: landed.map((t) => ({ signature: t.signature, memo: t.memo, err: t.err })) });
     assert(landed.length === 1 && landed[0].signature === signature && !landed[0].err, "landed: the seller's late submission did not land");
+    await warpTo(a.entry.valid_before + 1);
+    const fin = await rpc("getBlockHeight", [{ commitment: "finalized" }]);
+    const mid = await afterResolverRounds(a.entry.id);
+    info("landed: tip past lastValidBlockHeight, finalized not", { tip: a.entry.valid_before + 1, finalized: fin, resolverCalls: mid.rounds.length, state: mid.entry?.state, tx: mid.entry?.tx });
+    assert(mid.entry?.state !== "released", `landed: x402d released a payment whose transfer is on chain (landed at height ${a.entry.valid_before - 1}, not yet finalized: finalized height ${fin})`);
+    assert(mid.entry?.state === "settled" || mid.rounds.length >= 3, `landed: x402d made ${mid.rounds.length} resolver RPC calls in 20 s while the payment was at_risk`);
     await expire("landed", a);
     const ea = await waitState(a.entry.id, "settled");
     assert(ea.tx === signature, `landed: ledger tx ${ea.tx}, expected the landed signature ${signature}`);
 
     // 2. Not landed: never released while the blockhash is valid; released once it expired.
     const b = await atRiskCall("unsent");
-    const c0 = (await callsSince(0)).length;
-    let rounds = [];
-    for (const t = Date.now(); Date.now() - t < 20_000; await sleep(200)) {
-      rounds = (await callsSince(c0)).filter((c) => c.method === "getSignaturesForAddress" || c.method === "getBlockHeight"
-        || c.method === "getSignatureStatuses" || c.method === "isBlockhashValid" || c.method === "getTransaction");
-      if (rounds.length >= 3) break;
-    }
-    const mid = (await payments(CONFIG)).find((x) => x.id === b.entry.id);
-    info("unsent: while the blockhash is valid", { resolverCalls: rounds.length, methods: [...new Set(rounds.map((c) => c.method))], state: mid?.state });
-    assert(mid?.state === "at_risk", `unsent: x402d made it ${mid?.state} while its blockhash was still valid (the seller could still submit it)`);
+    const { rounds, entry: bm } = await afterResolverRounds(b.entry.id);
+    info("unsent: while the blockhash is valid", { resolverCalls: rounds.length, methods: [...new Set(rounds.map((c) => c.method))], state: bm?.state });
+    assert(bm?.state === "at_risk", `unsent: x402d made it ${bm?.state} while its blockhash was still valid (the seller could still submit it)`);
     assert(rounds.length >= 3, `unsent: x402d made ${rounds.length} resolver RPC calls in 20 s while the payment was at_risk`);
     await expire("unsent", b);
     await waitState(b.entry.id, "released");
@@ -121,8 +138,8 @@ main(async () => {
     info("unsent: late submission of the released one", refused);
     assert(/Blockhash not found/i.test(refused), `unsent: the chain would still accept the released transaction: ${refused || "it was accepted"}`);
     const byUa = {};
-    for (const c of await callsSince(0)) (byUa[c.ua || "-"] ??= new Set()).add(c.method);
-    note(`landed late -> settled by memo (${signature.slice(0, 12)}…); unsent: at_risk through ${rounds.length} resolver calls, released after expiry`);
+    for (const c of await callsSince(0)) (byUa[c.ua || "-"] ??= new Set()).add(`${c.method}${c.params?.at(-1)?.commitment ? `(${c.params.at(-1).commitment})` : ""}`);
+    note(`landed 1 block before expiry -> ${mid.entry?.state} while not finalized, settled by memo (${signature.slice(0, 12)}…); unsent: at_risk through ${rounds.length} resolver calls, released after expiry`);
     note(`RPC methods called on the chain, by User-Agent: ${Object.entries(byUa).map(([ua, m]) => `${ua}: ${[...m].join(" ")}`).join("; ")}`);
   } finally {
     await rpc("x402dtest_resume");

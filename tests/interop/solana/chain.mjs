@@ -10,6 +10,8 @@
 // (lastValidBlockHeight = height + 150), as on the real cluster. LiteSVM's own blockhash check is off and this server
 // applies the real rule: a transaction whose blockhash is unknown or expired is refused in preflight, and silently
 // dropped (never lands) with skipPreflight, like a real RPC node.
+// Commitment: "finalized" (the default when a request names none) is 32 slots behind the tip, for slots, heights,
+// blockhashes and transaction lookups (getSignaturesForAddress, getTransaction); account reads are at the tip.
 //
 // Methods: the ones @x402/svm's client and facilitator and x402d call (getLatestBlockhash, getBlockHeight, getSlot,
 // getAccountInfo, getMultipleAccounts, getBalance, getTokenAccountBalance, getTokenAccountsByOwner,
@@ -49,6 +51,13 @@ const svm = new LiteSVM().withBlockhashCheck(false).withTransactionHistory(0n);
 let slot = HEIGHT_OFFSET + 100n;
 const height = () => slot - HEIGHT_OFFSET;
 const blockhashes = new Map(); // blockhash -> { slot, lastValid }
+const slotHashes = new Map(); // slot -> blockhash
+// Commitment: "finalized" (the RPC's default when a request names none) trails the tip by 32 slots, "confirmed" and
+// "processed" are the tip. It applies to slots, heights, blockhashes and transaction lookups; account reads are always
+// at the tip (a simplification: transfers here are final at once).
+const FINALITY = 32n;
+const at = (cfg) => (typeof cfg === "object" && cfg && (cfg.commitment === "confirmed" || cfg.commitment === "processed") ? slot : slot - FINALITY);
+const heightAt = (cfg) => at(cfg) - HEIGHT_OFFSET;
 const txs = new Map(); // signature (base58) -> record
 const byAddress = new Map(); // address -> [signature] (oldest first)
 const calls = []; // every RPC call received: { i, t, method, params }
@@ -62,9 +71,10 @@ function newBlock() {
   svm.setClock(clock);
   svm.expireBlockhash();
   blockhashes.set(svm.latestBlockhash(), { slot, lastValid: height() + VALID_BLOCKS });
-  for (const [h, v] of blockhashes) if (v.lastValid + 300n < height()) blockhashes.delete(h);
+  slotHashes.set(slot, svm.latestBlockhash());
+  for (const [h, v] of blockhashes) if (v.lastValid + 300n < height()) { blockhashes.delete(h); slotHashes.delete(v.slot); }
 }
-const blockhashValid = (h) => { const v = blockhashes.get(h); return !!v && v.lastValid >= height(); };
+const blockhashValid = (h, cfg = { commitment: "processed" }) => { const v = blockhashes.get(h); return !!v && v.slot <= at(cfg) && v.lastValid >= heightAt(cfg); };
 
 // ---- genesis ----
 const rent = (len) => svm.minimumBalanceForRentExemption(BigInt(len));
@@ -86,7 +96,7 @@ async function genesis() {
   svm.airdrop(keys.feePayer.address, lamports(100_000_000_000n)); // 100 SOL
   for (const p of payers) await setUsdc(p, PAYER_USDC);
   await setUsdc(keys.payTo.address, 0n);
-  newBlock();
+  for (let i = 0n; i <= FINALITY; i++) newBlock(); // so "finalized" has a block and a blockhash from the start
 }
 
 // ---- decoding ----
@@ -283,41 +293,46 @@ function transactionJson(rec, encoding = "json") {
 }
 
 // ---- RPC methods ----
-const ctx = () => ({ slot: Number(slot), apiVersion: "2.2.0" });
+const ctx = (cfg) => ({ slot: Number(at(cfg)), apiVersion: "2.2.0" });
+const tip = () => ({ slot: Number(slot), apiVersion: "2.2.0" });
+const visible = (r, cfg) => r && r.slot <= at(cfg); // a transaction seen at this commitment
 const methods = {
   getHealth: () => "ok",
   getVersion: () => ({ "solana-core": "2.2.0", "feature-set": 0 }),
   getGenesisHash: () => DEVNET_GENESIS_HASH,
-  getSlot: () => Number(slot),
-  getBlockHeight: () => Number(height()),
-  getEpochInfo: () => ({ absoluteSlot: Number(slot), blockHeight: Number(height()), epoch: 0, slotIndex: Number(slot), slotsInEpoch: 432000, transactionCount: txs.size }),
-  getLatestBlockhash: () => ({ context: ctx(), value: { blockhash: svm.latestBlockhash(), lastValidBlockHeight: Number(blockhashes.get(svm.latestBlockhash()).lastValid) } }),
-  isBlockhashValid: ([h]) => ({ context: ctx(), value: blockhashValid(h) }),
+  getSlot: ([cfg] = []) => Number(at(cfg)),
+  getBlockHeight: ([cfg] = []) => Number(heightAt(cfg)),
+  getEpochInfo: ([cfg] = []) => ({ absoluteSlot: Number(at(cfg)), blockHeight: Number(heightAt(cfg)), epoch: 0, slotIndex: Number(at(cfg)), slotsInEpoch: 432000, transactionCount: txs.size }),
+  getLatestBlockhash: ([cfg] = []) => {
+    const h = slotHashes.get(at(cfg));
+    return { context: ctx(cfg), value: { blockhash: h, lastValidBlockHeight: Number(blockhashes.get(h).lastValid) } };
+  },
+  isBlockhashValid: ([h, cfg]) => ({ context: ctx(cfg), value: blockhashValid(h, cfg) }),
   getFeeForMessage: ([m]) => {
     const msg = msgDecoder.decode(b64.enc.encode(m));
-    return { context: ctx(), value: blockhashValid(msg.lifetimeToken) ? 5000 * msg.header.numSignerAccounts : null };
+    return { context: tip(), value: blockhashValid(msg.lifetimeToken) ? 5000 * msg.header.numSignerAccounts : null };
   },
   getRecentPrioritizationFees: () => [],
   getMinimumBalanceForRentExemption: ([len]) => Number(rent(len)),
-  getBalance: ([a]) => ({ context: ctx(), value: Number(svm.getBalance(address(a)) ?? 0n) }),
-  getAccountInfo: ([a, cfg]) => ({ context: ctx(), value: accountJson(a, cfg?.encoding) }),
-  getMultipleAccounts: ([list, cfg]) => ({ context: ctx(), value: list.map((a) => accountJson(a, cfg?.encoding)) }),
+  getBalance: ([a]) => ({ context: tip(), value: Number(svm.getBalance(address(a)) ?? 0n) }),
+  getAccountInfo: ([a, cfg]) => ({ context: tip(), value: accountJson(a, cfg?.encoding) }),
+  getMultipleAccounts: ([list, cfg]) => ({ context: tip(), value: list.map((a) => accountJson(a, cfg?.encoding)) }),
   getTokenAccountBalance: ([a]) => {
     const acc = svm.getAccount(address(a));
     if (!acc.exists || acc.programAddress !== TOKEN_PROGRAM || acc.data.length !== 165) throw rpcError(-32602, "Invalid param: not a Token account");
     const d = Buffer.from(acc.data);
-    return { context: ctx(), value: uiAmount(d.readBigUInt64LE(64), decimalsOf(addrDec.decode(d.subarray(0, 32)))) };
+    return { context: tip(), value: uiAmount(d.readBigUInt64LE(64), decimalsOf(addrDec.decode(d.subarray(0, 32)))) };
   },
   getTokenAccountsByOwner: async ([owner, filter, cfg]) => {
     const mint = filter?.mint;
-    if (!mint) return { context: ctx(), value: [] };
+    if (!mint) return { context: tip(), value: [] };
     const pubkey = await ata(address(owner), address(mint));
     const account = accountJson(pubkey, cfg?.encoding);
-    return { context: ctx(), value: account ? [{ pubkey, account }] : [] };
+    return { context: tip(), value: account ? [{ pubkey, account }] : [] };
   },
   simulateTransaction: ([tx, cfg]) => simulate(tx, cfg || {}),
   sendTransaction: ([tx, cfg]) => send(tx, cfg || {}),
-  getSignatureStatuses: ([sigs]) => ({ context: ctx(), value: sigs.map((s) => {
+  getSignatureStatuses: ([sigs]) => ({ context: tip(), value: sigs.map((s) => {
     const r = txs.get(s);
     if (!r) return null;
     const confirmations = Number(slot - r.slot);
@@ -327,10 +342,10 @@ const methods = {
   getTransaction: ([s, cfg]) => {
     const r = txs.get(s);
     const encoding = typeof cfg === "string" ? cfg : cfg?.encoding || "json";
-    return r ? transactionJson(r, encoding) : null;
+    return visible(r, cfg) ? transactionJson(r, encoding) : null;
   },
   getSignaturesForAddress: ([a, cfg = {}]) => {
-    let list = [...(byAddress.get(a) || [])].reverse(); // newest first
+    let list = [...(byAddress.get(a) || [])].filter((s) => visible(txs.get(s), cfg)).reverse(); // newest first
     if (cfg.before) { const i = list.indexOf(cfg.before); list = i < 0 ? [] : list.slice(i + 1); }
     if (cfg.until) { const i = list.indexOf(cfg.until); if (i >= 0) list = list.slice(0, i); }
     return list.slice(0, Math.min(cfg.limit || 1000, 1000)).map((s) => {

@@ -72,7 +72,7 @@ export const lamportsOf = async (addr) => BigInt((await rpc("getBalance", [addr]
 export async function solSnapshot(payer = keys.x402d.address, payTo = keys.payTo.address) {
   const payToAta = await ata(payTo);
   const [payerBal, payToBal, payerSol, newest] = await Promise.all([usdcOf(payer), usdcOf(payTo), lamportsOf(payer),
-    rpc("getSignaturesForAddress", [payToAta, { limit: 1 }])]);
+    rpc("getSignaturesForAddress", [payToAta, { limit: 1, commitment: "confirmed" }])]);
   return { payer, payTo, payerAta: await ata(payer), payToAta, payerBal, payToBal, payerSol, newest: newest[0]?.signature ?? null };
 }
 
@@ -80,10 +80,10 @@ export async function solSnapshot(payer = keys.x402d.address, payTo = keys.payTo
  *  instructions (from `jsonParsed` getTransaction) and memo: { signature, err, memo, feePayer, transfers:
  *  [{ source, destination, authority, mint, amount (BigInt) }] }. */
 export async function solTxsSince(s0) {
-  const sigs = await rpc("getSignaturesForAddress", [s0.payToAta, s0.newest ? { until: s0.newest } : {}]);
+  const sigs = await rpc("getSignaturesForAddress", [s0.payToAta, { commitment: "confirmed", ...(s0.newest ? { until: s0.newest } : {}) }]);
   const out = [];
   for (const s of sigs.reverse()) {
-    const tx = await rpc("getTransaction", [s.signature, { encoding: "jsonParsed", maxSupportedTransactionVersion: 0 }]);
+    const tx = await rpc("getTransaction", [s.signature, { encoding: "jsonParsed", maxSupportedTransactionVersion: 0, commitment: "confirmed" }]);
     const ixs = tx.transaction.message.instructions;
     out.push({ signature: s.signature, err: s.err, memo: s.memo, feePayer: tx.transaction.message.accountKeys[0].pubkey,
       transfers: ixs.filter((i) => i.program === "spl-token" && i.parsed?.type === "transferChecked")
