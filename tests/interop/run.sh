@@ -10,7 +10,8 @@
 #   x402d "rot" (its own keyring entry) <- checks/rotation.mjs: wallet import / import --replace / remove while serving
 #   Solana: solana/chain.mjs (LiteSVM behind JSON-RPC, devnet USDC at its real address) -> solana/facilitator.mjs
 #   (@x402/svm) -> solana/seller.mjs (@x402/express, SVM accepts; dual routes also settle on anvil through the EVM
-#   facilitator) <- x402d "sol", "solcap", "solevm" (keyring entry wallet-sol) <- openai-python (checks/solana.mjs)
+#   facilitator) <- x402d "sol", "solcap", "solevm" (keyring entry wallet-sol) <- openai-python (checks/solana.mjs);
+#   x402d "solres" <- checks/solana-recover.mjs and checks/solana-resolve.mjs (each the seller itself)
 #
 # Usage:  bash tests/interop/run.sh
 # Env:    X402D_BIN      x402d binary (default <repo>/target/debug/x402d; built with `cargo build` if missing)
