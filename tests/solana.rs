@@ -612,3 +612,47 @@ fn config_check_shows_the_solana_networks_in_order() {
          solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp (solana, rpc https://api.mainnet-beta.solana.com)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wallet_new_solana_backs_up_and_never_replaces_silently() {
+    let s = setup("10000", "", "").await;
+    let d = &s.d;
+    let me = payer().to_base58();
+    let (ok, _, err) = run_cli(d, &["wallet", "new", "--solana", "--no-backup"], "");
+    assert!(
+        !ok && err.contains(&me) && err.contains("--replace"),
+        "{err}"
+    );
+    let backup = d.dir.0.join("sol-backup.json");
+    let b = backup.to_str().unwrap();
+    let (ok, out, err) = run_cli(
+        d,
+        &["wallet", "new", "--solana", "--replace", "--backup", b],
+        "",
+    );
+    assert!(ok, "{err}");
+    let new = out.trim().to_string();
+    assert_ne!(new, me);
+    assert!(err.contains(&format!("old {me}")), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let arr: Vec<u8> = serde_json::from_str(&std::fs::read_to_string(&backup).unwrap()).unwrap();
+    assert_eq!(arr.len(), 64);
+    assert_eq!(bs58::encode(&arr[32..]).into_string(), new);
+    let (ok, out, _) = run_cli(d, &["wallet", "address", "--solana"], "");
+    assert!(ok);
+    assert_eq!(out.trim(), new);
+    // The backup restores the same key.
+    let (ok, _, err) = run_cli(d, &["wallet", "import", "--solana", "--file", b], "");
+    assert!(ok && err.contains("already stored"), "{err}");
+    // An existing backup file is never overwritten.
+    let (ok, _, err) = run_cli(
+        d,
+        &["wallet", "new", "--solana", "--replace", "--backup", b],
+        "",
+    );
+    assert!(!ok && err.contains("nothing is overwritten"), "{err}");
+    let (_, out, _) = run_cli(d, &["wallet", "address", "--solana"], "");
+    assert_eq!(out.trim(), new, "the key did not change");
+}

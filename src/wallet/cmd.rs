@@ -131,8 +131,12 @@ pub async fn run(cfg: &Loaded, cmd: &WalletCmd) -> Result<(), CmdError> {
                 (Err(e), _) if !matches!(e, WalletError::Missing { .. }) => {
                     return Err(e.clone().into());
                 }
-                (_, Err(e)) if !matches!(e, WalletError::MissingSolana { .. }) => {
+                (Err(_), Err(e)) if !matches!(e, WalletError::MissingSolana { .. }) => {
                     return Err(e.clone().into());
+                }
+                (Ok(_), Err(e)) if !matches!(e, WalletError::MissingSolana { .. }) => {
+                    // The EVM key is still worth printing; the Solana entry is named.
+                    eprintln!("warning: the Solana key: {e}");
                 }
                 _ => {}
             }
