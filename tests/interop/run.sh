@@ -8,6 +8,10 @@
 #   recover-seller.mjs (settles through the facilitator, then loses the answer) <- x402d "recover" <- openai-python
 #   a second anvil whose clock is 2 min behind the host's <- x402d "resolve" <- checks/resolve.mjs (seller + RPC proxy)
 #   x402d "rot" (its own keyring entry) <- checks/rotation.mjs: wallet import / import --replace / remove while serving
+#   Solana: solana/chain.mjs (LiteSVM behind JSON-RPC, devnet USDC at its real address) -> solana/facilitator.mjs
+#   (@x402/svm) -> solana/seller.mjs (@x402/express, SVM accepts; dual routes also settle on anvil through the EVM
+#   facilitator) <- x402d "sol", "solcap", "solevm" (keyring entry wallet-sol) <- openai-python (checks/solana.mjs);
+#   x402d "solres" <- checks/solana-recover.mjs and checks/solana-resolve.mjs (each the seller itself)
 #
 # Usage:  bash tests/interop/run.sh
 # Env:    X402D_BIN      x402d binary (default <repo>/target/debug/x402d; built with `cargo build` if missing)
@@ -47,13 +51,15 @@ export WORK
 log() { echo "# $*"; }
 CHECK_PID=""
 # remove_wallet: delete the test wallets from the keyring (every instance uses the same entry, except "rot", which
-# has its own for wallet-rotation). Harmless when absent.
+# has its own for wallet-rotation, and the Solana instances, which share wallet-sol: an EVM and a Solana key).
+# Harmless when absent.
 remove_wallet() {
   [ -x "${X402D_BIN:-}" ] || return 0
   local cfg
-  for cfg in "${X402D_MAIN_CONFIG:-}" "${X402D_ROT_CONFIG:-}"; do
+  for cfg in "${X402D_MAIN_CONFIG:-}" "${X402D_ROT_CONFIG:-}" "${X402D_SOL_CONFIG:-}"; do
     [ -f "$cfg" ] && "$X402D_BIN" --config "$cfg" wallet remove --yes >/dev/null 2>&1
   done
+  [ -f "${X402D_SOL_CONFIG:-}" ] && "$X402D_BIN" --config "$X402D_SOL_CONFIG" wallet remove --solana --yes >/dev/null 2>&1
   return 0
 }
 cleanup() {
@@ -77,7 +83,10 @@ keyring_clean() {
   [ -x "${X402D_BIN:-}" ] && [ -f "${X402D_MAIN_CONFIG:-}" ] || return 0
   remove_wallet
   local out cfg problem=""
-  for cfg in "$X402D_MAIN_CONFIG" "${X402D_ROT_CONFIG:-}"; do
+  # wallet-sol only once solana-wallet tried an import (a binary without Solana support refuses that config).
+  local sol_cfg=""
+  [ -f "$WORK/x402d-sol/.wallet-imported" ] && sol_cfg=$X402D_SOL_CONFIG
+  for cfg in "$X402D_MAIN_CONFIG" "${X402D_ROT_CONFIG:-}" "$sol_cfg"; do
     [ -f "$cfg" ] || continue
     if out=$("$X402D_BIN" --config "$cfg" wallet address 2>&1); then
       problem="$problem the test wallet of $(basename "$(dirname "$cfg")") is still in the keyring after \`wallet remove\`: $out;"
@@ -85,6 +94,9 @@ keyring_clean() {
       problem="$problem cannot tell whether the test wallet of $(basename "$(dirname "$cfg")") is gone: $out;"
     fi
   done
+  if [ -n "$sol_cfg" ] && out=$("$X402D_BIN" --config "$sol_cfg" wallet address --solana 2>&1); then
+    problem="$problem the Solana test wallet (wallet-sol) is still in the keyring after \`wallet remove --solana\`: $out;"
+  fi
   if [ -n "$problem" ]; then
     problem=${problem# }; failed keyring-clean "${problem%;}"
   else
@@ -198,7 +210,8 @@ fi
 # ---- ports and URLs ----
 read -r RPC_PORT FAC_PORT SELLER_PORT SELLER_V1_PORT X_MAIN_PORT X_CAP_PORT X_V1_PORT RETRY_SELLER_PORT X_RETRY_PORT \
   PAST_RPC_PORT X_RESOLVE_PORT RESOLVE_SELLER_PORT RESOLVE_RPC_PORT RECOVER_SELLER_PORT X_RECOVER_PORT \
-  SELLER_PY_PORT X_PYSELLER_PORT X_ROT_PORT < <(node lib/free-ports.mjs 18)
+  SELLER_PY_PORT X_PYSELLER_PORT X_ROT_PORT SOL_RPC_PORT SOL_FAC_PORT SOL_SELLER_PORT X_SOL_PORT X_SOLCAP_PORT X_SOLEVM_PORT \
+  X_SOLRES_PORT SOL_RESOLVE_SELLER_PORT < <(node lib/free-ports.mjs 26)
 export RPC_URL="http://127.0.0.1:$RPC_PORT" FACILITATOR_PORT=$FAC_PORT FACILITATOR_URL="http://127.0.0.1:$FAC_PORT"
 export SELLER_PORT SELLER_URL="http://127.0.0.1:$SELLER_PORT" SELLER_TAP="$WORK/seller-v2.tap.jsonl"
 export SELLER_V1_PORT SELLER_V1_URL="http://127.0.0.1:$SELLER_V1_PORT" SELLER_V1_TAP="$WORK/seller-v1.tap.jsonl"
@@ -216,6 +229,16 @@ export X402D_ROT_URL="http://127.0.0.1:$X_ROT_PORT" X402D_ROT_CONFIG="$WORK/x402
 # The resolver check: its own anvil (clock in the past), its own x402d; the check serves the seller and an RPC proxy.
 export PAST_RPC_URL="http://127.0.0.1:$PAST_RPC_PORT" RESOLVE_SELLER_PORT RESOLVE_RPC_PORT
 export X402D_RESOLVE_URL="http://127.0.0.1:$X_RESOLVE_PORT" X402D_RESOLVE_CONFIG="$WORK/x402d-resolve/config.toml"
+# Solana: the local chain, its facilitator and seller; three x402d instances sharing the keyring entry wallet-sol.
+export SOLANA_RPC_PORT=$SOL_RPC_PORT SOLANA_RPC_URL="http://127.0.0.1:$SOL_RPC_PORT"
+export SOL_FACILITATOR_PORT=$SOL_FAC_PORT SOL_FACILITATOR_URL="http://127.0.0.1:$SOL_FAC_PORT"
+export SOL_SELLER_PORT SOL_SELLER_URL="http://127.0.0.1:$SOL_SELLER_PORT" SOL_SELLER_TAP="$WORK/seller-sol.tap.jsonl"
+export X402D_SOL_URL="http://127.0.0.1:$X_SOL_PORT" X402D_SOL_CONFIG="$WORK/x402d-sol/config.toml"
+export X402D_SOLCAP_URL="http://127.0.0.1:$X_SOLCAP_PORT" X402D_SOLCAP_CONFIG="$WORK/x402d-solcap/config.toml"
+export X402D_SOLEVM_URL="http://127.0.0.1:$X_SOLEVM_PORT" X402D_SOLEVM_CONFIG="$WORK/x402d-solevm/config.toml"
+# solana-recover-memo, solana-resolve-memo: x402d "solres" in front of the check itself (a seller that loses the answer /
+# holds the payment and answers 500), one after the other on the same port.
+export X402D_SOLRES_URL="http://127.0.0.1:$X_SOLRES_PORT" X402D_SOLRES_CONFIG="$WORK/x402d-solres/config.toml" SOL_RESOLVE_SELLER_PORT
 log "node $(node --version), $($PY -c 'import sys; from importlib.metadata import version as v; print("python %d.%d.%d" % sys.version_info[:3], "openai", v("openai"), "langchain-openai", v("langchain-openai"), "openai-agents", v("openai-agents"))'), x402d $X402D_BIN"
 
 # ---- stack: anvil -> chain setup -> facilitator -> seller(s) ----
@@ -242,6 +265,25 @@ if [ "${RUN_V1:-0}" = 1 ]; then
   STACK_ERR=$(wait_http "$SELLER_V1_URL/v1/models" seller-v1) || { failed stack-up "seller-v1: $STACK_ERR"; finish; }
 fi
 log "stack up in $(( $(date +%s) - T_START ))s: anvil :$RPC_PORT facilitator :$FAC_PORT seller :$SELLER_PORT"
+# The Solana stack. If it cannot start, every solana-* check FAILS with the reason (the EVM checks still run).
+SOL_PROBLEM=""
+sol_stack_up() {
+  local t0=$(date +%s) e
+  start solana-chain node solana/chain.mjs
+  e=$(wait_http "$SOLANA_RPC_URL" solana-chain 300) || { SOL_PROBLEM="solana chain: $e"; return 1; }
+  start solana-facilitator node solana/facilitator.mjs
+  e=$(wait_http "$SOL_FACILITATOR_URL/supported" solana-facilitator) || { SOL_PROBLEM="solana facilitator: $e"; return 1; }
+  SELLER_TAP="$SOL_SELLER_TAP" start solana-seller node solana/seller.mjs
+  e=$(wait_http "$SOL_SELLER_URL/v1/models" solana-seller) || { SOL_PROBLEM="solana seller: $e"; return 1; }
+  log "solana stack up in $(( $(date +%s) - t0 ))s: chain :$SOL_RPC_PORT facilitator :$SOL_FAC_PORT seller :$SOL_SELLER_PORT"
+}
+sol_stack_up
+if [ -n "$SOL_PROBLEM" ]; then
+  for c in solana-stack-402 solana-stack; do failed "$c" "not run: the Solana stack did not start: $SOL_PROBLEM"; done
+else
+  check solana-stack-402 node checks/solana.mjs stack-402
+  check solana-stack      node checks/solana.mjs stack
+fi
 
 check stack-seller-402 node checks/stack.mjs seller-402
 check stack-direct-pay node checks/stack.mjs direct-pay
@@ -258,7 +300,8 @@ X402D_CHECKS=(x402d-wallet x402d-up models-free openai-python-paid openai-node-p
   stream-heartbeat-python stream-heartbeat-node stream-late-error-python stream-late-error-node retry-coalesce-raw
   wallet-rotation)
 [ "${RUN_V1:-0}" = 1 ] && X402D_CHECKS+=(v1-seller-paid)
-X402D_CHECKS+=(resolve-on-chain facilitator-down)
+SOL_X402D_CHECKS=(solana-wallet solana-x402d-up solana-paid solana-stream solana-cap solana-network-order solana-doctor solana-recover-memo solana-resolve-memo)
+X402D_CHECKS+=("${SOL_X402D_CHECKS[@]}" resolve-on-chain facilitator-down)
 if [ -n "$X402D_PROBLEM" ]; then
   for c in "${X402D_CHECKS[@]}"; do failed "$c" "not run: $X402D_PROBLEM"; done
   finish
@@ -299,6 +342,36 @@ write_config recover "$X_RECOVER_PORT" "$RECOVER_SELLER_URL"
 write_config pyseller "$X_PYSELLER_PORT" "$SELLER_PY_URL"
 KEYRING_USER=wallet-rot write_config rot "$X_ROT_PORT" "$SELLER_URL"
 write_config resolve "$X_RESOLVE_PORT" "http://127.0.0.1:$RESOLVE_SELLER_PORT" "" "resolve_every_secs = 1" "http://127.0.0.1:$RESOLVE_RPC_PORT"
+write_sol_config() { # NAME PORT NETWORKS [extra toml] [UPSTREAM]: an instance in front of the Solana seller, keyring entry wallet-sol
+  mkdir -p "$WORK/x402d-$1/state"
+  cat >"$WORK/x402d-$1/config.toml" <<EOF
+listen = "127.0.0.1:$2"
+upstream = "${5:-$SOL_SELLER_URL}"
+state_dir = "$WORK/x402d-$1/state"
+
+[wallet]
+keyring_service = "x402d-interop"
+keyring_user = "wallet-sol"
+
+[payment]
+networks = $3
+max_per_call = "0.50"
+resolve_every_secs = 1
+
+[payment.rpc]
+"solana-devnet" = "$SOLANA_RPC_URL"
+"eip155:84532" = "$RPC_URL"
+${4:-}
+EOF
+}
+write_sol_config sol "$X_SOL_PORT" '["solana-devnet", "base-sepolia"]'
+write_sol_config solcap "$X_SOLCAP_PORT" '["solana-devnet", "base-sepolia"]' '
+[apps.capped]
+api_key = "sk-capped"
+max_per_call = "0.01"
+daily = "0.003"'
+write_sol_config solevm "$X_SOLEVM_PORT" '["base-sepolia", "solana-devnet"]'
+write_sol_config solres "$X_SOLRES_PORT" '["solana-devnet"]' "" "http://127.0.0.1:$SOL_RESOLVE_SELLER_PORT"
 
 # Wallet: import anvil dev key #3 via stdin (non-TTY) and read the address back.
 PAYER_KEY=$(node --input-type=module -e 'import {X402D_PAYER_KEY} from "./lib/common.mjs"; console.log(X402D_PAYER_KEY)')
@@ -384,6 +457,36 @@ check extensions-echo       node checks/extensions.mjs
 check python-seller-extensions node checks/extensions.mjs --instance pyseller
 check recover-by-payment-id node checks/recover.mjs --mode id
 check recover-nonce-used    node checks/recover.mjs --mode noid
+# Solana through x402d: "sol" (payment.networks solana-devnet first), "solcap" ([apps.capped]) and "solevm"
+# (base-sepolia first), in front of solana/seller.mjs; one keyring entry (wallet-sol) with the EVM key #3 and the
+# Solana key. After the main checks: the dual routes' EVM side pays from the same EVM payer as "main".
+sol_x402d_checks() {
+  local c inst e err=""
+  if [ -n "$SOL_PROBLEM" ]; then
+    for c in "${SOL_X402D_CHECKS[@]}"; do failed "$c" "not run: the Solana stack did not start: $SOL_PROBLEM"; done
+    return
+  fi
+  check solana-wallet node checks/solana.mjs wallet
+  for inst in sol solcap solevm solres; do start "x402d-$inst" "$X402D_BIN" --config "$WORK/x402d-$inst/config.toml" serve; done
+  for inst in sol solcap solevm solres; do
+    port_var="X_${inst^^}_PORT"
+    e=$(wait_tcp "${!port_var}" "x402d-$inst") || err="$err x402d-$inst: $e;"
+  done
+  if [ -n "$err" ]; then
+    failed solana-x402d-up "$err"
+    for c in "${SOL_X402D_CHECKS[@]:2}"; do failed "$c" "not run: x402d (Solana instances) did not start"; done
+    return
+  fi
+  echo "ok   solana-x402d-up"; PASS=$((PASS + 1))
+  check solana-paid          node checks/solana.mjs paid
+  check solana-stream        node checks/solana.mjs paid --stream
+  check solana-cap           node checks/solana.mjs cap
+  check solana-network-order node checks/solana.mjs network-order
+  check solana-doctor        node checks/solana.mjs doctor
+  check solana-recover-memo  node checks/solana-recover.mjs
+  check solana-resolve-memo  node checks/solana-resolve.mjs
+}
+sol_x402d_checks
 # The retry group's lines (it ran beside the checks above).
 wait "$RETRY_GROUP_PID" 2>/dev/null
 cat "$WORK/retry-group.out"
