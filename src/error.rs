@@ -114,12 +114,13 @@ pub enum ProxyError {
     PaymentOutcomeUnknown { reason: String, amount: String },
 
     #[error(
-        "The seller was paid ${amount} for this call (the chain shows the payment settled at block {block}) but lost the answer ({reason}). x402d paid once and will not pay again for this call; sending the request again is a new call and pays again."
+        "The seller was paid ${amount} for this call ({proof}) but lost the answer ({reason}). x402d paid once and will not pay again for this call; sending the request again is a new call and pays again."
     )]
     PaidAnswerLost {
         reason: String,
         amount: String,
-        block: u64,
+        /// Where the chain shows the payment, in words for its network.
+        proof: String,
     },
 
     #[error(

@@ -497,27 +497,23 @@ impl Payer<'_> {
                     let f = failure_of(resp, timeout).await;
                     let said = f.reason_or("no reason given");
                     match self.chain_check(s).await {
-                        Ok((true, head)) => {
+                        Ok(Seen::Paid { proof, tx }) => {
                             let lost = first_error.clone().unwrap_or_else(|| said.clone());
                             let note = format!(
-                                "send {sends} answered 402 ({said}); the chain shows the authorization used at block {}: paid once, the seller lost the answer ({lost})",
-                                head.number
+                                "send {sends} answered 402 ({said}); {proof}: paid once, the seller lost the answer ({lost})"
                             );
                             self.note_attempt(id, sends, Some(note)).await;
                             self.metrics.resend(app, "answer_lost");
-                            payment.finish(Outcome::Settled { tx: None }).await;
-                            tracing::warn!(id, app, %amount, state = "settled", block = head.number, reason = %lost, "paid once on chain, but the seller lost the answer");
+                            payment.finish(Outcome::Settled { tx: tx.clone() }).await;
+                            tracing::warn!(id, app, %amount, state = "settled", %proof, tx = tx.as_deref().unwrap_or("-"), reason = %lost, "paid once on chain, but the seller lost the answer");
                             return Err(ProxyError::PaidAnswerLost {
                                 reason: lost,
                                 amount: amount.to_string(),
-                                block: head.number,
+                                proof,
                             });
                         }
-                        Ok((false, head)) => {
-                            let why = format!(
-                                "re-send answered 402 ({said}); the authorization is unused on chain at block {}",
-                                head.number
-                            );
+                        Ok(Seen::NotYet(unused)) => {
+                            let why = format!("re-send answered 402 ({said}); {unused}");
                             // "Nonce used" with an unused nonce: a settlement may be
                             // on its way; anything else will not change by asking again.
                             if x402::failure::says_nonce_used(&said) {
@@ -682,25 +678,20 @@ impl Payer<'_> {
         })
     }
 
-    /// Whether the authorization is used on chain now, from the configured RPC.
-    async fn chain_check(&self, s: &Sent<'_>) -> Result<(bool, crate::chain::Head), String> {
+    /// Whether the payment is on chain now, from the configured RPC.
+    async fn chain_check(&self, s: &Sent<'_>) -> Result<Seen, String> {
         let (auth, network) = match &s.rail {
             Rail::Evm { auth, network } => (*auth, *network),
             Rail::Svm(svm) => {
                 let check = self.chain_check_svm(svm);
-                let (found, height) = tokio::time::timeout(CHAIN_CHECK_WAIT, check)
+                return tokio::time::timeout(CHAIN_CHECK_WAIT, check)
                     .await
                     .map_err(|_| {
                         format!(
                             "the RPC did not answer within {} s",
                             CHAIN_CHECK_WAIT.as_secs()
                         )
-                    })??;
-                let head = crate::chain::Head {
-                    number: height,
-                    timestamp: 0,
-                };
-                return Ok((found, head));
+                    })?;
             }
         };
         let s = SentEvm { auth, network };
@@ -716,14 +707,27 @@ impl Payer<'_> {
             s.auth.from,
             s.auth.nonce,
         );
-        tokio::time::timeout(CHAIN_CHECK_WAIT, check)
+        let (used, head) = tokio::time::timeout(CHAIN_CHECK_WAIT, check)
             .await
             .map_err(|_| {
                 format!(
                     "the RPC did not answer within {} s",
                     CHAIN_CHECK_WAIT.as_secs()
                 )
-            })?
+            })??;
+        Ok(match used {
+            true => Seen::Paid {
+                proof: format!(
+                    "the chain shows the authorization used at block {}",
+                    head.number
+                ),
+                tx: None,
+            },
+            false => Seen::NotYet(format!(
+                "the authorization is unused on chain at block {}",
+                head.number
+            )),
+        })
     }
 
     /// Records one more send of a signed payment (a failed write is logged: the
@@ -936,6 +940,15 @@ enum Rail<'a> {
         network: &'static x402::Network,
     },
     Svm(&'a svm::SvmSent),
+}
+
+/// What the chain shows about a sent payment (asked when a re-send is refused),
+/// worded for its kind of network.
+enum Seen {
+    /// Paid once: the proof in words, and the transaction when the chain names it.
+    Paid { proof: String, tx: Option<String> },
+    /// Not on chain (yet): where it was looked for. Never a reason to release.
+    NotYet(String),
 }
 
 /// The EVM fields `chain_check` reads.

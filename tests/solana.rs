@@ -54,7 +54,16 @@ struct World {
     fail_paid: bool,
     /// Whether a paid request that fails still lands on chain.
     land_on_failure: bool,
+    /// The first paid request's connection is dropped without an answer (after
+    /// it landed, with `land_on_failure`); re-sends are refused with a 402.
+    drop_first_paid: bool,
+    /// Landed signatures seen at `confirmed` but not yet at `finalized`.
+    unfinalized: Vec<String>,
+    /// EVM payment headers the seller received (decoded).
+    evm_paid: Vec<Value>,
     offer: Value,
+    /// Every option of the 402 (default: just `offer`).
+    accepts: Option<Value>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -63,6 +72,19 @@ async fn serve<F, Fut>(f: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send,
+{
+    serve_or_drop(move |req| {
+        let f = f.clone();
+        async move { Some(f(req).await) }
+    })
+    .await
+}
+
+/// Like `serve`; `None` drops the connection without an answer.
+async fn serve_or_drop<F, Fut>(f: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<Response<Full<Bytes>>>> + Send,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -75,7 +97,7 @@ where
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let f = f.clone();
-                    async move { Ok::<_, std::convert::Infallible>(f(req).await) }
+                    async move { f(req).await.ok_or(std::io::Error::other("answer lost")) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -100,7 +122,7 @@ fn sig_of(wire: &[u8]) -> String {
 }
 
 async fn seller(w: Shared) -> SocketAddr {
-    serve(move |req: Request<Incoming>| {
+    serve_or_drop(move |req: Request<Incoming>| {
         let w = w.clone();
         async move {
             let pay = req
@@ -108,16 +130,22 @@ async fn seller(w: Shared) -> SocketAddr {
                 .get("payment-signature")
                 .map(|v| v.as_bytes().to_vec());
             let _ = req.into_body().collect().await;
-            let Some(pay) = pay else {
-                let offer = w.lock().unwrap().offer.clone();
-                let pr = json!({"x402Version":2,"error":"payment required",
-                    "resource":{"url":"http://seller/v1/chat/completions"},"accepts":[offer]});
+            let required = |error: &str| {
+                let w = w.lock().unwrap();
+                let accepts = w.accepts.clone().unwrap_or_else(|| json!([w.offer]));
+                let pr = json!({"x402Version":2,"error":error,
+                    "resource":{"url":"http://seller/v1/chat/completions"},"accepts":accepts});
                 let h = base64::engine::general_purpose::STANDARD.encode(pr.to_string());
-                return Response::builder()
-                    .status(402)
-                    .header("payment-required", h)
-                    .body(Full::new(Bytes::from_static(b"{}")))
-                    .unwrap();
+                Some(
+                    Response::builder()
+                        .status(402)
+                        .header("payment-required", h)
+                        .body(Full::new(Bytes::from_static(b"{}")))
+                        .unwrap(),
+                )
+            };
+            let Some(pay) = pay else {
+                return required("payment required");
             };
             let doc: Value = serde_json::from_slice(
                 &base64::engine::general_purpose::STANDARD
@@ -125,33 +153,69 @@ async fn seller(w: Shared) -> SocketAddr {
                     .unwrap(),
             )
             .unwrap();
+            if doc["payload"].get("authorization").is_some() {
+                w.lock().unwrap().evm_paid.push(doc);
+                let settle = json!({"success":true,"transaction":format!("0x{}", "ab".repeat(32)),
+                    "network":"eip155:84532"});
+                return Some(
+                    Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .header(
+                            "payment-response",
+                            base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                        )
+                        .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
+                        .unwrap(),
+                );
+            }
             let tx = base64::engine::general_purpose::STANDARD
                 .decode(doc["payload"]["transaction"].as_str().unwrap())
                 .unwrap();
+            let refused = {
+                let mut world = w.lock().unwrap();
+                world.paid.push(tx.clone());
+                if world.drop_first_paid && world.paid.len() == 1 {
+                    if world.land_on_failure {
+                        let sig = sig_of(&tx);
+                        world.unfinalized.push(sig.clone());
+                        world.landed.push((sig, tx));
+                    }
+                    return None;
+                }
+                world.drop_first_paid
+            };
+            if refused {
+                // A re-send: the facilitator refuses it (already settled, or not).
+                return required("duplicate_settlement");
+            }
             let mut world = w.lock().unwrap();
-            world.paid.push(tx.clone());
             if world.fail_paid {
                 if world.land_on_failure {
                     world.landed.push((sig_of(&tx), tx));
                 }
-                return Response::builder()
-                    .status(500)
-                    .body(Full::new(Bytes::from_static(b"{\"error\":\"boom\"}")))
-                    .unwrap();
+                return Some(
+                    Response::builder()
+                        .status(500)
+                        .body(Full::new(Bytes::from_static(b"{\"error\":\"boom\"}")))
+                        .unwrap(),
+                );
             }
             let sig = sig_of(&tx);
             world.landed.push((sig.clone(), tx));
             let settle = json!({"success":true,"transaction":sig,"network":DEVNET,
                 "payer": payer().to_base58()});
-            Response::builder()
-                .status(200)
-                .header("content-type", "application/json")
-                .header(
-                    "payment-response",
-                    base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
-                )
-                .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
-                .unwrap()
+            Some(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header(
+                        "payment-response",
+                        base64::engine::general_purpose::STANDARD.encode(settle.to_string()),
+                    )
+                    .body(Full::new(Bytes::from_static(COMPLETION.as_bytes())))
+                    .unwrap(),
+            )
         }
     })
     .await
@@ -185,6 +249,12 @@ async fn rpc(w: Shared) -> SocketAddr {
             let method = r["method"].as_str().unwrap_or("").to_string();
             let mut world = w.lock().unwrap();
             world.rpc_calls.push(method.clone());
+            // What this commitment sees (the RPC's default is finalized).
+            let finalized = !matches!(
+                r["params"][1]["commitment"].as_str(),
+                Some("confirmed" | "processed")
+            );
+            let seen = |s: &String| !finalized || !world.unfinalized.contains(s);
             let result = match method.as_str() {
                 "getLatestBlockhash" => json!({"context":{"slot":1},
                     "value":{"blockhash": blockhash(), "lastValidBlockHeight": LAST_VALID}}),
@@ -198,9 +268,9 @@ async fn rpc(w: Shared) -> SocketAddr {
                         .landed
                         .iter()
                         .rev()
-                        .filter(|(_, wire)| {
+                        .filter(|(s, wire)| {
                             let d = svm::decode(wire).unwrap();
-                            d.instructions[2].accounts[0].key == addr
+                            d.instructions[2].accounts[0].key == addr && seen(s)
                         })
                         .map(|(s, _)| json!({"signature": s, "slot": 7, "err": null, "memo": null,
                                              "blockTime": 1, "confirmationStatus": "finalized"}))
@@ -209,7 +279,7 @@ async fn rpc(w: Shared) -> SocketAddr {
                 }
                 "getTransaction" => {
                     let s = r["params"][0].as_str().unwrap();
-                    match world.landed.iter().find(|(x, _)| x == s) {
+                    match world.landed.iter().find(|(x, _)| x == s && seen(x)) {
                         Some((_, wire)) => tx_json(wire),
                         None => Value::Null,
                     }
@@ -243,6 +313,24 @@ impl Drop for Setup {
 }
 
 async fn setup(amount: &str, payment_extra: &str, extra: &str) -> Setup {
+    setup_on(
+        "\"solana-devnet\", \"base-sepolia\"",
+        false,
+        amount,
+        payment_extra,
+        extra,
+    )
+    .await
+}
+
+/// `setup` with `payment.networks` (TOML list items), and the EVM key too.
+async fn setup_on(
+    networks: &str,
+    evm_key: bool,
+    amount: &str,
+    payment_extra: &str,
+    extra: &str,
+) -> Setup {
     let world: Shared = Arc::new(Mutex::new(World {
         height: 10,
         offer: offer(amount),
@@ -251,9 +339,9 @@ async fn setup(amount: &str, payment_extra: &str, extra: &str) -> Setup {
     let s = seller(world.clone()).await;
     let r = rpc(world.clone()).await;
     let cfg = format!(
-        "{extra}\n[payment]\nnetworks = [\"solana-devnet\", \"base-sepolia\"]\n{payment_extra}\n[payment.rpc]\n\"solana-devnet\" = \"http://{r}\"\n"
+        "{extra}\n[payment]\nnetworks = [{networks}]\n{payment_extra}\n[payment.rpc]\n\"solana-devnet\" = \"http://{r}\"\n"
     );
-    let d = Daemon::start_with(&format!("http://{s}"), &cfg, false);
+    let d = Daemon::start_with(&format!("http://{s}"), &cfg, evm_key);
     let file = d.dir.0.join("id.json");
     std::fs::write(&file, keypair_json()).unwrap();
     let out = d.cli(&[
@@ -449,6 +537,11 @@ async fn at_risk_is_released_only_after_the_blockhash_expired() {
     );
     let calls = s.world.lock().unwrap().rpc_calls.clone();
     assert!(calls.iter().any(|m| m == "getSignaturesForAddress"));
+    let note = s.d.payments()[0]["note"].as_str().unwrap().to_string();
+    assert!(
+        note.contains("blockhash expired") && note.contains("without the memo"),
+        "{note}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -469,6 +562,104 @@ async fn at_risk_is_settled_when_its_memo_is_on_chain() {
     );
     let p = &s.d.payments()[0];
     assert_eq!(p["tx"], sig_of(&wire).as_str(), "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_found_by_memo_at_confirmed_is_paid_answer_lost_with_its_signature() {
+    // The first paid request lands on chain (confirmed, not yet finalized) and
+    // its answer is lost; the re-send of the same transaction is refused.
+    let s = setup("10000", "", "").await;
+    {
+        let mut w = s.world.lock().unwrap();
+        w.drop_first_paid = true;
+        w.land_on_failure = true;
+    }
+    let r = chat(&s.d, "sk-test").await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-should-retry").as_deref(), Some("false"));
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "paid_answer_lost", "{e}");
+    let paid = s.world.lock().unwrap().paid.clone();
+    assert_eq!(paid.len(), 2, "sent, then re-sent");
+    assert_eq!(paid[0], paid[1], "a re-send is the very same transaction");
+    let sig = sig_of(&paid[0]);
+    let found = format!("memo found in transaction {sig} at slot 7");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("paid $0.01") && msg.contains(&found) && !msg.contains("block"),
+        "{msg}"
+    );
+
+    let p = &s.d.payments()[0];
+    assert_eq!(p["state"], "settled", "{p}");
+    assert_eq!(p["tx"], sig.as_str(), "the signature the memo search found");
+    assert_eq!(p["attempts"], 2);
+    let last = p["last_error"].as_str().unwrap();
+    assert!(
+        last.contains(&found)
+            && last.contains("lost the answer")
+            && !last.contains("authorization"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_not_on_chain_stays_at_risk_in_solana_words() {
+    // Nothing landed: the confirmed search misses, and a miss releases nothing.
+    let s = setup("10000", "", "").await;
+    s.world.lock().unwrap().drop_first_paid = true;
+    let r = chat(&s.d, "sk-test").await;
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "payment_outcome_unknown");
+    let p = &s.d.payments()[0];
+    assert_eq!(p["state"], "at_risk", "{p}");
+    assert_eq!(p["tx"], Value::Null);
+    let last = p["last_error"].as_str().unwrap();
+    assert!(
+        last.contains("no transfer with its memo on chain yet") && !last.contains("authorization"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_seller_offering_evm_and_solana_is_paid_on_the_first_configured_network() {
+    let evm = json!({"scheme":"exact","network":"eip155:84532","amount":"10000","asset":USDC_BASE_SEPOLIA,
+        "payTo":PAY_TO,"maxTimeoutSeconds":60,"extra":{"name":"USDC","version":"2"}});
+    for (networks, want) in [
+        ("\"solana-devnet\", \"base-sepolia\"", DEVNET),
+        ("\"base-sepolia\", \"solana-devnet\"", "eip155:84532"),
+    ] {
+        let s = setup_on(networks, true, "10000", "", "").await;
+        // Both orders of the seller's own list, so only the config decides.
+        for accepts in [json!([evm, offer("10000")]), json!([offer("10000"), evm])] {
+            s.world.lock().unwrap().accepts = Some(accepts.clone());
+            let r = chat(&s.d, "sk-test").await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let (svm_paid, evm_paid) = {
+                let w = s.world.lock().unwrap();
+                (w.paid.len(), w.evm_paid.clone())
+            };
+            let p = s.d.payments();
+            let newest = p.iter().max_by_key(|p| p["id"].as_u64().unwrap()).unwrap();
+            assert_eq!(
+                newest["network"], want,
+                "networks = [{networks}], accepts {accepts}"
+            );
+            assert_eq!(newest["state"], "settled");
+            if want == DEVNET {
+                assert!(evm_paid.is_empty(), "never paid on EVM");
+                assert_eq!(newest["payer"], payer().to_base58());
+            } else {
+                assert_eq!(svm_paid, 0, "never paid on Solana");
+                assert_eq!(evm_paid.last().unwrap()["accepted"]["network"], want);
+            }
+        }
+        let (svm_paid, evm_paid) = {
+            let w = s.world.lock().unwrap();
+            (w.paid.len(), w.evm_paid.len())
+        };
+        assert_eq!(svm_paid + evm_paid, 2, "one payment per call");
+    }
 }
 
 fn run_cli(d: &Daemon, args: &[&str], stdin: &str) -> (bool, String, String) {

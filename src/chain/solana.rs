@@ -4,14 +4,20 @@
 //! (unique per payment) among the transactions of the payer's USDC token
 //! account. Its transaction can land only while its blockhash is valid, i.e. at
 //! a block height ≤ `lastValidBlockHeight` (recorded as the payment's
-//! `valid_before`). So, with commitment `finalized` throughout:
-//! - read the finalized block height H **first**, then search by memo;
+//! `valid_before`). So the resolver, with commitment `finalized` throughout:
+//! - reads the finalized block height H **first**, then searches by memo;
 //! - found (a successful `TransferChecked` of exactly the amount from the payer's
 //!   token account to the payee's, with the memo): **settled**, with its signature;
 //! - not found and H > `lastValidBlockHeight`: every block that could hold it is
 //!   already finalized and was searched, so it never landed: **released**;
 //! - anything else (not expired, an RPC error, a search that could not reach back
 //!   to the payment's time, an RPC serving another cluster) stays counted.
+//!
+//! The payment flow's immediate check (a re-send refused, seconds after the
+//! first send) searches at `confirmed` instead: a transfer found there is proof
+//! of payment (the seller lost the answer), while a transfer that landed seconds
+//! ago is not finalized yet. A miss there proves nothing and never releases;
+//! only the resolver's finalized search past expiry does.
 
 use super::{Resolved, Resolver, rpc_call};
 use crate::ledger::{Ledger, Outcome, Payment, State};
@@ -237,17 +243,54 @@ pub fn is_payment(tx: &Value, w: &Wanted) -> bool {
     memo && transfer
 }
 
-/// Searches the payer's token account for the payment (finalized); its
-/// signature when found. An error when the search could not reach back to the
+/// How settled a block must be for a search to see it (Solana's commitment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commitment {
+    /// Voted on by a supermajority: a transfer seen here is paid.
+    Confirmed,
+    /// Rooted: the only level at which a miss may count as "never landed".
+    Finalized,
+}
+
+impl Commitment {
+    fn as_str(self) -> &'static str {
+        match self {
+            Commitment::Confirmed => "confirmed",
+            Commitment::Finalized => "finalized",
+        }
+    }
+}
+
+/// A payment's transaction on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub signature: String,
+    /// The slot it landed in (when the RPC says).
+    pub slot: Option<u64>,
+}
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "transaction {}", self.signature)?;
+        match self.slot {
+            Some(s) => write!(f, " at slot {s}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Searches the payer's token account for the payment at `commitment`; its
+/// transaction when found. An error when the search could not reach back to the
 /// payment's time: then nothing can be concluded.
 pub async fn find_payment(
     client: &Client,
     rpc: &str,
     w: &Wanted,
-) -> Result<Option<String>, String> {
+    commitment: Commitment,
+) -> Result<Option<Found>, String> {
     let mut before: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let mut opts = json!({"limit": PAGE, "commitment": "finalized"});
+        let mut opts = json!({"limit": PAGE, "commitment": commitment.as_str()});
         if let Some(b) = &before {
             opts["before"] = json!(b);
         }
@@ -279,11 +322,15 @@ pub async fn find_payment(
                 client,
                 rpc,
                 "getTransaction",
-                json!([sig, {"encoding": "json", "commitment": "finalized", "maxSupportedTransactionVersion": 0}]),
+                json!([sig, {"encoding": "json", "commitment": commitment.as_str(), "maxSupportedTransactionVersion": 0}]),
             )
             .await?;
             if is_payment(&tx, w) {
-                return Ok(Some(sig.to_string()));
+                let slot = entry.get("slot").or_else(|| tx.get("slot"));
+                return Ok(Some(Found {
+                    signature: sig.to_string(),
+                    slot: slot.and_then(Value::as_u64),
+                }));
             }
         }
         let oldest = page
@@ -366,21 +413,22 @@ impl Resolver {
         }
     }
 
-    /// Whether a Solana payment landed (the payment flow asks when a re-sent
-    /// payment is refused): `(found, finalized height)`. Only "found" is final.
+    /// Whether a Solana payment landed, searched at `confirmed` (the payment
+    /// flow asks when a re-send is refused, seconds after the first send):
+    /// `(found, finalized height)`. Only "found" is final; a miss releases nothing.
     pub async fn check_paid_svm(
         &self,
         client: &Client,
         rpc: &str,
         net: &SvmNetwork,
         w: &Wanted,
-    ) -> Result<(bool, u64), String> {
+    ) -> Result<(Option<Found>, u64), String> {
         if !self.svm_cluster_ok(client, rpc, net).await {
             return Err(format!("no usable RPC for {} (see the log)", net.caip2));
         }
         let height = finalized_block_height(client, rpc).await?;
-        let found = find_payment(client, rpc, w).await?;
-        Ok((found.is_some(), height))
+        let found = find_payment(client, rpc, w, Commitment::Confirmed).await?;
+        Ok((found, height))
     }
 
     /// One pass over every unresolved Solana payment (see the module notes).
@@ -426,7 +474,7 @@ impl Resolver {
                 out.pending += 1;
                 continue;
             };
-            let found = match find_payment(client, &rpc, &w).await {
+            let found = match find_payment(client, &rpc, &w, Commitment::Finalized).await {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(id = p.id, network = net.caip2, error = %e, "cannot search for the payment on chain; it stays counted");
@@ -434,11 +482,12 @@ impl Resolver {
                     continue;
                 }
             };
-            let outcome = match judge(found, height, last_valid) {
+            let at = found.as_ref().map(ToString::to_string);
+            let outcome = match judge(found.map(|f| f.signature), height, last_valid) {
                 Verdict::Settled(sig) => Outcome::Settled { tx: Some(sig) },
                 Verdict::Released => Outcome::Released {
                     reason: format!(
-                        "expired unused: no transfer with its memo on chain, and the blockhash expired (finalized block height {height} > {last_valid})"
+                        "expired unused: the blockhash expired (finalized block height {height} > lastValidBlockHeight {last_valid}) without the memo on chain"
                     ),
                 },
                 Verdict::Open => {
@@ -460,6 +509,7 @@ impl Resolver {
                 tracing::info!(
                     id = p.id,
                     height,
+                    found = at.as_deref().unwrap_or("-"),
                     "Solana payment found on chain by its memo: settled"
                 );
                 out.settled += 1;
@@ -599,7 +649,13 @@ mod tests {
             _ => Value::Null,
         })
         .await;
-        assert_eq!(find_payment(&client, &url, &w).await, Ok(Some(sig(251))));
+        assert_eq!(
+            find_payment(&client, &url, &w, Commitment::Finalized).await,
+            Ok(Some(Found {
+                signature: sig(251),
+                slot: None
+            }))
+        );
         let c = calls.lock().unwrap().clone();
         assert_eq!(
             c.iter().filter(|m| *m == "getSignaturesForAddress").count(),
@@ -620,7 +676,11 @@ mod tests {
             _ => Value::Null,
         })
         .await;
-        assert!(find_payment(&client, &url, &w).await.is_err());
+        assert!(
+            find_payment(&client, &url, &w, Commitment::Finalized)
+                .await
+                .is_err()
+        );
 
         // A short page that reaches back past the payment: not found.
         let (url, _) = mock_rpc(|m, _| match m {
@@ -630,12 +690,15 @@ mod tests {
             _ => Value::Null,
         })
         .await;
-        assert_eq!(find_payment(&client, &url, &w).await, Ok(None));
+        assert_eq!(
+            find_payment(&client, &url, &w, Commitment::Finalized).await,
+            Ok(None)
+        );
         let r = Resolver::default();
         let dev = networks::lookup_svm("solana-devnet").unwrap();
         assert_eq!(
             r.check_paid_svm(&client, &url, dev, &w).await,
-            Ok((false, 1001))
+            Ok((None, 1001))
         );
         // Mainnet refuses an RPC on another cluster.
         let main = networks::lookup_svm("solana").unwrap();

@@ -15,7 +15,7 @@
 //! `nonce` = the memo (how the resolver finds it on chain) and `valid_before` =
 //! the blockhash's lastValidBlockHeight: a **block height**, not unix seconds.
 
-use super::{Payer, Rail, Reservation, Sent, Upstream, path_only, random_payment_id};
+use super::{Payer, Rail, Reservation, Seen, Sent, Upstream, path_only, random_payment_id};
 use crate::chain::solana::{self as chain_svm, Wanted};
 use crate::config::AppConfig;
 use crate::error::ProxyError;
@@ -183,15 +183,28 @@ impl Payer<'_> {
         }
     }
 
-    /// Whether the Solana payment is on chain now (asked when a re-send is refused).
-    pub(super) async fn chain_check_svm(&self, s: &SvmSent) -> Result<(bool, u64), String> {
+    /// Whether the Solana payment is on chain now (asked when a re-send is
+    /// refused, seconds after the first send): searched at `confirmed`, so a
+    /// transfer that just landed is found. A miss releases nothing (only the
+    /// resolver does, finalized, once the blockhash expired).
+    pub(super) async fn chain_check_svm(&self, s: &SvmSent) -> Result<Seen, String> {
         let rpc = self
             .cfg
             .svm_rpc_url(s.network)
             .ok_or_else(|| format!("no [payment.rpc] URL for {}", s.network.caip2))?;
-        self.resolver
+        let (found, height) = self
+            .resolver
             .check_paid_svm(self.client, &rpc, s.network, &s.wanted)
-            .await
+            .await?;
+        Ok(match found {
+            Some(f) => Seen::Paid {
+                proof: format!("memo found in {f}"),
+                tx: Some(f.signature),
+            },
+            None => Seen::NotYet(format!(
+                "no transfer with its memo on chain yet (confirmed; finalized block height {height})"
+            )),
+        })
     }
 }
 
