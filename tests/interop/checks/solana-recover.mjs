@@ -3,14 +3,14 @@
 // serves the same port): it verifies and settles through the real @x402/svm facilitator, then destroys the socket of
 // the first paid request without answering. x402d re-sends the very same transaction; the seller verifies and settles
 // it again through the facilitator, which refuses it (the transaction is already on chain), and the seller answers
-// 402 with that. The money-safe outcome: exactly one transfer on chain, x402d signed once (one distinct
-// PAYMENT-SIGNATURE), the app is not told it was not charged, and the ledger ends `settled` with the on-chain
-// signature or tx unknown, like recover-nonce-used on EVM (found by memo: at once, or by the resolver once the
-// blockhash expired; never released or rejected).
+// 402 with that. x402d then searches the payer's token account for the memo at commitment `confirmed` (the
+// transfer landed seconds ago and is not finalized yet). Required: exactly one transfer on chain, x402d signed once
+// (one distinct PAYMENT-SIGNATURE), the app gets `502 paid_answer_lost` (like recover-nonce-used on EVM) naming the
+// transaction, and the ledger is `settled` at once, right after the call, with the on-chain signature as `tx`.
 import http from "node:http";
 import { b64json } from "../lib/common.mjs";
-import { main, assert, fail, info, note, payments, sleep, env, driver, errorBody, Problems } from "../lib/check.mjs";
-import { SOL_NETWORK, USDC_MINT, SOL_FACILITATOR_URL, keys, rpc, solSnapshot, solTxsSince } from "../solana/common.mjs";
+import { main, fail, info, note, payments, env, driver, errorBody, Problems } from "../lib/check.mjs";
+import { SOL_NETWORK, USDC_MINT, SOL_FACILITATOR_URL, keys, solSnapshot, solTxsSince } from "../solana/common.mjs";
 
 const X402D_URL = env("X402D_SOLRES_URL");
 const CONFIG = env("X402D_SOLRES_CONFIG");
@@ -68,22 +68,18 @@ main(async () => {
   p.expect(!rec.ok, `the app got ${rec.http_status} with content ${JSON.stringify(rec.content)} although the seller never answered`);
   p.expect(!/not (been )?charged|nothing (was )?paid/i.test(err?.message || ""), `x402d told the app it was not charged: ${err?.message}`);
   info("app got", { status: rec.http_status, error: err, state: rec.headers?.["x-x402d-payment-state"] });
+  const signature = txs[0]?.signature;
+  p.expect(rec.http_status === 502 && err?.code === "paid_answer_lost",
+    `the app got ${rec.http_status} ${err?.code}, expected 502 paid_answer_lost (the memo is on chain at confirmed right after the call)`);
+  p.expect((err?.message || "").includes(`memo found in transaction ${signature}`), `the error does not name the transaction ${signature}: ${err?.message}`);
   const memo = txs[0]?.memos[0];
-  let e = (await payments(CONFIG)).find((x) => x.nonce === memo);
+  const e = (await payments(CONFIG)).find((x) => x.nonce === memo);
   info("ledger right after the call", e ?? null);
   if (!e) fail(`ledger: no payment with nonce = the memo ${memo}`);
-  const first = e.state;
-  p.expect(["settled", "at_risk"].includes(first), `ledger state ${first} right after the call, expected settled (found by memo) or at_risk (to be resolved)`);
-  if (first === "at_risk") { // the resolver decides it once the blockhash expired
-    const h = await rpc("getBlockHeight", [{ commitment: "finalized" }]);
-    await rpc("x402dtest_warp", [Math.max(1, e.valid_before - h + 1)]); // finalized past lastValidBlockHeight
-    for (const t = Date.now(); Date.now() - t < 30_000 && e?.state === "at_risk"; await sleep(200)) e = (await payments(CONFIG)).find((x) => x.id === e.id);
-  }
-  // Like recover-nonce-used on EVM, "settled, tx unknown" is money-safe; any other tx is wrong.
-  p.expect(e?.state === "settled" && (e.tx === null || e.tx === txs[0]?.signature), `ledger ${JSON.stringify(e)}, expected settled with tx ${txs[0]?.signature} (or unknown)`);
-  if (e?.state === "settled" && e.tx === null)
-    note(`ledger: settled with tx unknown, although the memo search (getSignaturesForAddress) found its signature ${txs[0]?.signature}`);
-  p.expect(e?.attempts === seen.paid, `ledger attempts ${e?.attempts}, the seller saw ${seen.paid} sends`);
-  note(`answer lost after settlement: the app got ${rec.http_status} ${err?.code ?? err?.type ?? ""}; the seller saw ${seen.paid} sends of one transaction (re-send refused: ${seen.refused.join(", ") || "-"}); ledger ${first}${first === "at_risk" ? " -> settled by the resolver after expiry" : " at once"}, ${e?.tx ? "with the on-chain signature" : "tx unknown"}`);
+  p.expect(e.state === "settled" && e.tx === signature, `ledger right after the call ${JSON.stringify(e)}, expected settled with tx ${signature}`);
+  p.expect(/memo found in transaction/.test(e.last_error || "") && !/authorization/.test(e.last_error || ""),
+    `ledger last_error not in Solana words: ${e.last_error}`);
+  p.expect(e.attempts === seen.paid, `ledger attempts ${e.attempts}, the seller saw ${seen.paid} sends`);
+  note(`answer lost after settlement: the app got ${rec.http_status} ${err?.code ?? err?.type ?? ""}; the seller saw ${seen.paid} sends of one transaction (re-send refused: ${seen.refused.join(", ") || "-"}); ledger ${e.state} at once, tx ${e.tx === signature ? "= the on-chain signature" : e.tx}`);
   p.done();
 });
