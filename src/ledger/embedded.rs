@@ -431,6 +431,11 @@ pub fn totals_offline(
     Ok(ix.totals(now_ms, days))
 }
 
+/// `x402d ledger verify` on a ledger file no daemon holds.
+pub fn verify_offline(db: &impl ReadableDatabase, tz: &TimeZone) -> Result<Verify, LedgerError> {
+    verify(db, tz)
+}
+
 /// How many records a ledger file holds (no record decoded).
 pub fn count_offline(db: &impl ReadableDatabase) -> Result<u64, LedgerError> {
     let rtx = db.begin_read().map_err(storage)?;
@@ -1266,9 +1271,10 @@ fn writer(
         if !batch.is_empty() {
             let durable = batch.iter().any(Op::durable);
             let started = std::time::Instant::now();
-            run_batch(&db, &mut index, batch, durable, &counters);
-            observe(started);
-            unflushed = !durable;
+            if run_batch(&db, &mut index, batch, durable, &counters) {
+                observe(started);
+                unflushed = !durable;
+            }
         }
         for op in reads {
             answer(op, &index);
@@ -1333,8 +1339,16 @@ enum Reply {
     Detached(u64, Result<(), LedgerError>),
 }
 
-fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>, durable: bool, counters: &Counters) {
-    let orphans = commit_batch(db, index, batch, durable, counters);
+/// Commits a batch (and the release of any reservation whose caller went away);
+/// false when there was nothing to commit.
+fn run_batch(
+    db: &Database,
+    index: &mut Index,
+    batch: Vec<Op>,
+    durable: bool,
+    counters: &Counters,
+) -> bool {
+    let (orphans, committed) = commit_batch(db, index, batch, durable, counters);
     if !orphans.is_empty() {
         // Reservations whose caller stopped waiting: release them now (a finish
         // produces no orphans, so this does not recurse further).
@@ -1350,6 +1364,7 @@ fn run_batch(db: &Database, index: &mut Index, batch: Vec<Op>, durable: bool, co
             .collect();
         commit_batch(db, index, ops, durable, counters);
     }
+    committed
 }
 
 /// Builds the record a reservation creates: signed-for when the authorization's
@@ -1389,17 +1404,18 @@ fn new_record(id: u64, r: Reserve) -> Payment {
 }
 
 /// Commits one batch and answers its callers; returns the ids of reservations
-/// made for callers that no longer wait.
+/// made for callers that no longer wait, and whether anything was committed.
 fn commit_batch(
     db: &Database,
     index: &mut Index,
     batch: Vec<Op>,
     durable: bool,
     counters: &Counters,
-) -> Vec<u64> {
+) -> (Vec<u64>, bool) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut new_tz = None;
     let mut flushes = Vec::new();
+    let mut committed = true;
     let result = (|| -> Result<(), LedgerError> {
         let mut wtx = db.begin_write().map_err(storage)?;
         if !durable {
@@ -1495,8 +1511,16 @@ fn commit_batch(
                     read => answer(read, index),
                 }
             }
-            let mut ixt = wtx.open_table(INDEX).map_err(storage)?;
-            index.persist(&mut ixt)?;
+            if index.dirty.is_empty() && flushes.is_empty() {
+                // Nothing changed (e.g. only refused reservations): no commit.
+                committed = false;
+            } else {
+                let mut ixt = wtx.open_table(INDEX).map_err(storage)?;
+                index.persist(&mut ixt)?;
+            }
+        }
+        if !committed {
+            return wtx.abort().map_err(storage);
         }
         wtx.commit().map_err(storage)?;
         let c = if durable {
@@ -1565,7 +1589,7 @@ fn commit_batch(
             }
         }
     }
-    orphans
+    (orphans, committed && result.is_ok())
 }
 
 fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
