@@ -6,9 +6,11 @@
 //!     ▼
 //! parse requirements → choose one → load wallet      (refusal: nothing signed)
 //!     ▼
-//! Reserved   (ledger: caps checked and budget held, durable)
+//! Reserved   (ledger: caps checked, budget held and the authorization's payer,
+//!     │       nonce and validBefore recorded, in ONE durable commit: the only
+//!     │       fsync the call waits for; from here a crash means at-risk)
 //!     ▼
-//! Signed     (EIP-3009 signature made, nonce/validBefore durable BEFORE sending)
+//! Signed     (EIP-3009 signature made in memory; nothing more to persist)
 //!     ▼
 //! send paid ─► 2xx ───────────────────► Settled  → relay, cost = price
 //!           │   (PAYMENT-RESPONSE success:false ► AtRisk → relay)
@@ -28,7 +30,10 @@
 //!           └► anything else ─────────► AtRisk   → relay, never re-sent
 //! ```
 //!
-//! Each transition is persisted before the next step that could move money. The
+//! What could move money is durable before it can: the nonce is on disk before
+//! the signature exists. Outcomes are recorded without waiting for an fsync (the
+//! next durable commit carries them; a crash before that leaves the payment
+//! at-risk, resolved on chain: fail closed). The
 //! states are types: a [`Reservation`] releases itself if dropped before signing,
 //! and [`Reservation::sign`] turns it into a [`SignedPayment`], which, dropped
 //! without an outcome, records itself at-risk (never released: the signature may

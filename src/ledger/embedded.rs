@@ -97,11 +97,6 @@ impl Op {
             Op::Sync(_) | Op::Unresolved(_) | Op::Summary(..) | Op::Totals { .. }
         )
     }
-
-    /// Whether the caller relies on the op being on disk when answered.
-    fn durable(&self) -> bool {
-        !matches!(self, Op::Finish { reply: None, .. })
-    }
 }
 
 /// Counters of the store's work since it was opened.
@@ -1269,9 +1264,8 @@ fn writer(
             }
         }
         if !batch.is_empty() {
-            let durable = batch.iter().any(Op::durable);
             let started = std::time::Instant::now();
-            if run_batch(&db, &mut index, batch, durable, &counters) {
+            if let Some(durable) = run_batch(&db, &mut index, batch, &counters) {
                 observe(started);
                 unflushed = !durable;
             }
@@ -1340,15 +1334,14 @@ enum Reply {
 }
 
 /// Commits a batch (and the release of any reservation whose caller went away);
-/// false when there was nothing to commit.
+/// whether the batch's commit was durable, `None` when nothing was committed.
 fn run_batch(
     db: &Database,
     index: &mut Index,
     batch: Vec<Op>,
-    durable: bool,
     counters: &Counters,
-) -> bool {
-    let (orphans, committed) = commit_batch(db, index, batch, durable, counters);
+) -> Option<bool> {
+    let (orphans, committed) = commit_batch(db, index, batch, counters);
     if !orphans.is_empty() {
         // Reservations whose caller stopped waiting: release them now (a finish
         // produces no orphans, so this does not recurse further).
@@ -1362,7 +1355,10 @@ fn run_batch(
                 reply: None,
             })
             .collect();
-        commit_batch(db, index, ops, durable, counters);
+        // Detached releases: a commit without an fsync, left for the flush.
+        if let Some(false) = commit_batch(db, index, ops, counters).1 {
+            return Some(false);
+        }
     }
     committed
 }
@@ -1404,23 +1400,22 @@ fn new_record(id: u64, r: Reserve) -> Payment {
 }
 
 /// Commits one batch and answers its callers; returns the ids of reservations
-/// made for callers that no longer wait, and whether anything was committed.
+/// made for callers that no longer wait, and whether the commit was durable
+/// (`None`: nothing to commit). It is durable when an op whose caller waits
+/// changed something; a batch of detached outcomes commits without an fsync.
 fn commit_batch(
     db: &Database,
     index: &mut Index,
     batch: Vec<Op>,
-    durable: bool,
     counters: &Counters,
-) -> (Vec<u64>, bool) {
+) -> (Vec<u64>, Option<bool>) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut new_tz = None;
     let mut flushes = Vec::new();
     let mut committed = true;
+    let mut durable = false;
     let result = (|| -> Result<(), LedgerError> {
         let mut wtx = db.begin_write().map_err(storage)?;
-        if !durable {
-            wtx.set_durability(Durability::None).map_err(storage)?;
-        }
         {
             let mut table = wtx.open_table(PAYMENTS).map_err(storage)?;
             for op in batch {
@@ -1436,6 +1431,7 @@ fn commit_batch(
                                 index.next_id += 1;
                                 let id = p.id;
                                 index.add(p);
+                                durable = true;
                                 Ok(id)
                             }
                         };
@@ -1461,6 +1457,7 @@ fn commit_batch(
                             p.payment_identifier = payment_identifier;
                             Ok(())
                         });
+                        durable |= res.is_ok();
                         replies.push(Reply::Unit(reply, res));
                     }
                     Op::Attempt {
@@ -1480,6 +1477,7 @@ fn commit_batch(
                             }
                             Ok(())
                         });
+                        durable |= res.is_ok();
                         replies.push(Reply::Unit(reply, res));
                     }
                     Op::Finish {
@@ -1498,7 +1496,10 @@ fn commit_batch(
                             finish(p, outcome)
                         });
                         replies.push(match reply {
-                            Some(reply) => Reply::Unit(reply, res),
+                            Some(reply) => {
+                                durable |= res.is_ok();
+                                Reply::Unit(reply, res)
+                            }
                             None => Reply::Detached(id, res),
                         });
                     }
@@ -1506,7 +1507,10 @@ fn commit_batch(
                         replies.push(Reply::Unit(reply, Ok(())));
                         new_tz = Some(tz);
                     }
-                    Op::Flush(reply) => flushes.push(reply),
+                    Op::Flush(reply) => {
+                        durable = true;
+                        flushes.push(reply);
+                    }
                     // Never batched (see `writer`).
                     read => answer(read, index),
                 }
@@ -1521,6 +1525,9 @@ fn commit_batch(
         }
         if !committed {
             return wtx.abort().map_err(storage);
+        }
+        if !durable {
+            wtx.set_durability(Durability::None).map_err(storage)?;
         }
         wtx.commit().map_err(storage)?;
         let c = if durable {
@@ -1589,7 +1596,7 @@ fn commit_batch(
             }
         }
     }
-    (orphans, committed && result.is_ok())
+    (orphans, (committed && result.is_ok()).then_some(durable))
 }
 
 fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {

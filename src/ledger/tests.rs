@@ -947,3 +947,37 @@ async fn detached_outcomes_commit_without_an_fsync() {
     l.flush().await.unwrap();
     assert!(l.verify().await.unwrap().is_ok());
 }
+
+/// An outcome committed without an fsync is flushed once the writer goes idle,
+/// even when the only ops after it changed nothing (a refused reservation).
+#[tokio::test]
+async fn an_idle_writer_flushes_detached_outcomes() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let id = l
+        .reserve(req("a", 1000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap();
+    l.finish_detached(
+        id,
+        Outcome::Released {
+            reason: "not sent".into(),
+        },
+        now,
+    );
+    l.reserve(req("a", 5000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let s = l.stats();
+    assert_eq!((s.durable_commits, s.non_durable_commits), (1, 1));
+    for _ in 0..2000 {
+        if l.stats().flushes == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never flushed: {:?}", l.stats());
+}
