@@ -31,6 +31,7 @@ macro_rules! outln {
 mod config;
 mod docs;
 mod doctor;
+mod ledger;
 mod report;
 mod serve;
 mod service;
@@ -61,6 +62,9 @@ pub(crate) enum Cmd {
     Spend(SpendArgs),
     /// One row per payment attempt, newest first.
     Payments(PaymentsArgs),
+    /// Check the ledger's stored totals against its records.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
     /// Is the daemon running, and what has it spent?
     Status(JsonArg),
     /// Make the running daemon re-read its config.
@@ -92,6 +96,16 @@ pub(crate) struct InstallArgs {
     /// Print the unit and where it would go, change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LedgerCmd {
+    /// Recompute every total (per app and wallet-wide, per day, month and in
+    /// total, per state) from the records and report any difference from the
+    /// stored ones; exits 1 on a difference. Reads the whole history.
+    Verify(JsonArg),
+    /// Recompute the stored totals from the records (the daemon must be stopped).
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +190,8 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Spend(a) => report::spend_cmd(&cli, a).await,
         Cmd::Payments(a) => report::payments_cmd(&cli, a).await,
         Cmd::Status(a) => report::status_cmd(&cli, a.json).await,
+        Cmd::Ledger(LedgerCmd::Verify(a)) => ledger::verify_cmd(&cli, a.json).await,
+        Cmd::Ledger(LedgerCmd::Rebuild) => ledger::rebuild_cmd(&cli).await,
         Cmd::Doctor => doctor::doctor_cmd(&cli).await,
         Cmd::InstallService(a) => service::install_service(a).await,
         Cmd::Reload => config::reload(&cli).await,

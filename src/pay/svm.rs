@@ -20,8 +20,8 @@ use crate::chain::solana::{self as chain_svm, Wanted};
 use crate::config::AppConfig;
 use crate::error::ProxyError;
 use crate::ledger::Reserve;
-use crate::wallet::solana::SolanaWallet;
-use crate::x402::svm::{self, Pubkey};
+
+use crate::x402::svm;
 use crate::x402::{self, PaymentRequired, select::SvmChoice};
 use hyper::Uri;
 use std::time::Duration;
@@ -84,6 +84,12 @@ impl Payer<'_> {
 
         // Reserved.
         let now = crate::now_ms();
+        let recorded = crate::ledger::Auth {
+            payer: payer.to_base58(),
+            nonce: memo.clone(),
+            valid_before: blockhash.last_valid_block_height,
+            payment_identifier: payment_identifier.clone(),
+        };
         let reservation = Reservation::hold(
             self.ledger,
             self.metrics,
@@ -100,20 +106,28 @@ impl Payer<'_> {
                 caps: self.caps(app_cfg),
                 auth: None,
             },
+            recorded,
+            Transfer {
+                terms: &choice.terms,
+                blockhash: &blockhash,
+                memo,
+            },
         )
         .await?;
         let id = reservation.id();
 
-        // Signed: built and signed once, persisted before it can leave.
-        let (payment, signed) = reservation
-            .sign_svm(
-                &wallet,
-                &choice.terms,
-                &blockhash,
-                memo,
-                payment_identifier.clone(),
+        // Signed: built and signed once, in memory (payer, memo and
+        // lastValidBlockHeight are already durable with the reservation).
+        let (payment, signed) = reservation.sign_with(|t| {
+            svm::build(
+                &payer,
+                |m| wallet.sign(m),
+                t.terms,
+                &t.blockhash.hash,
+                t.memo.clone(),
             )
-            .await?;
+            .map_err(|e| ProxyError::NoAcceptableOption(e.to_string()))
+        })?;
         let header = x402::header::encode_svm_payment(
             pr,
             &choice.requirement,
@@ -208,46 +222,11 @@ impl Payer<'_> {
     }
 }
 
-impl<'l> Reservation<'l> {
-    /// Builds and signs the transaction, then persists payer, memo and
-    /// lastValidBlockHeight; only then may it be sent. On any failure nothing
-    /// was sent, so the reservation is released.
-    async fn sign_svm(
-        mut self,
-        wallet: &SolanaWallet,
-        terms: &svm::Terms,
-        blockhash: &chain_svm::Blockhash,
-        memo: String,
-        payment_identifier: Option<String>,
-    ) -> Result<(super::SignedPayment<'l>, svm::Signed), ProxyError> {
-        let payer: Pubkey = wallet.address();
-        let signed = match svm::build(&payer, |m| wallet.sign(m), terms, &blockhash.hash, memo) {
-            Ok(s) => s,
-            Err(e) => {
-                self.release("building the transaction failed").await;
-                return Err(ProxyError::NoAcceptableOption(e.to_string()));
-            }
-        };
-        let persisted = self
-            .rec
-            .ledger
-            .signed_with_identifier(
-                self.rec.id,
-                payer.to_base58(),
-                signed.memo.clone(),
-                blockhash.last_valid_block_height,
-                payment_identifier,
-                crate::now_ms(),
-            )
-            .await;
-        if let Err(e) = persisted {
-            self.release("could not persist the signature").await;
-            return Err(ProxyError::Ledger(e.to_string()));
-        }
-        self.armed = false;
-        let rec = self.take_record();
-        Ok((super::SignedPayment { rec, armed: true }, signed))
-    }
+/// What a Solana reservation signs: the transfer's inputs, fixed before reserving.
+struct Transfer<'a> {
+    terms: &'a svm::Terms,
+    blockhash: &'a chain_svm::Blockhash,
+    memo: String,
 }
 
 fn random16() -> Result<[u8; 16], ProxyError> {

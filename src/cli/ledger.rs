@@ -1,0 +1,87 @@
+//! `ledger verify` and `ledger rebuild`: the stored totals against the records.
+
+use super::report::offline_ledger;
+use super::{Cli, Fail, load_config};
+use hyper::Method;
+use std::process::ExitCode;
+use x402d::admin;
+use x402d::ledger::{self, Verify};
+
+/// Recomputes every total from the records and compares it with the stored one:
+/// through the running daemon, else on the file directly.
+pub(crate) async fn verify_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let report: Verify = match admin::call(&cfg.state_dir, Method::GET, "/ledger/verify").await? {
+        Some(v) => match v.get("error").and_then(|e| e.as_str()) {
+            Some(e) => {
+                return Err(Fail(
+                    1,
+                    format!("the daemon could not verify the ledger: {e}"),
+                ));
+            }
+            None => serde_json::from_value(v)?,
+        },
+        None => match offline_ledger(&cfg)? {
+            Some(db) => ledger::verify_offline(&db, &cfg.timezone)?,
+            None => Verify::default(),
+        },
+    };
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for d in &report.differences {
+            outln!("differs: {d}");
+        }
+    }
+    if report.is_ok() {
+        if !json {
+            outln!(
+                "ledger ok: {} records, the stored totals match them",
+                report.records
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(Fail(
+        1,
+        format!(
+            "the ledger's stored totals differ from its {} records ({} differences); caps are checked against the stored totals. \
+             Stop the daemon, run `x402d ledger rebuild` to recompute them from the records, start it again, and please report this as a bug",
+            report.records,
+            report.differences.len()
+        ),
+    ))
+}
+
+/// Recomputes the stored totals from the records (only while no daemon runs).
+pub(crate) async fn rebuild_cmd(cli: &Cli) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    if admin::call(&cfg.state_dir, Method::GET, "/status")
+        .await?
+        .is_some()
+    {
+        return Err(Fail(
+            1,
+            "the daemon is running and holds the ledger; stop it first (it rebuilds nothing while running)".into(),
+        ));
+    }
+    let Some(db) = offline_ledger(&cfg)? else {
+        outln!("no ledger yet (created on first start): nothing to rebuild");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let report = ledger::rebuild_offline(&db, &cfg.timezone)?;
+    if !report.is_ok() {
+        return Err(Fail(
+            1,
+            format!(
+                "rebuilt, but the totals still differ from the records: {}; please report this as a bug",
+                report.differences.join("; ")
+            ),
+        ));
+    }
+    outln!(
+        "ledger rebuilt: totals recomputed from {} records",
+        report.records
+    );
+    Ok(ExitCode::SUCCESS)
+}
