@@ -140,10 +140,7 @@ impl<E: std::fmt::Display> From<E> for Fail {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(&cli) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("x402d: cannot start the runtime: {e}");
@@ -158,6 +155,26 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// The async runtime. `serve` gets `X402D_WORKER_THREADS` workers (an
+/// undocumented knob for measurements; default [`SERVE_WORKERS`]).
+fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if !matches!(cli.cmd, Cmd::Serve) {
+        return b.enable_all().build();
+    }
+    let workers = std::env::var("X402D_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(SERVE_WORKERS);
+    b.worker_threads(workers).enable_all().build()
+}
+
+/// Worker threads of `x402d serve`. The daemon mostly waits (on apps, the
+/// upstream and the ledger's fsync); issue 17's profile showed idle workers
+/// woken to look for work costing more than the work itself.
+const SERVE_WORKERS: usize = 2;
 
 pub(crate) fn load_config(cli: &Cli) -> Result<Loaded, Fail> {
     x402d::config::load(cli.config.as_deref()).map_err(|e| {

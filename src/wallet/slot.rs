@@ -2,21 +2,30 @@
 //! without a restart) and re-read on `reload()`: the CLI calls it over the
 //! admin socket after every `wallet new/import/remove`, and `x402d reload`
 //! does too, so a rotated or removed key stops paying on the very next call.
+//!
+//! A paid call only reads the slot: a shared read of a `std` lock held for one
+//! `Arc` clone, never an await and never a queue behind other calls. Loads
+//! (the first call, reloads) take a separate async lock, so two loads never
+//! race and a slow keyring never blocks the readers of a loaded key.
 
 use super::{KeyLocation, Wallet, WalletError};
 use crate::error::ProxyError;
-use tokio::sync::Mutex;
+use std::sync::RwLock;
 
 #[derive(Default)]
 pub struct WalletSlot {
-    cached: Mutex<Option<Wallet>>,
+    /// The key in use. Written only while `loading` is held.
+    current: RwLock<Option<Wallet>>,
+    /// Serializes loads from the store (first use, reload).
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl WalletSlot {
     /// A slot that already holds `w` (embedders and tests that have the key in hand).
     pub fn loaded(w: Wallet) -> Self {
         WalletSlot {
-            cached: Mutex::new(Some(w)),
+            current: RwLock::new(Some(w)),
+            loading: Default::default(),
         }
     }
 
@@ -24,32 +33,52 @@ impl WalletSlot {
         Self::default()
     }
 
+    fn peek(&self) -> Option<Wallet> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, w: Option<Wallet>) -> Option<Wallet> {
+        match self.current.write() {
+            Ok(mut g) => std::mem::replace(&mut *g, w),
+            Err(p) => std::mem::replace(&mut *p.into_inner(), w),
+        }
+    }
+
     /// The key in use, loading it from the store when none is.
     pub async fn get(&self, loc: &KeyLocation) -> Result<Wallet, ProxyError> {
-        let mut slot = self.cached.lock().await;
-        if let Some(w) = slot.as_ref() {
-            return Ok(w.clone());
+        if let Some(w) = self.peek() {
+            return Ok(w);
+        }
+        let _loading = self.loading.lock().await;
+        // Another call may have loaded it while this one waited.
+        if let Some(w) = self.peek() {
+            return Ok(w);
         }
         let w = load(loc).await.map_err(to_proxy)?;
         tracing::info!(address = %w.address(), "wallet loaded");
-        *slot = Some(w.clone());
+        self.set(Some(w.clone()));
         Ok(w)
     }
 
     /// Drops the key in use and reads the store again. On any failure the slot
     /// stays empty: a key the user removed or rotated is never kept signing.
     pub async fn reload(&self, loc: &KeyLocation) -> Result<Option<Wallet>, WalletError> {
-        let mut slot = self.cached.lock().await;
-        let old = slot.take().map(|w| w.address());
+        let _loading = self.loading.lock().await;
+        // Emptied first: a call that reads the slot from here on waits for this
+        // load (through `get`) rather than signing with the old key.
+        let old = self.set(None).map(|w| w.address());
         let r = match load(loc).await {
             Ok(w) => {
-                *slot = Some(w.clone());
+                self.set(Some(w.clone()));
                 Ok(Some(w))
             }
             Err(WalletError::Missing { .. }) => Ok(None),
             Err(e) => Err(e),
         };
-        let new = slot.as_ref().map(|w| w.address());
+        let new = self.peek().map(|w| w.address());
         if old != new {
             match (old, new) {
                 (_, Some(n)) => tracing::info!(address = %n, "wallet key changed"),
@@ -72,5 +101,43 @@ fn to_proxy(e: WalletError) -> ProxyError {
     match e {
         e @ WalletError::Missing { .. } => ProxyError::WalletNotConfigured(e.to_string()),
         e => ProxyError::Wallet(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wallet::{Source, Store};
+
+    /// anvil dev keys #1 and #2: public test keys, never funded on a real chain.
+    const KEY_A: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+    const KEY_B: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+
+    /// A location no key can be loaded from (no `$CREDENTIALS_DIRECTORY` in tests).
+    fn nowhere() -> KeyLocation {
+        KeyLocation {
+            source: Source::SystemdCredential,
+            store: Store::Keyutils,
+            service: "x402d-test-nowhere".into(),
+            user: "nobody".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loaded_key_is_read_without_the_store_and_swapped_by_set() {
+        let a = Wallet::from_hex(KEY_A).unwrap();
+        let b = Wallet::from_hex(KEY_B).unwrap();
+        let slot = WalletSlot::loaded(a.clone());
+        assert_eq!(slot.get(&nowhere()).await.unwrap().address(), a.address());
+        slot.set(Some(b.clone()));
+        assert_eq!(slot.get(&nowhere()).await.unwrap().address(), b.address());
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_leaves_no_key_signing() {
+        let slot = WalletSlot::loaded(Wallet::from_hex(KEY_A).unwrap());
+        assert!(slot.reload(&nowhere()).await.is_err());
+        assert!(slot.peek().is_none());
+        assert!(slot.get(&nowhere()).await.is_err());
     }
 }
