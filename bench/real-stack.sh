@@ -8,9 +8,9 @@
 # alternating per run; then A again at c=8 (BENCH_REAL_CONC: 8 openai-python processes, N calls in all).
 # Per-call wall time is measured inside the driver (interpreter start-up excluded).
 # Per paid call in A, from x402d's own counters over the measured window:
-#   CPU      = delta of its threads' on-CPU time (/proc/<pid>/task/*/schedstat, ns) / calls, split into
-#              user and kernel by /proc/<pid>/stat utime:stime (10 ms ticks, so the split is approximate);
-#   context switches (/proc/<pid>/task/*/status voluntary + nonvoluntary), bytes written to disk
+#   CPU      = delta of its utime + stime (/proc/<pid>/stat, clock ticks, exited threads included) / calls,
+#              split into user and kernel;
+#   context switches (/proc/<pid>/task/*/status voluntary + nonvoluntary of the live threads), bytes written to disk
 #   (/proc/<pid>/io write_bytes), durable commits (x402d_ledger_commit_seconds_count in GET /metrics)
 #   and x402d's own time p50/p99 (x402d_paid_call_overhead_seconds: arrival to reply, minus upstream waits).
 # Every paid call settles on the local chain (facilitator waits for the receipt, 50 ms polling),
@@ -108,9 +108,11 @@ printf '%s\n' "$PAYER_KEY" | "$X402D_BIN" --config "$WORK/x402d/config.toml" wal
 start x402d "$X402D_BIN" --config "$WORK/x402d/config.toml" serve
 for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$X_PORT") 2>/dev/null && break; sleep 0.05; done
 XPID=$PID_x402d
-# x402d CPU time in ns: the sum of its threads' /proc/<pid>/task/*/schedstat (ns resolution;
-# /proc/<pid>/stat ticks are 10 ms, too coarse for the total). Its threads live for the whole run.
-cpu() { cat /proc/"$XPID"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+# x402d CPU time in ns, from /proc/<pid>/stat utime + stime: the whole process, threads that
+# already exited included (blocking-pool threads come and go, so a sum over task/*/schedstat
+# can go backwards). Clock ticks (usually 10 ms): ~1 % resolution over 200 calls of ~2 ms.
+HZ=$(getconf CLK_TCK)
+cpu() { awk -v hz="$HZ" '{printf "%d", ($14 + $15) * 1e9 / hz}' /proc/"$XPID"/stat; }
 ticks() { awk '{print $14, $15}' /proc/"$XPID"/stat; }   # utime stime (clock ticks)
 ctxsw() { cat /proc/"$XPID"/task/*/status | awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {printf "%d", s}'; }
 wbytes() { awk '/^write_bytes:/ {print $2}' /proc/"$XPID"/io; }

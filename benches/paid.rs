@@ -79,8 +79,8 @@ async fn load(d: &Daemon, conc: usize, body: Bytes, warm: f64, secs: f64) -> Loa
     }
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
     // With BENCH_CALLGRIND, profile only the measured window.
-    callgrind_control("-z", d.pid());
     let counters = CallCounters::start(d.pid(), d.addr).await;
+    callgrind_control("-z", d.pid());
     let busy = Busy::start(Some(d.pid()));
     let cpu0 = cpu_split(d.pid());
     let me0 = cpu_secs(std::process::id());

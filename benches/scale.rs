@@ -194,8 +194,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One `GET` on a keep-alive std connection; ms until the whole reply is in.
-fn get(s: &mut TcpStream, port: u16, path: &str) -> Option<f64> {
+/// One `GET` on a keep-alive std connection: ms until the whole reply is in,
+/// the status and the body's length.
+fn get(s: &mut TcpStream, port: u16, path: &str) -> Option<(f64, u16, usize)> {
     let t = Instant::now();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
         .ok()?;
@@ -214,7 +215,8 @@ fn get(s: &mut TcpStream, port: u16, path: &str) -> Option<f64> {
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .and_then(|v| v.trim().parse().ok())?;
             if buf.len() >= end + 4 + len {
-                return Some(t.elapsed().as_secs_f64() * 1e3);
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                return Some((t.elapsed().as_secs_f64() * 1e3, status, len));
             }
         }
     }
@@ -278,12 +280,21 @@ fn start_on(ledger: Option<&Path>, scrapes: usize) -> Option<Start> {
     // The first answer (a 404 for a probe path) is "ready".
     let ready_ms =
         get(&mut s, port, "/x402d-bench-probe").map(|_| t0.elapsed().as_secs_f64() * 1e3);
-    let metrics_first_ms = get(&mut s, port, "/metrics");
+    let metrics_first_ms = match get(&mut s, port, "/metrics") {
+        Some((ms, 200, len)) => {
+            println!("  GET /metrics: 200, {len} bytes");
+            Some(ms)
+        }
+        other => {
+            println!("  GET /metrics did not answer 200: {other:?}");
+            None
+        }
+    };
     let mut metrics_ms = Vec::new();
     for _ in 0..scrapes {
         match get(&mut s, port, "/metrics") {
-            Some(ms) => metrics_ms.push(ms),
-            None => break,
+            Some((ms, 200, _)) => metrics_ms.push(ms),
+            _ => break,
         }
     }
     drop(s);
@@ -334,7 +345,7 @@ fn main() {
         if s.n == 0 {
             "not measured".to_string()
         } else {
-            s.show(1, "ms")
+            s.show(2, "ms")
         }
     };
     let label = |name: &str| match name {

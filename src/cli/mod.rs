@@ -172,9 +172,14 @@ fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Worker threads of `x402d serve`. The daemon mostly waits (on apps, the
-/// upstream and the ledger's fsync); issue 17's profile showed idle workers
-/// woken to look for work costing more than the work itself.
-const SERVE_WORKERS: usize = 2;
+/// upstream and the ledger's fsync), and what it computes per call is small;
+/// with a second worker, each wake-up (a reply from the upstream, a ledger
+/// commit done) also woke the idle worker to look for work to steal: 28 context
+/// switches per sequential paid call with two workers, 20 with one (issue 17,
+/// `cargo bench --bench paid`), and no loss of paid calls/s at c=64 on 2 cores.
+/// Blocking work (keyring, ledger reads, file writes) runs on the blocking pool
+/// and the ledger writes on its own thread, so one worker never waits on disk.
+const SERVE_WORKERS: usize = 1;
 
 pub(crate) fn load_config(cli: &Cli) -> Result<Loaded, Fail> {
     x402d::config::load(cli.config.as_deref()).map_err(|e| {
