@@ -72,14 +72,15 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Payment `i` of `n`: through the ledger's own transitions, dated `start_ms`
-/// + i/n of the span (so history fills every day and month window).
+/// plus i/n of the span (so history fills every day and month window).
+///
 /// The one place that knows the ledger's transition API (see issue 17: when
 /// reserve takes the authorization, `signed` goes away here).
 async fn one_payment(l: &Ledger, i: u64, at_ms: i64) {
     let id = l
         .reserve(Reserve {
             now_ms: at_ms,
-            app: if i % 4 == 0 { "agent" } else { "bench" }.into(),
+            app: if i.is_multiple_of(4) { "agent" } else { "bench" }.into(),
             model: Some("gpt-4o-mini".into()),
             route: "/v1/chat/completions".into(),
             network: "eip155:84532".into(),
@@ -148,7 +149,7 @@ fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
                     }
                     let at = start_ms + (span * i as f64 / n as f64) as i64;
                     one_payment(&l, i, at).await;
-                    if (i + 1) % 100_000 == 0 {
+                    if (i + 1).is_multiple_of(100_000) {
                         println!(
                             "  generated {} payments in {:.0} s",
                             i + 1,
@@ -389,7 +390,7 @@ fn main() {
 fn group(n: &str) -> String {
     let mut out = String::new();
     for (i, c) in n.chars().enumerate() {
-        if i > 0 && (n.len() - i) % 3 == 0 {
+        if i > 0 && (n.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
