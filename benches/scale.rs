@@ -80,7 +80,12 @@ async fn one_payment(l: &Ledger, i: u64, at_ms: i64) {
     let id = l
         .reserve(Reserve {
             now_ms: at_ms,
-            app: if i.is_multiple_of(4) { "agent" } else { "bench" }.into(),
+            app: if i.is_multiple_of(4) {
+                "agent"
+            } else {
+                "bench"
+            }
+            .into(),
             model: Some("gpt-4o-mini".into()),
             route: "/v1/chat/completions".into(),
             network: "eip155:84532".into(),

@@ -176,7 +176,8 @@ fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
 /// with a second worker, each wake-up (a reply from the upstream, a ledger
 /// commit done) also woke the idle worker to look for work to steal: 28 context
 /// switches per sequential paid call with two workers, 20 with one (issue 17,
-/// `cargo bench --bench paid`), and no loss of paid calls/s at c=64 on 2 cores.
+/// `cargo bench --bench paid`); paid calls/s at c=64 on 2 cores stayed within
+/// the noise of a loaded machine (at that load the one worker is never idle).
 /// Blocking work (keyring, ledger reads, file writes) runs on the blocking pool
 /// and the ledger writes on its own thread, so one worker never waits on disk.
 const SERVE_WORKERS: usize = 1;
