@@ -4,9 +4,15 @@
 # reusing tests/interop's files as they are (never edited from here), then
 #   A. openai-python (the real SDK) -> x402d (release binary) -> seller      [x402d pays]
 #   B. @x402/fetch (Coinbase's client) -> seller directly                      [the JS client pays]
-# N sequential paid calls each (BENCH_REAL_N, default 20) per run, BENCH_RUNS runs (default 3), A and B
-# alternating per run. Per-call wall time is measured inside the driver (interpreter start-up excluded).
-# x402d's CPU per paid call = delta of its threads' on-CPU time (/proc/<pid>/task/*/schedstat, ns) / calls in A.
+# N sequential paid calls each (BENCH_REAL_N, default 200) per run, BENCH_RUNS runs (default 3), A and B
+# alternating per run; then A again at c=8 (BENCH_REAL_CONC: 8 openai-python processes, N calls in all).
+# Per-call wall time is measured inside the driver (interpreter start-up excluded).
+# Per paid call in A, from x402d's own counters over the measured window:
+#   CPU      = delta of its utime + stime (/proc/<pid>/stat, clock ticks, exited threads included) / calls,
+#              split into user and kernel;
+#   context switches (/proc/<pid>/task/*/status voluntary + nonvoluntary of the live threads), bytes written to disk
+#   (/proc/<pid>/io write_bytes), durable commits (x402d_ledger_commit_seconds_count in GET /metrics)
+#   and x402d's own time p50/p99 (x402d_paid_call_overhead_seconds: arrival to reply, minus upstream waits).
 # Every paid call settles on the local chain (facilitator waits for the receipt, 50 ms polling),
 # so both paths are dominated by the stack, not by the client.
 #
@@ -24,7 +30,8 @@ if [ "${X402D_BENCH_IN_SESSION:-}" != 1 ]; then
   X402D_BENCH_IN_SESSION=1 exec keyctl session - bash "$HERE/real-stack.sh" "$@"
 fi
 
-N=${BENCH_REAL_N:-20}
+N=${BENCH_REAL_N:-200}
+CONC=${BENCH_REAL_CONC:-8}
 RUNS=${BENCH_RUNS:-3}
 X402D_BIN=${X402D_BIN:-$ROOT/target/release/x402d}
 PY=$IT/.venv/bin/python
@@ -101,36 +108,85 @@ printf '%s\n' "$PAYER_KEY" | "$X402D_BIN" --config "$WORK/x402d/config.toml" wal
 start x402d "$X402D_BIN" --config "$WORK/x402d/config.toml" serve
 for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$X_PORT") 2>/dev/null && break; sleep 0.05; done
 XPID=$PID_x402d
-# x402d CPU time in ns: the sum of its threads' /proc/<pid>/task/*/schedstat (ns resolution;
-# /proc/<pid>/stat ticks are 10 ms, too coarse for ~20 calls). Its threads live for the whole run.
-cpu() { cat /proc/"$XPID"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+# x402d CPU time in ns, from /proc/<pid>/stat utime + stime: the whole process, threads that
+# already exited included (blocking-pool threads come and go, so a sum over task/*/schedstat
+# can go backwards). Clock ticks (usually 10 ms): ~1 % resolution over 200 calls of ~2 ms.
+HZ=$(getconf CLK_TCK)
+cpu() { awk -v hz="$HZ" '{printf "%d", ($14 + $15) * 1e9 / hz}' /proc/"$XPID"/stat; }
+ticks() { awk '{print $14, $15}' /proc/"$XPID"/stat; }   # utime stime (clock ticks)
+ctxsw() { cat /proc/"$XPID"/task/*/status | awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {printf "%d", s}'; }
+wbytes() { awk '/^write_bytes:/ {print $2}' /proc/"$XPID"/io; }
+scrape() { curl -s --max-time 60 "http://127.0.0.1:$X_PORT/metrics" >"$1" || : >"$1"; }
 
 # Warm-up (connections, JIT, the facilitator's first settle).
 "$PY" "$HERE/real-stack/openai_bench.py" "http://127.0.0.1:$X_PORT/v1" 2 >/dev/null
 (cd "$HERE/real-stack" && node x402fetch_bench.mjs "$SELLER_URL" 2 "$STACK_KEY" >/dev/null)
 
-stats() { # JSON line on stdin -> "n p50 p95 max mean errors"
-  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s.trim().split("\n").pop());
-  const a=j.ms.sort((x,y)=>x-y);const p=q=>a.length?a[Math.min(a.length-1,Math.ceil(q*a.length)-1)]:NaN;
+stats() { # JSON lines on stdin (one per driver process) -> "n p50 p95 max mean errors"
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const js=(s.match(/\{[^{}]*\}/g)||[]).map(l=>JSON.parse(l));
+  const a=js.flatMap(j=>j.ms).sort((x,y)=>x-y);const errors=js.reduce((e,j)=>e+j.errors,0);
+  const p=q=>a.length?a[Math.min(a.length-1,Math.ceil(q*a.length)-1)]:NaN;
   const mean=a.reduce((x,y)=>x+y,0)/Math.max(1,a.length);
-  console.log([a.length,p(.5),p(.95),a[a.length-1],mean,j.errors].map(v=>typeof v==="number"?+v.toFixed(1):v).join(" "))})'
+  console.log([a.length,p(.5),p(.95),a[a.length-1],mean,errors].map(v=>typeof v==="number"?+v.toFixed(1):v).join(" "))})'
 }
-A50=(); B50=(); CPU=()
+# Runs the x402d side with C driver processes for N calls in all, measuring x402d's counters
+# around it. Prints "n p50 p95 max mean errors cpu_us user_us sys_us ctx bytes commits own50 own99".
+measure_x402d() {
+  local c=$1 per=$(( (N + $1 - 1) / $1 )) i
+  scrape "$WORK/m0"
+  local c0 t0 x0 w0 c1 t1 x1 w1 a
+  c0=$(cpu); t0=$(ticks); x0=$(ctxsw); w0=$(wbytes)
+  a=$(for i in $(seq 1 "$c"); do "$PY" "$HERE/real-stack/openai_bench.py" "http://127.0.0.1:$X_PORT/v1" "$per" & done; wait)
+  c1=$(cpu); t1=$(ticks); x1=$(ctxsw); w1=$(wbytes)
+  scrape "$WORK/m1"
+  a=$(printf '%s\n' "$a" | stats)
+  local an; an=$(echo "$a" | awk '{print $1}')
+  local extra; extra=$(python3 "$HERE/real-stack/metrics_delta.py" "$WORK/m0" "$WORK/m1" "$an")
+  read -r u0 s0 <<<"$t0"; read -r u1 s1 <<<"$t1"
+  awk -v a="$a" -v an="$an" -v c0="$c0" -v c1="$c1" -v du=$((u1 - u0)) -v ds=$((s1 - s0)) \
+      -v dx=$((x1 - x0)) -v dw=$((w1 - w0)) -v extra="$extra" 'BEGIN {
+    n = an > 0 ? an : 1; cpu = (c1 - c0) / 1000 / n; tot = du + ds;
+    us = tot > 0 ? cpu * du / tot : 0; sy = tot > 0 ? cpu * ds / tot : 0;
+    printf "%s %.0f %.0f %.0f %.1f %.0f %s\n", a, cpu, us, sy, dx / n, dw / n, extra }'
+}
+# Optional profile of the sequential runs: BENCH_PERF_OUT=/tmp/x.data records x402d with
+# `perf record -g` (and prints `perf stat` counters) while they run.
+PERF_PIDS=()
+if [ -n "${BENCH_PERF_OUT:-}" ] && command -v perf >/dev/null; then
+  perf record -F 2999 -g -p "$XPID" -o "$BENCH_PERF_OUT" >"$WORK/perf-record.log" 2>&1 & PERF_PIDS+=($!)
+  perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$XPID" >"$WORK/perf-stat.log" 2>&1 & PERF_PIDS+=($!)
+  sleep 0.5
+fi
+A50=(); B50=(); CPU=(); USR=(); SYS=(); CTX=(); WB=(); COM=(); O50=(); O99=()
 for r in $(seq 1 "$RUNS"); do
-  c0=$(cpu)
-  a=$("$PY" "$HERE/real-stack/openai_bench.py" "http://127.0.0.1:$X_PORT/v1" "$N" | stats)
-  c1=$(cpu)
+  read -r an a50 a95 amax amean aerr cpu_us usr_us sys_us ctx wb com o50 o99 <<<"$(measure_x402d 1)"
   b=$(cd "$HERE/real-stack" && node x402fetch_bench.mjs "$SELLER_URL" "$N" "$STACK_KEY" | stats)
-  read -r an a50 a95 amax amean aerr <<<"$a"
   read -r bn b50 b95 bmax bmean berr <<<"$b"
-  cpu_us=$(echo "scale=0; ($c1 - $c0) / 1000 / ($an + 0.000001)" | bc)
-  echo "run $r: openai-python via x402d: $an ok/$aerr err, p50 $a50 ms, p95 $a95 ms, max $amax ms; x402d CPU $cpu_us µs/paid call"
+  echo "run $r: openai-python via x402d: $an ok/$aerr err, p50 $a50 ms, p95 $a95 ms, max $amax ms; x402d per paid call: CPU $cpu_us µs (user $usr_us, kernel $sys_us), $ctx context switches, $wb bytes written, $com durable commits, own time p50 $o50 µs / p99 $o99 µs"
   echo "run $r: @x402/fetch direct:     $bn ok/$berr err, p50 $b50 ms, p95 $b95 ms, max $bmax ms"
-  A50+=("$a50"); B50+=("$b50"); CPU+=("$cpu_us")
+  A50+=("$a50"); B50+=("$b50"); CPU+=("$cpu_us"); USR+=("$usr_us"); SYS+=("$sys_us"); CTX+=("$ctx"); WB+=("$wb"); COM+=("$com"); O50+=("$o50"); O99+=("$o99")
+done
+if [ ${#PERF_PIDS[@]} -gt 0 ]; then
+  kill -INT "${PERF_PIDS[@]}" 2>/dev/null || true
+  wait "${PERF_PIDS[@]}" 2>/dev/null || true
+  echo "perf stat of x402d over the sequential runs (A and B alternating, so idle time included):"
+  cat "$WORK/perf-stat.log"; echo "perf record: $BENCH_PERF_OUT ($(tail -1 "$WORK/perf-record.log"))"
+fi
+C50=(); CCPU=(); CUSR=(); CSYS=(); CCTX=(); CO50=(); CO99=()
+for r in $(seq 1 "$RUNS"); do
+  read -r an a50 a95 amax amean aerr cpu_us usr_us sys_us ctx wb com o50 o99 <<<"$(measure_x402d "$CONC")"
+  echo "run $r c=$CONC: openai-python via x402d ($CONC processes): $an ok/$aerr err, p50 $a50 ms, p95 $a95 ms; x402d per paid call: CPU $cpu_us µs (user $usr_us, kernel $sys_us), $ctx context switches, $wb bytes written, $com durable commits, own time p50 $o50 µs / p99 $o99 µs"
+  C50+=("$a50"); CCPU+=("$cpu_us"); CUSR+=("$usr_us"); CSYS+=("$sys_us"); CCTX+=("$ctx"); CO50+=("$o50"); CO99+=("$o99")
 done
 mmm() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%s (min %s, max %s; n=%d)", m, v[1], v[NR], NR}'; }
-echo "summary: per-run p50 over $RUNS runs of $N calls"
+med() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%s", m}'; }
+echo "summary: per-run figures over $RUNS runs of $N calls (sequential) and $N calls at c=$CONC"
 echo "RESULT|real stack: paid call p50, openai-python → x402d → @x402/express seller (settled on anvil)|—|$(mmm "${A50[@]}") ms|$CMD"
 echo "RESULT|real stack: paid call p50, @x402/fetch → seller directly|—|$(mmm "${B50[@]}") ms|$CMD"
-echo "RESULT|real stack: x402d CPU per paid call|—|$(mmm "${CPU[@]}") µs|$CMD"
+echo "RESULT|real stack: x402d CPU per paid call, sequential (user / kernel)|≤ 500 µs|$(mmm "${CPU[@]}") µs ($(med "${USR[@]}") / $(med "${SYS[@]}") µs)|$CMD"
+echo "RESULT|real stack: x402d CPU per paid call, c=$CONC (user / kernel)|≤ 400 µs|$(mmm "${CCPU[@]}") µs ($(med "${CUSR[@]}") / $(med "${CSYS[@]}") µs)|$CMD"
+echo "RESULT|real stack: x402d's own time per paid call, excluding upstream waits, sequential p50 / p99 (x402d_paid_call_overhead_seconds)|≤ 350 / ≤ 1,000 µs|$(med "${O50[@]}") / $(med "${O99[@]}") µs (c=$CONC: $(med "${CO50[@]}") / $(med "${CO99[@]}") µs)|$CMD"
+echo "RESULT|real stack: bytes written to disk per paid call (/proc/pid/io write_bytes)|≤ 8 KB|$(mmm "${WB[@]}") B|$CMD"
+echo "RESULT|real stack: durable commits per paid call (x402d_ledger_commit_seconds_count)|1|$(mmm "${COM[@]}")|$CMD"
+echo "RESULT|real stack: context switches per paid call, sequential / c=$CONC|—|$(med "${CTX[@]}") / $(med "${CCTX[@]}") (min..max $(mmm "${CTX[@]}"))|$CMD"
 "$X402D_BIN" --config "$WORK/x402d/config.toml" wallet remove --yes >/dev/null 2>&1 || true

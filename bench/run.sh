@@ -6,6 +6,8 @@
 #   bash bench/run.sh                    # everything (~15 min on 2 cores after the build)
 #   BENCH_RUNS=5 BENCH_SECS=5 bash bench/run.sh
 #   BENCH_ONLY="paid ledger" bash bench/run.sh
+#   BENCH_SCALE_SIZES=20000 bash bench/run.sh  # scale bench without the 1,000,000-payment ledger
+#                                        # (generated once, then cached under target/bench-cache/)
 #   BENCH_COLD_BUILD=1 bash bench/run.sh # also time a cold `cargo build --release` (minutes)
 #   BENCH_REAL_STACK=0 bash bench/run.sh # skip bench/real-stack.sh (runs by default when
 #                                        # tests/interop's npm/venv deps are installed)
@@ -21,16 +23,23 @@ OUT=$TARGET/bench
 mkdir -p "$OUT"
 : "${BENCH_RUNS:=3}" "${BENCH_SECS:=3}"
 export BENCH_RUNS BENCH_SECS
-ONLY=${BENCH_ONLY:-"passthrough paid ledger footprint"}
+ONLY=${BENCH_ONLY:-"passthrough paid ledger footprint scale"}
 RESULTS=$OUT/results.psv      # rows from the benches, in run order
 BUILD_ROWS=$OUT/build.psv     # binary size and build time (printed after the benches)
 : > "$RESULTS"; : > "$BUILD_ROWS"
 row() { printf '%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" >> "$BUILD_ROWS"; }
 
+disk() { # file system and block device under the target dir (where the benches' ledgers live)
+  local src fs dev rot
+  read -r src fs < <(findmnt -n -o SOURCE,FSTYPE --target "$TARGET" 2>/dev/null || echo "? ?")
+  dev=$(basename "$src" 2>/dev/null | sed 's/[0-9]*$//')
+  rot=$(cat "/sys/block/$dev/queue/rotational" 2>/dev/null || echo "?")
+  printf '%s on %s (queue/rotational=%s)' "$fs" "$src" "$rot"
+}
 machine() {
-  printf 'nproc=%s; cpu=%s; kernel=%s; loadavg=%s' "$(nproc)" \
+  printf 'nproc=%s; cpu=%s; kernel=%s; disk=%s; loadavg=%s' "$(nproc)" \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
-    "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    "$(uname -r)" "$(disk)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 echo "== x402d benchmark suite"
 echo "machine: $(machine)"

@@ -35,6 +35,7 @@ struct Load {
     sys: f64,
     me: f64,
     others: f64,
+    per: PerCall,
 }
 
 /// Runs `conc` workers for `warm` + `secs`; only the measured window counts.
@@ -78,6 +79,7 @@ async fn load(d: &Daemon, conc: usize, body: Bytes, warm: f64, secs: f64) -> Loa
     }
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
     // With BENCH_CALLGRIND, profile only the measured window.
+    let counters = CallCounters::start(d.pid(), d.addr).await;
     callgrind_control("-z", d.pid());
     let busy = Busy::start(Some(d.pid()));
     let cpu0 = cpu_split(d.pid());
@@ -91,6 +93,12 @@ async fn load(d: &Daemon, conc: usize, body: Bytes, warm: f64, secs: f64) -> Loa
     let me1 = cpu_secs(std::process::id());
     let others = busy.others_pct();
     callgrind_control("-d", d.pid());
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let ok: u64 = results.iter().map(|r| r.0).sum();
+    let per = counters.per_call(d.pid(), d.addr, ok).await;
     let mut out = Load {
         ok: 0,
         errors: 0,
@@ -100,9 +108,9 @@ async fn load(d: &Daemon, conc: usize, body: Bytes, warm: f64, secs: f64) -> Loa
         sys: cpu1.1 - cpu0.1,
         me: me1 - me0,
         others,
+        per,
     };
-    for t in tasks {
-        let (ok, errors, lat, first_error) = t.await.unwrap();
+    for (ok, errors, lat, first_error) in results {
         out.ok += ok;
         out.errors += errors;
         out.lat.extend(lat);
@@ -162,6 +170,11 @@ fn main() {
                 let sys_us = l.sys * 1e6 / l.ok.max(1) as f64;
                 let me_us = l.me * 1e6 / l.ok.max(1) as f64;
                 total_ok += l.ok;
+                let p = &l.per;
+                println!(
+                    "run {run} c={conc}: per paid call: {:.1} context switches, {:.0} bytes written to disk, {:.2} durable commits; x402d's own time p50 {:.0} µs, p99 {:.0} µs",
+                    p.ctx_switches, p.bytes_written, p.commits, p.own_p50_us, p.own_p99_us
+                );
                 println!(
                     "run {run} c={conc}: {} paid in {:.2} s = {rate:.0}/s, {} errors; x402d CPU {:.3} s = {cpu_us:.0} µs/call (of which kernel {sys_us:.0}; {:.0}% of one core); bench process (load + verifying seller) {me_us:.0} µs/call; other processes {:.0}% of the machine\n    latency {}",
                     l.ok,
@@ -182,6 +195,11 @@ fn main() {
                 figs.push(&format!("{k} bench-process CPU per paid call"), "µs", me_us);
                 figs.push(&format!("{k} errors"), "", l.errors as f64);
                 figs.push(&format!("{k} other processes"), "% CPU", l.others);
+                figs.push(&format!("{k} context switches per paid call"), "", p.ctx_switches);
+                figs.push(&format!("{k} bytes written per paid call"), "B", p.bytes_written);
+                figs.push(&format!("{k} durable commits per paid call"), "", p.commits);
+                figs.push(&format!("{k} own time p50"), "µs", p.own_p50_us);
+                figs.push(&format!("{k} own time p99"), "µs", p.own_p99_us);
             }
         }
         let verified = seller.verified.load(Ordering::Relaxed) - verified0;
@@ -201,8 +219,8 @@ fn main() {
             let g = |n: &str| figs.get(&format!("{k} latency {n}")).med;
             let cpu = figs.get(&format!("{k} x402d CPU per paid call"));
             result(
-                &format!("paid calls/s, {k}"),
-                if conc >= 16 { "≥ 2,000/s" } else { "—" },
+                &format!("paid calls/s, instant verifying seller, {k}"),
+                if conc == 64 { "≥ 5,000/s" } else { "—" },
                 &format!(
                     "{}; other processes used {:.0}% of the CPUs",
                     rate.show(0, "/s"),
@@ -224,6 +242,24 @@ fn main() {
                     cpu.show(0, "µs"),
                     figs.get(&format!("{k} x402d kernel CPU per paid call")).med,
                     figs.get(&format!("{k} bench-process CPU per paid call")).med
+                ),
+                CMD,
+            );
+            let m = |n: &str| figs.get(&format!("{k} {n}")).med;
+            result(
+                &format!("instant seller, {k}: x402d's own time per paid call, excluding upstream waits (p50 / p99; x402d_paid_call_overhead_seconds)"),
+                "≤ 350 / ≤ 1,000 µs",
+                &format!("{:.0} / {:.0} µs", m("own time p50"), m("own time p99")),
+                CMD,
+            );
+            result(
+                &format!("instant seller, {k}: per paid call: durable commits / bytes written to disk / context switches"),
+                "1 / ≤ 8 KB / —",
+                &format!(
+                    "{:.2} commits / {:.1} KB / {:.1} switches",
+                    m("durable commits per paid call"),
+                    m("bytes written per paid call") / 1000.0,
+                    m("context switches per paid call")
                 ),
                 CMD,
             );

@@ -31,6 +31,11 @@ const WEBHOOK_ATTEMPTS: u32 = 10;
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often spend is looked at without a commit (a reload may lower a cap).
 const RECHECK: Duration = Duration::from_secs(60);
+/// At most one check per this long: commits come in bursts (several per paid
+/// call), and a check per commit woke a worker and queried the ledger writer
+/// each time (issue 17's profile). A wake during the gap is kept (a `Notify`
+/// permit), so the check after it still sees every commit.
+const CHECK_GAP: Duration = Duration::from_secs(1);
 
 /// What wakes the watcher: ledger commits, and calls a cap refused. A cap can
 /// refuse a call before spend reaches it exactly (the next call would not fit);
@@ -328,10 +333,15 @@ pub async fn watch(shared: Arc<Shared>, store: Store, out: mpsc::Sender<Delivery
     }
     loop {
         check(&shared, &store, &out).await;
+        let checked = tokio::time::Instant::now();
         tokio::select! {
             _ = shared.alert_signals.wake.notified() => {}
             _ = tokio::time::sleep(RECHECK) => {}
             _ = stop.requested() => return,
+        }
+        let rest = CHECK_GAP.saturating_sub(checked.elapsed());
+        if !rest.is_zero() && !stop.sleep(rest).await {
+            return;
         }
     }
 }

@@ -144,7 +144,8 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     let (signals_tx, mut signals) = watch::channel(0u32);
     tasks.spawn(signal_loop(handlers, reload_tx, signals_tx, stop.clone()));
 
-    tracing::info!(%listen, upstream = %shared.config().config.upstream, "x402d ready; {wallet_line}");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(%listen, upstream = %shared.config().config.upstream, workers, "x402d ready; {wallet_line}");
     let _ = sd_notify::notify(
         false,
         &[

@@ -124,7 +124,12 @@ async fn each_threshold_alerts_once_per_window_and_not_again_after_restart() {
     let first = &hook.ok()[0];
     assert_eq!(first["window"], "daily");
     assert_eq!(first["scope"], "app");
-    assert_eq!(first["spent"], "0.004");
+    // Spend as of the check that raised it: the watcher checks at most once a
+    // second (issue 17), so back-to-back calls may already have spent the 5th.
+    assert!(
+        ["0.004", "0.005"].contains(&first["spent"].as_str().unwrap()),
+        "{first}"
+    );
     assert_eq!(first["cap"], "0.005");
     assert!(
         first["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"),

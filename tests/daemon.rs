@@ -339,3 +339,24 @@ async fn slow_apps_are_disconnected() {
         "{body}"
     );
 }
+
+/// Issue 17: `serve` runs one async worker by default (a second one was woken to
+/// look for work at every wake-up: 28 vs 20 context switches per paid call), and
+/// `X402D_WORKER_THREADS` raises it. Paid calls work either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_one_async_worker_unless_told_otherwise() {
+    let seller = Seller::start(SellerCfg::default()).await;
+    for (env, want) in [(&[][..], 1), (&[("X402D_WORKER_THREADS", "3")][..], 3)] {
+        let d = Daemon::start_env(&seller.url(), SEPOLIA, env);
+        let r = request("POST", &d.url("/v1/chat/completions"), &[], CHAT).await;
+        assert_eq!(r.status, 200, "{}", d.log());
+        // The runtime's own count (the blocking pool's threads share the workers' name).
+        let log = d.log();
+        let field = format!("workers={want}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("x402d ready") && l.split_whitespace().any(|w| w == field)),
+            "env {env:?}: {log}"
+        );
+    }
+}

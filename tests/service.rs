@@ -210,6 +210,8 @@ async fn status_doctor_and_metrics() {
         "x402d_upstream_seconds_count 2",
         "x402d_ledger_commit_seconds_count",
         "x402d_overhead_seconds_count 1",
+        // x402d's own time on paid calls (issue 17): this one call was paid.
+        "x402d_paid_call_overhead_seconds_count 1",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }

@@ -1,10 +1,12 @@
-"""Benchmark driver: N sequential paid chat calls with the real openai-python SDK
+"""Benchmark driver: N sequential paid chat calls (distinct per process, so concurrent
+drivers never look like retries of each other) with the real openai-python SDK
 through x402d. Prints one JSON line: per-call wall times (ms), measured in-process
 around client.chat.completions.create (interpreter start-up excluded).
 
 usage: openai_bench.py BASE_URL N
 """
 import json
+import os
 import sys
 import time
 
@@ -19,7 +21,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             r = client.chat.completions.with_raw_response.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"bench {i}"}])
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"bench {os.getpid()} {i}"}])
             r.parse()
             ok = r.status_code == 200 and r.headers.get("x-x402d-payment-state") == "settled"
         except Exception as e:  # noqa: BLE001 - counted, printed once

@@ -866,3 +866,166 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------
+// Per-process counters (issue 17's table: context switches, bytes written,
+// durable commits and x402d's own time per paid call)
+
+/// Voluntary + involuntary context switches of all of `pid`'s threads so far.
+/// Threads that exited are not counted (x402d's live for the whole run).
+pub fn ctx_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        for l in s.lines() {
+            if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
+/// Bytes `pid` caused to be sent to the storage layer (`/proc/<pid>/io`
+/// `write_bytes`: page-cache writeback of its files, counted at write time).
+pub fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `GET /metrics` of a daemon, as text.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let mut c = Conn::open(addr).await;
+    let r = c.call("GET", "/metrics", Bytes::new()).await;
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The value of an unlabelled sample (`name value`) in Prometheus text, 0 if absent.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// A histogram's cumulative buckets `(le, count)` in Prometheus text.
+pub fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let r = l.strip_prefix(&prefix)?;
+            let (le, rest) = r.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Quantile `q` (0..1) of the observations made between two scrapes of a
+/// histogram, interpolated linearly inside its bucket (as PromQL's
+/// `histogram_quantile`); the buckets are 25 % apart, so ±12 % at worst.
+pub fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> f64 {
+    let (a, b) = (buckets(before, name), buckets(after, name));
+    let delta: Vec<(f64, f64)> = b
+        .iter()
+        .map(|&(le, n)| {
+            let n0 = a.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+            (le, n - n0)
+        })
+        .collect();
+    let Some(&(_, total)) = delta.last() else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lo = (0.0, 0.0);
+    for &(le, n) in &delta {
+        if n >= rank {
+            if le.is_infinite() {
+                return lo.0;
+            }
+            let width = n - lo.1;
+            let frac = if width > 0.0 {
+                (rank - lo.1) / width
+            } else {
+                1.0
+            };
+            return lo.0 + (le - lo.0) * frac;
+        }
+        lo = (le, n);
+    }
+    f64::NAN
+}
+
+/// The per-paid-call counters of one measured window of a daemon.
+pub struct CallCounters {
+    metrics: String,
+    ctx: u64,
+    written: u64,
+}
+
+/// The figures one window yields, per paid call.
+pub struct PerCall {
+    pub ctx_switches: f64,
+    pub bytes_written: f64,
+    pub commits: f64,
+    /// x402d's own time per paid call (µs), p50 and p99, from
+    /// `x402d_paid_call_overhead_seconds`; NaN on a binary without it.
+    pub own_p50_us: f64,
+    pub own_p99_us: f64,
+}
+
+pub const OWN_TIME: &str = "x402d_paid_call_overhead_seconds";
+pub const COMMITS: &str = "x402d_ledger_commit_seconds_count";
+
+impl CallCounters {
+    pub async fn start(pid: u32, addr: SocketAddr) -> CallCounters {
+        // Scraped first: the scrape's own switches are not counted.
+        let metrics = scrape(addr).await;
+        CallCounters {
+            metrics,
+            ctx: ctx_switches(pid),
+            written: write_bytes(pid),
+        }
+    }
+
+    /// Per paid call over `calls` paid calls since `start` (the closing scrape
+    /// is taken after the process counters, so it does not count either).
+    pub async fn per_call(&self, pid: u32, addr: SocketAddr, calls: u64) -> PerCall {
+        let ctx = ctx_switches(pid);
+        let written = write_bytes(pid);
+        let after = scrape(addr).await;
+        let n = calls.max(1) as f64;
+        PerCall {
+            ctx_switches: (ctx - self.ctx) as f64 / n,
+            bytes_written: (written - self.written) as f64 / n,
+            commits: (sample(&after, COMMITS) - sample(&self.metrics, COMMITS)) / n,
+            own_p50_us: quantile_between(&self.metrics, &after, OWN_TIME, 0.5) * 1e6,
+            own_p99_us: quantile_between(&self.metrics, &after, OWN_TIME, 0.99) * 1e6,
+        }
+    }
+}

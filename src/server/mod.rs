@@ -371,7 +371,7 @@ async fn handle_inner(
     let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match pipeline(shared, cfg, req, origin.as_deref()).await {
+    match pipeline(shared, cfg, req, origin.as_deref(), started).await {
         Ok(mut r) => {
             tracing::debug!(%method, %path, status = r.status().as_u16(),
                 ms = started.elapsed().as_millis() as u64, "served");
@@ -390,6 +390,7 @@ async fn pipeline(
     cfg: &Arc<Loaded>,
     req: Request<Incoming>,
     origin: Option<&str>,
+    received: std::time::Instant,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, body) = req.into_parts();
     let Some(route) = route(&parts.method, parts.uri.path()) else {
@@ -487,6 +488,7 @@ async fn pipeline(
     let rx = start_call(
         shared,
         cfg,
+        received,
         Call {
             app,
             model,
@@ -508,10 +510,12 @@ async fn pipeline(
 
 /// Starts (or, for a retry, joins) one call. The payment flow runs on its own
 /// task, counted in `inflight`: a client that hangs up mid-payment must not
-/// cancel it between "reserved", "signed" and "outcome recorded".
+/// cancel it between "reserved", "signed" and "outcome recorded". `received` is
+/// when the request's head arrived (the start of x402d's own time on it).
 fn start_call(
     shared: &Arc<Shared>,
     cfg: &Arc<Loaded>,
+    received: std::time::Instant,
     call: Call,
 ) -> tokio::sync::watch::Receiver<Option<coalesce::Outcome>> {
     let idempotency = call
@@ -543,16 +547,16 @@ fn start_call(
             let cfg = cfg.clone();
             tokio::spawn(async move {
                 let _inflight = shared.inflight.enter();
-                let started = std::time::Instant::now();
                 let payer = shared.payer(&cfg);
                 let out = payer.run(call).await;
                 let upstream = std::time::Duration::from_micros(
                     payer.upstream_us.load(std::sync::atomic::Ordering::Relaxed),
                 );
-                shared
-                    .metrics
-                    .overhead_seconds
-                    .observe(started.elapsed().saturating_sub(upstream).as_secs_f64());
+                let own = received.elapsed().saturating_sub(upstream).as_secs_f64();
+                shared.metrics.overhead_seconds.observe(own);
+                if matches!(&out, Ok(u) if u.paid != crate::pay::Paid::Nothing) {
+                    shared.metrics.paid_overhead_seconds.observe(own);
+                }
                 leader.finish(Arc::new(out));
             });
             rx
@@ -750,6 +754,7 @@ async fn models(
         let rx = start_call(
             shared,
             cfg,
+            std::time::Instant::now(),
             Call {
                 app: app.to_string(),
                 model: None,
