@@ -49,8 +49,8 @@ impl Stop {
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on reload.
 pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed> {
-    let ledger_path = cfg.state_dir.join("ledger.redb");
-    let (ledger, recovery) = Ledger::open(&ledger_path, cfg.timezone.clone(), crate::now_ms())
+    let (ledger, recovery) = Ledger::open_configured(&cfg, crate::now_ms())
+        .await
         .map_err(|e| match e {
             ledger::LedgerError::Locked(_) => {
                 Failed(format!("{e}; stop it first or use another state_dir"))
@@ -341,6 +341,16 @@ async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
     let mut warned_no_rpc = false;
     loop {
         let cfg = shared.config();
+        // With a shared ledger database only one daemon of the team resolves.
+        if !shared.ledger.try_lead_resolver().await {
+            if !stop
+                .sleep(Duration::from_secs(cfg.config.payment.resolve_every_secs))
+                .await
+            {
+                return;
+            }
+            continue;
+        }
         let r = shared
             .resolver
             .resolve(

@@ -189,7 +189,7 @@ impl<'l> Reservation<'l> {
                 code: cap.code,
                 message: cap.message,
             }),
-            Err(e) => Err(ProxyError::Ledger(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -229,7 +229,7 @@ impl<'l> Reservation<'l> {
         if let Err(e) = persisted {
             // Not persisted, so never sent: the signature is dropped unused.
             self.release("could not persist the signature").await;
-            return Err(ProxyError::Ledger(e.to_string()));
+            return Err(e.into());
         }
         self.armed = false;
         let rec = self.take_record();

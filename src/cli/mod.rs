@@ -31,6 +31,7 @@ macro_rules! outln {
 mod config;
 mod docs;
 mod doctor;
+mod ledger;
 mod report;
 mod serve;
 mod service;
@@ -65,6 +66,9 @@ pub(crate) enum Cmd {
     Status(JsonArg),
     /// Make the running daemon re-read its config.
     Reload,
+    /// Ledger store operations (`migrate` between redb and PostgreSQL).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCmd),
     /// Check config, wallet, state, ledger, upstream, chain and service; say how to fix each.
     Doctor,
     /// Write the systemd unit for this binary and reload systemd.
@@ -179,6 +183,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Doctor => doctor::doctor_cmd(&cli).await,
         Cmd::InstallService(a) => service::install_service(a).await,
         Cmd::Reload => config::reload(&cli).await,
+        Cmd::Ledger(c) => ledger::ledger_cmd(&cli, c).await,
         Cmd::Completions { shell } => docs::completions(*shell),
         Cmd::Man => docs::man(),
     }

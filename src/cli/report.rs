@@ -17,6 +17,17 @@ fn offline_ledger(cfg: &Loaded) -> Result<Option<redb::Database>, Fail> {
     Ok(Some(ledger::open_offline(&path)?))
 }
 
+/// With `[ledger] backend = "postgres"`: the team's database, read directly
+/// (no daemon needed; the totals are everyone's).
+async fn team_ledger(cfg: &Loaded) -> Result<Option<ledger::Ledger>, Fail> {
+    match (&cfg.config.ledger.backend, &cfg.config.ledger.url) {
+        (x402d::config::LedgerBackend::Postgres, Some(url)) => Ok(Some(
+            ledger::Ledger::postgres_reader(url, cfg.timezone.clone()).await?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Rows from the running daemon's admin endpoint `path` (with `&app=` when
 /// filtered); `None` when no daemon is running.
 async fn daemon_rows(
@@ -40,9 +51,12 @@ pub(crate) async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail
     let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
         Some(v) => v,
         None => {
-            let all = match offline_ledger(&cfg)? {
-                Some(db) => ledger::read_all(&db)?,
-                None => Vec::new(),
+            let all = match team_ledger(&cfg).await? {
+                Some(l) => l.all().await?,
+                None => match offline_ledger(&cfg)? {
+                    Some(db) => ledger::read_all(&db)?,
+                    None => Vec::new(),
+                },
             };
             let rows = report::spend(
                 &all,
@@ -90,12 +104,20 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
     let path = format!("/payments?limit={}", a.limit);
     let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
         Some(v) => v,
-        None => match offline_ledger(&cfg)? {
-            Some(db) => ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+        None => match team_ledger(&cfg).await? {
+            Some(l) => l
+                .payments(a.app.as_deref(), a.limit)
+                .await?
                 .iter()
                 .map(admin::payment_json)
                 .collect(),
-            None => Vec::new(),
+            None => match offline_ledger(&cfg)? {
+                Some(db) => ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+                    .iter()
+                    .map(admin::payment_json)
+                    .collect(),
+                None => Vec::new(),
+            },
         },
     };
     if a.json {
@@ -163,6 +185,7 @@ pub(crate) async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> 
             outln!("x402d {} running (pid {})", g("version"), g("pid"));
             outln!("  listen:     {}", g("listen"));
             outln!("  upstream:   {}", g("upstream"));
+            outln!("  ledger:     {}", g("ledger"));
             outln!(
                 "  wallet:     {}",
                 if v["wallet"].is_null() {

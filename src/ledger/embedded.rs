@@ -901,7 +901,7 @@ fn commit_batch(db: &Database, index: &mut Index, batch: Vec<Op>) -> Vec<u64> {
     orphans
 }
 
-fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
+pub(super) fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
     use State::*;
     let (to, note, tx) = match outcome {
         Outcome::Settled { tx } => (Settled, None, tx),

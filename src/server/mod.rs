@@ -717,7 +717,7 @@ async fn metrics_response(
         .ledger
         .totals(now, 0)
         .await
-        .map_err(|e| ProxyError::Ledger(e.to_string()))?;
+        .map_err(ProxyError::from)?;
     let text = shared.metrics.render(
         &totals,
         &crate::ledger::report::Limits::from_config(cfg, now),
