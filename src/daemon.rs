@@ -471,6 +471,9 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
     if new.state_dir != old.state_dir {
         notes.push("`state_dir` changed but needs a restart".to_string());
     }
+    if new.config.ledger != old.config.ledger {
+        notes.push("`[ledger]` changed but needs a restart".to_string());
+    }
     if new.config.limits.timezone != old.config.limits.timezone {
         shared
             .ledger

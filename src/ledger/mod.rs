@@ -295,15 +295,7 @@ impl Ledger {
     ) -> Result<(Ledger, Recovery), LedgerError> {
         match (&cfg.config.ledger.backend, &cfg.config.ledger.url) {
             (crate::config::LedgerBackend::Postgres, Some(url)) => {
-                let (p, rec) =
-                    postgres::Postgres::open(url, &cfg.state_dir, cfg.timezone.clone(), now_ms)
-                        .await?;
-                Ok((
-                    Ledger {
-                        backend: Backend::Postgres(p),
-                    },
-                    rec,
-                ))
+                Ledger::open_postgres(url, &cfg.state_dir, cfg.timezone.clone(), now_ms).await
             }
             _ => Ledger::open(
                 &cfg.state_dir.join("ledger.redb"),
@@ -311,6 +303,24 @@ impl Ledger {
                 now_ms,
             ),
         }
+    }
+
+    /// Opens a team's PostgreSQL ledger as the daemon whose state dir is
+    /// `state_dir` (its instance id lives there), with recovery of its own
+    /// open records.
+    pub async fn open_postgres(
+        url: &str,
+        state_dir: &Path,
+        tz: TimeZone,
+        now_ms: i64,
+    ) -> Result<(Ledger, Recovery), LedgerError> {
+        let (p, rec) = postgres::Postgres::open(url, state_dir, tz, now_ms).await?;
+        Ok((
+            Ledger {
+                backend: Backend::Postgres(p),
+            },
+            rec,
+        ))
     }
 
     /// A read-only handle on a team's database (the CLI when no daemon runs).
