@@ -25,6 +25,10 @@ impl Pg {
     /// `None` (with a loud message) when the PostgreSQL binaries are not
     /// installed here; in CI (`CI` set) their absence is a failure.
     fn start() -> Option<Pg> {
+        Pg::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Option<Pg> {
         let have = Command::new(script())
             .arg("bin")
             .status()
@@ -48,12 +52,17 @@ impl Pg {
             dir: TempDir::new("pg"),
             port,
         };
-        pg.up();
+        pg.up_with(env);
         Some(pg)
     }
 
     fn up(&self) {
+        self.up_with(&[])
+    }
+
+    fn up_with(&self, env: &[(&str, &str)]) {
         let out = Command::new(script())
+            .envs(env.iter().copied())
             .args([
                 "start",
                 self.dir.0.to_str().unwrap(),
@@ -427,4 +436,65 @@ fn config_check_never_shows_the_password() {
         all.contains("postgres://team@db.internal:5432/x402d?sslmode=verify-full"),
         "{all}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_from_env_credential_or_url_is_never_shown() {
+    const PW: &str = "Pw-s3cret-42";
+    let Some(pg) = Pg::start_with(&[("PG_PASSWORD", PW)]) else {
+        return;
+    };
+    let seller = Seller::start(SellerCfg::default()).await;
+    let cfg = format!("{}{}", capped("1"), pg.ledger());
+    // $PGPASSWORD.
+    let d1 = Daemon::start_env(&seller.url(), &cfg, &[("PGPASSWORD", PW)]);
+    assert_eq!(chat(&d1, "sk-capped").await.status, 200);
+    // A systemd credential.
+    let creds = TempDir::new("creds");
+    std::fs::write(creds.0.join("pgpassword"), format!("{PW}\n")).unwrap();
+    let d2 = Daemon::start_env(
+        &seller.url(),
+        &cfg,
+        &[("CREDENTIALS_DIRECTORY", creds.0.to_str().unwrap())],
+    );
+    assert_eq!(chat(&d2, "sk-capped").await.status, 200);
+    // In the URL: `status` shows the URL without it.
+    let with_pw = pg.url().replace("postgres@", &format!("postgres:{PW}@"));
+    let d3 = Daemon::start(
+        &seller.url(),
+        &format!(
+            "{}[ledger]\nbackend = \"postgres\"\nurl = \"{with_pw}\"\n",
+            capped("1")
+        ),
+    );
+    assert_eq!(chat(&d3, "sk-capped").await.status, 200);
+    let st = d3.cli(&["status", "--json"]);
+    let text = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(text.contains(&pg.url()) && !text.contains(PW), "{text}");
+    let check = d3.cli(&["config", "check"]);
+    assert!(!String::from_utf8_lossy(&check.stdout).contains(PW));
+    for d in [&d1, &d2, &d3] {
+        assert!(!d.log().contains(PW), "{}", d.log());
+    }
+    assert_eq!(today(&d1)["calls"], 3, "one shared ledger");
+    // A wrong password: the daemon refuses to start, and says why without it.
+    let dir = TempDir::new("badpw");
+    let cfg = dir.0.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[ledger]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+            dir.0.join("state").display(),
+            pg.url().replace("postgres@", "postgres:wrong-Pw-99@")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong-Pw-99"), "{err}");
 }

@@ -243,7 +243,12 @@ impl From<LedgerError> for E {
 }
 impl From<deadpool_postgres::PoolError> for E {
     fn from(e: deadpool_postgres::PoolError) -> E {
-        E::Pool(e.to_string())
+        match e {
+            // Connecting failed: classify the driver's own error (a refused
+            // password is not an outage).
+            deadpool_postgres::PoolError::Backend(e) => E::Pg(e),
+            e => E::Pool(e.to_string()),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 #   pg.sh start DIR PORT   initdb DIR/data (first time) and start on 127.0.0.1:PORT
 #   pg.sh stop DIR         fast shutdown
 #   pg.sh bin              exits 0 when the PostgreSQL binaries are installed
+# Env: PG_PASSWORD (password auth for user postgres instead of trust), PG_FSYNC (off by default).
 set -euo pipefail
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 cmd=${1:?usage: pg.sh start DIR PORT | stop DIR | bin}
@@ -20,8 +21,14 @@ start)
 	mkdir -p "$DIR"
 	[ "$(id -u)" = 0 ] && chown nobody:nogroup "$DIR"
 	if [ ! -f "$DIR/data/PG_VERSION" ]; then
-		as_pg "$BIN/initdb" -D "$DIR/data" -U postgres -A trust --no-sync -E UTF8 --locale=C >"$DIR/initdb.log" 2>&1 \
+		auth=(-A trust)
+		if [ -n "${PG_PASSWORD:-}" ]; then # password auth (scram) for user postgres
+			printf '%s\n' "$PG_PASSWORD" >"$DIR/pw"; [ "$(id -u)" = 0 ] && chown nobody:nogroup "$DIR/pw"
+			auth=(-A scram-sha-256 --pwfile "$DIR/pw")
+		fi
+		as_pg "$BIN/initdb" -D "$DIR/data" -U postgres "${auth[@]}" --no-sync -E UTF8 --locale=C >"$DIR/initdb.log" 2>&1 \
 			|| { cat "$DIR/initdb.log" >&2; exit 1; }
+		rm -f "$DIR/pw"
 	fi
 	as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 30 \
 		-o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=${PG_FSYNC:-off} -c max_connections=200" start >/dev/null \
