@@ -12,18 +12,25 @@ cmd=${1:?usage: pg.sh start DIR PORT | stop DIR | bin}
 if [ "$cmd" = bin ]; then [ -n "$BIN" ] && [ -x "$BIN/initdb" ]; exit $?; fi
 [ -n "$BIN" ] || { echo "pg.sh: no /usr/lib/postgresql/*/bin (apt-get install postgresql)" >&2; exit 2; }
 DIR=${2:?DIR}
+# As root: in a user namespace where we are uid 1000 (works inside the interop suite's
+# own user namespace too), else as `nobody` (the data dir chowned to it).
+USERNS=0
+if [ "$(id -u)" = 0 ] && unshare --user --map-user=1000 --map-group=1000 true 2>/dev/null; then USERNS=1; fi
 as_pg() {
-	if [ "$(id -u)" = 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi
+	if [ "$(id -u)" != 0 ]; then "$@"
+	elif [ $USERNS = 1 ]; then unshare --user --map-user=1000 --map-group=1000 -- "$@"
+	else setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; fi
 }
+own() { if [ "$(id -u)" = 0 ] && [ $USERNS = 0 ]; then chown nobody:nogroup "$@"; fi; }
 case "$cmd" in
 start)
 	PORT=${3:?PORT}
 	mkdir -p "$DIR"
-	[ "$(id -u)" = 0 ] && chown nobody:nogroup "$DIR"
+	own "$DIR"
 	if [ ! -f "$DIR/data/PG_VERSION" ]; then
 		auth=(-A trust)
 		if [ -n "${PG_PASSWORD:-}" ]; then # password auth (scram) for user postgres
-			printf '%s\n' "$PG_PASSWORD" >"$DIR/pw"; [ "$(id -u)" = 0 ] && chown nobody:nogroup "$DIR/pw"
+			printf '%s\n' "$PG_PASSWORD" >"$DIR/pw"; own "$DIR/pw"
 			auth=(-A scram-sha-256 --pwfile "$DIR/pw")
 		fi
 		as_pg "$BIN/initdb" -D "$DIR/data" -U postgres "${auth[@]}" --no-sync -E UTF8 --locale=C >"$DIR/initdb.log" 2>&1 \
