@@ -1152,7 +1152,7 @@ models = ["gpt-4o-mini", "anthropic/*"]
     fn invalid_configs_name_key_and_line() {
         assert_eq!(
             bad("listen = \"127.0.0.1:1\"\nlisten_port = 3\n"),
-            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`, `alerts`"
+            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`, `alerts`, `ledger`"
         );
         let e = bad("[payment]\nnetworks = [\"ethereum\"]\n");
         assert!(

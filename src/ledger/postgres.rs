@@ -1609,6 +1609,36 @@ mod tests {
     }
 
     #[test]
+    fn ledger_config_is_checked_at_load() {
+        let bad = |t: &str| crate::config::parse(t, None).unwrap_err().to_string();
+        let e = bad("[ledger]\nbackend = \"postgres\"\n");
+        assert!(e.contains("`ledger.url`") && e.contains("needs url"), "{e}");
+        let e = bad("[ledger]\nbackend = \"postgres\"\nurl = \"mysql://u:s3cret@h/db\"\n");
+        assert!(e.contains("`ledger.url`") && !e.contains("s3cret"), "{e}");
+        let e = bad("[ledger]\nbackend = \"sqlite\"\n");
+        assert!(e.contains("`redb` or `postgres`"), "{e}");
+        let ok = crate::config::parse(
+            "[ledger]\nbackend = \"postgres\"\nurl = \"postgres://u:s3cret@h/db\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.config.ledger.backend,
+            crate::config::LedgerBackend::Postgres
+        );
+        let shown = toml::to_string(&ok.config).unwrap();
+        assert!(
+            shown.contains("postgres://u@h/db") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let default = crate::config::parse("", None).unwrap();
+        assert_eq!(
+            default.config.ledger.backend,
+            crate::config::LedgerBackend::Redb
+        );
+    }
+
+    #[test]
     fn totals_of_counts_like_the_embedded_index() {
         let tz = TimeZone::UTC;
         let p = |id, state, amount| Payment {
