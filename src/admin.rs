@@ -1,6 +1,6 @@
 //! The admin endpoint: HTTP over a Unix socket in the state dir (mode 0600,
-//! owner only), never on TCP. The CLI's `spend`, `payments`, `status` and
-//! `reload` talk to the running daemon through it.
+//! owner only), never on TCP. The CLI's `spend`, `payments`, `status`,
+//! `ledger verify` and `reload` talk to the running daemon through it.
 
 use crate::ledger::report;
 use crate::server::Shared;
@@ -146,6 +146,11 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Err(e) => Err(e.to_string()),
             }
         }
+        // `x402d ledger verify`: reads the whole history (off the writer).
+        (&Method::GET, "/ledger/verify") => match shared.ledger.verify().await {
+            Ok(v) => serde_json::to_value(v).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
         // After `x402d wallet new/import/remove`: use what the store holds now.
         (&Method::POST, "/wallet/reload") => {
             let r = shared.wallet.reload(&shared.config().key_location()).await;

@@ -192,6 +192,10 @@ pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed
     if !joined {
         tasks.abort_all();
     }
+    // Outcomes recorded without an fsync of their own reach the disk now.
+    if let Err(e) = shared.ledger.flush().await {
+        tracing::error!(error = %e, "could not flush the ledger; unfinished outcomes are resolved at the next start");
+    }
     if let Err(e) = std::fs::remove_file(&admin_path)
         && e.kind() != std::io::ErrorKind::NotFound
     {

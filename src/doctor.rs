@@ -141,11 +141,9 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
             format!("{} (created on first start)", path.display()),
         ));
     } else {
-        match crate::ledger::open_offline(&path).and_then(|db| crate::ledger::read_all(&db)) {
-            Ok(all) => out.push(ok(
-                "ledger",
-                format!("{} ({} payments)", path.display(), all.len()),
-            )),
+        // The record count is kept by the file: no record is read.
+        match crate::ledger::open_offline(&path).and_then(|db| crate::ledger::count_offline(&db)) {
+            Ok(n) => out.push(ok("ledger", format!("{} ({n} payments)", path.display()))),
             Err(e) => out.push(fail(
                 "ledger",
                 e.to_string(),

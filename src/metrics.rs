@@ -32,6 +32,13 @@ pub struct ResendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitLabels {
+    /// `true`: fsync'd before its callers were answered; `false`: outcomes made
+    /// durable by a later commit.
+    pub durable: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabels {
     pub app: String,
 }
@@ -68,6 +75,8 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     pub overhead_seconds: Histogram,
     pub ledger_commit_seconds: Histogram,
+    ledger_commits: Family<CommitLabels, Counter>,
+    ledger_flushes: Counter,
     /// Last estimate of how far the upstream's clock is ahead of ours.
     pub clock_skew: crate::clock::LastSkew,
     clock_skew_seconds: Gauge<i64, AtomicI64>,
@@ -136,6 +145,18 @@ impl Metrics {
             "Ledger write-transaction commit time (one fsync per group commit)",
             ledger_commit_seconds.clone(),
         );
+        let ledger_commits = Family::<CommitLabels, Counter>::default();
+        registry.register(
+            "ledger_commits",
+            "Ledger commits for payment ops, by whether each was fsync'd before answering (a paid call makes one durable commit: its reservation)",
+            ledger_commits.clone(),
+        );
+        let ledger_flushes = Counter::default();
+        registry.register(
+            "ledger_flushes",
+            "Ledger commits made only to make earlier non-durable ones durable (when idle)",
+            ledger_flushes.clone(),
+        );
         let clock_skew_seconds = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "clock_skew_seconds",
@@ -169,7 +190,26 @@ impl Metrics {
             upstream_seconds,
             overhead_seconds,
             ledger_commit_seconds,
+            ledger_commits,
+            ledger_flushes,
         }
+    }
+
+    /// Copies the ledger's commit counters (read at scrape time).
+    pub fn set_ledger_stats(&self, s: &crate::ledger::Stats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (durable, n) in [
+            ("true", s.durable_commits),
+            ("false", s.non_durable_commits),
+        ] {
+            self.ledger_commits
+                .get_or_create(&CommitLabels {
+                    durable: durable.into(),
+                })
+                .inner()
+                .store(n, Relaxed);
+        }
+        self.ledger_flushes.inner().store(s.flushes, Relaxed);
     }
 
     pub fn set_clock_skew(&self, secs: i64, now_ms: i64) {

@@ -6,9 +6,11 @@
 //!     ▼
 //! parse requirements → choose one → load wallet      (refusal: nothing signed)
 //!     ▼
-//! Reserved   (ledger: caps checked and budget held, durable)
+//! Reserved   (ledger: caps checked, budget held and the authorization's payer,
+//!     │       nonce and validBefore recorded, in ONE durable commit: the only
+//!     │       fsync the call waits for; from here a crash means at-risk)
 //!     ▼
-//! Signed     (EIP-3009 signature made, nonce/validBefore durable BEFORE sending)
+//! Signed     (EIP-3009 signature made in memory; nothing more to persist)
 //!     ▼
 //! send paid ─► 2xx ───────────────────► Settled  → relay, cost = price
 //!           │   (PAYMENT-RESPONSE success:false ► AtRisk → relay)
@@ -28,7 +30,10 @@
 //!           └► anything else ─────────► AtRisk   → relay, never re-sent
 //! ```
 //!
-//! Each transition is persisted before the next step that could move money. The
+//! What could move money is durable before it can: the nonce is on disk before
+//! the signature exists. Outcomes are recorded without waiting for an fsync (the
+//! next durable commit carries them; a crash before that leaves the payment
+//! at-risk, resolved on chain: fail closed). The
 //! states are types: a [`Reservation`] releases itself if dropped before signing,
 //! and [`Reservation::sign`] turns it into a [`SignedPayment`], which, dropped
 //! without an outcome, records itself at-risk (never released: the signature may
@@ -134,18 +139,10 @@ impl Record<'_> {
             .payment(&self.app, self.network, state, self.amount.atomic());
     }
 
-    /// Records the outcome and waits until it is durable. The op is queued before
-    /// the first await, so a caller cancelled while waiting still records it.
-    async fn finish(&self, outcome: Outcome) {
-        self.count(&outcome);
-        if let Err(e) = self.ledger.finish(self.id, outcome, crate::now_ms()).await {
-            // The record keeps its last durable state (Signed → at-risk at next
-            // start, Reserved → released): fail closed, never lose spend.
-            tracing::error!(id = self.id, error = %e, "could not record the payment outcome");
-        }
-    }
-
-    /// Records the outcome from a `Drop` (cannot await; see `Ledger::finish_detached`).
+    /// Records the outcome without waiting: the writer commits it without an
+    /// fsync, and the next durable commit carries it to disk. If the process dies
+    /// before that, the record is still signed-for and startup recovery makes it
+    /// at-risk (resolved on chain): fail closed. See `Ledger::finish_detached`.
     fn finish_detached(&self, outcome: Outcome) {
         self.count(&outcome);
         self.ledger
@@ -153,25 +150,39 @@ impl Record<'_> {
     }
 }
 
-/// Budget held for one payment; nothing is signed yet. It must be consumed by
-/// [`Reservation::sign`] or [`Reservation::release`]; dropped otherwise (an early
-/// return, an error, a cancelled flow) it releases itself, which is always right
-/// because no signature can have left the process.
+/// Budget held for one payment, durably, together with the parameters of the
+/// authorization that will pay it (payer, nonce, validBefore, payment id): the
+/// ledger record is already signed-for, so a crash from here on leaves it at
+/// risk until the chain says otherwise. No signature exists yet. It must be
+/// consumed by [`Reservation::sign`] or [`Reservation::release`]; dropped
+/// otherwise (an early return, an error, a cancelled flow) it releases itself,
+/// which is always right because no signature can have left the process.
 #[must_use = "a reservation holds budget until signed or released"]
 struct Reservation<'l> {
     rec: Record<'l>,
+    /// The authorization reserved for: the one `sign` signs.
+    auth: Authorization,
     /// False once consumed (by sign or release), so Drop does nothing.
     armed: bool,
 }
 
 impl<'l> Reservation<'l> {
-    /// Checks the caps and holds the budget, durably, before any signature exists.
+    /// Checks the caps and holds the budget with `auth`'s parameters, in one
+    /// durable commit: the only fsync a paid call waits for.
     async fn hold(
         ledger: &'l Ledger,
         metrics: &'l crate::metrics::Metrics,
         network: &'static str,
-        r: Reserve,
+        mut r: Reserve,
+        auth: Authorization,
+        payment_identifier: Option<String>,
     ) -> Result<Reservation<'l>, ProxyError> {
+        r.auth = Some(crate::ledger::Auth {
+            payer: auth.from.to_string(),
+            nonce: auth.nonce.to_string(),
+            valid_before: auth.valid_before,
+            payment_identifier,
+        });
         let (app, amount) = (r.app.clone(), r.amount);
         match ledger.reserve(r).await {
             Ok(Ok(id)) => Ok(Reservation {
@@ -183,6 +194,7 @@ impl<'l> Reservation<'l> {
                     network,
                     amount,
                 },
+                auth,
                 armed: true,
             }),
             Ok(Err(cap)) => Err(ProxyError::BudgetExceeded {
@@ -197,51 +209,31 @@ impl<'l> Reservation<'l> {
         self.rec.id
     }
 
-    /// Signs the authorization and persists its nonce and validBefore; only then
-    /// does a payment exist that may be sent. On any failure here nothing was sent,
-    /// so the reservation is released (explicitly, or by Drop if cancelled).
-    async fn sign(
+    /// Signs the reserved authorization, in memory: its parameters are already
+    /// durable, so the signed payment may be sent at once. If signing fails,
+    /// nothing exists that could be sent, so the reservation is released.
+    fn sign(
         mut self,
         wallet: &Wallet,
-        auth: &Authorization,
         domain: &alloy_sol_types::Eip712Domain,
-        payment_identifier: Option<String>,
     ) -> Result<(SignedPayment<'l>, [u8; 65]), ProxyError> {
-        let signature = match wallet.sign(auth, domain) {
+        let signature = match wallet.sign(&self.auth, domain) {
             Ok(s) => s,
             Err(e) => {
-                self.release("signing failed").await;
+                self.release("signing failed");
                 return Err(ProxyError::Wallet(e.to_string()));
             }
         };
-        let persisted = self
-            .rec
-            .ledger
-            .signed_with_identifier(
-                self.rec.id,
-                auth.from.to_string(),
-                auth.nonce.to_string(),
-                auth.valid_before,
-                payment_identifier,
-                crate::now_ms(),
-            )
-            .await;
-        if let Err(e) = persisted {
-            // Not persisted, so never sent: the signature is dropped unused.
-            self.release("could not persist the signature").await;
-            return Err(e.into());
-        }
         self.armed = false;
         let rec = self.take_record();
         Ok((SignedPayment { rec, armed: true }, signature))
     }
 
-    /// Gives the budget back and waits until that is durable.
-    async fn release(mut self, why: &str) {
+    /// Gives the budget back (recorded without waiting; see `Record::finish_detached`).
+    fn release(mut self, why: &str) {
         self.armed = false;
         self.rec
-            .finish(Outcome::Released { reason: why.into() })
-            .await;
+            .finish_detached(Outcome::Released { reason: why.into() });
     }
 
     fn take_record(&mut self) -> Record<'l> {
@@ -270,8 +262,8 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// A signed, persisted authorization that may be (or may have been) sent. It must
-/// be consumed by [`SignedPayment::finish`]; dropped otherwise it is recorded as
+/// A signed authorization that may be (or may have been) sent. It must be
+/// consumed by [`SignedPayment::finish`]; dropped otherwise it is recorded as
 /// at-risk, never released: once the request may have left, only the chain can say
 /// the money did not move.
 #[must_use = "a signed payment must be finished with its outcome"]
@@ -281,9 +273,11 @@ struct SignedPayment<'l> {
 }
 
 impl SignedPayment<'_> {
-    async fn finish(mut self, outcome: Outcome) {
+    /// Records the outcome without waiting for it to be durable: nothing after
+    /// the reservation's commit waits for an fsync on the paid call's path.
+    fn finish(mut self, outcome: Outcome) {
         self.armed = false;
-        self.rec.finish(outcome).await;
+        self.rec.finish_detached(outcome);
     }
 }
 
@@ -344,9 +338,19 @@ impl Payer<'_> {
         // 5. The wallet (503 with the command to run when there is none).
         let wallet = self.wallet.get(&self.cfg.key_location()).await?;
 
-        // 6. Reserved: caps checked and budget held, durably, before any signature
-        //    exists. From here every exit path releases it, or it releases itself.
+        // 6. The authorization's parameters come first (our clock, a fresh nonce),
+        //    so that reserving records them: one durable commit, the only fsync
+        //    this call waits for, holds the budget and names the payment that
+        //    may leave. A crash from here leaves it at risk, resolved on chain.
         let now = crate::now_ms();
+        let auth = Authorization {
+            from: wallet.address(),
+            to: choice.pay_to,
+            value: U256::from(choice.amount.atomic()),
+            valid_after: 0,
+            valid_before: (now / 1000) as u64 + choice.timeout_seconds,
+            nonce: random_nonce()?,
+        };
         let reservation = Reservation::hold(
             self.ledger,
             self.metrics,
@@ -363,20 +367,13 @@ impl Payer<'_> {
                 caps: self.caps(&app_cfg),
                 auth: None,
             },
+            auth.clone(),
+            payment_identifier.clone(),
         )
         .await?;
 
-        // 7. Signed: sign, then persist nonce/amount/validBefore before the request
-        //    leaves. From here the payment must be finished, or it is at risk.
-        let valid_before = (now / 1000) as u64 + choice.timeout_seconds;
-        let auth = Authorization {
-            from: wallet.address(),
-            to: choice.pay_to,
-            value: U256::from(choice.amount.atomic()),
-            valid_after: 0,
-            valid_before,
-            nonce: random_nonce()?,
-        };
+        // 7. Signed, in memory: nothing more to persist before the request leaves.
+        //    From here the payment must be finished, or it is at risk.
         let domain = wallet::eip3009::domain(
             choice.network.eip712_name,
             choice.network.eip712_version,
@@ -384,9 +381,7 @@ impl Payer<'_> {
             choice.network.usdc,
         );
         let id = reservation.id();
-        let (payment, signature) = reservation
-            .sign(&wallet, &auth, &domain, payment_identifier.clone())
-            .await?;
+        let (payment, signature) = reservation.sign(&wallet, &domain)?;
         let header =
             x402::header::encode_payment(&pr, &choice, &auth, &signature, extensions.as_deref());
         let amount = choice.amount;
@@ -411,8 +406,8 @@ impl Payer<'_> {
         self.deliver(&sent, payment).await
     }
 
-    /// Sends the signed payment and records its outcome before the reply is
-    /// relayed. When the answer is lost after the payment left (reset, timeout,
+    /// Sends the signed payment and records its outcome (without waiting for an
+    /// fsync) as the reply goes back. When the answer is lost after the payment left (reset, timeout,
     /// 5xx), the same header is re-sent on a fresh connection: the same nonce
     /// cannot move money twice, so a re-send can only bring the paid answer back
     /// (a seller replaying by payment id, or one the first send never reached).
@@ -456,7 +451,7 @@ impl Payer<'_> {
                 Err(SendError::Connect(reason)) if !resent => {
                     // No connection was made, so the signature never left the process.
                     let why = format!("not sent: {reason}");
-                    payment.finish(Outcome::Released { reason: why }).await;
+                    payment.finish(Outcome::Released { reason: why });
                     return Err(ProxyError::UpstreamUnreachable {
                         upstream: self.cfg.config.upstream.clone(),
                         reason,
@@ -491,7 +486,7 @@ impl Payer<'_> {
                             );
                             self.note_attempt(id, sends, Some(note)).await;
                             self.metrics.resend(app, "answer_lost");
-                            payment.finish(Outcome::Settled { tx: None }).await;
+                            payment.finish(Outcome::Settled { tx: None });
                             tracing::warn!(id, app, %amount, state = "settled", block = head.number, reason = %lost, "paid once on chain, but the seller lost the answer");
                             return Err(ProxyError::PaidAnswerLost {
                                 reason: lost,
@@ -529,11 +524,9 @@ impl Payer<'_> {
                     // settled, and what it means is not ours to guess. Relayed.
                     let reason = format!("upstream answered {} to the paid request", resp.status());
                     self.note_attempt(id, sends, Some(reason.clone())).await;
-                    payment
-                        .finish(Outcome::AtRisk {
-                            reason: reason.clone(),
-                        })
-                        .await;
+                    payment.finish(Outcome::AtRisk {
+                        reason: reason.clone(),
+                    });
                     tracing::warn!(id, app, %amount, state = "at_risk", %reason, "payment at risk");
                     return buffer(resp, amount, Some(id), Paid::AtRisk, timeout).await;
                 }
@@ -578,11 +571,9 @@ impl Payer<'_> {
             ),
             _ => last_error,
         };
-        payment
-            .finish(Outcome::AtRisk {
-                reason: reason.clone(),
-            })
-            .await;
+        payment.finish(Outcome::AtRisk {
+            reason: reason.clone(),
+        });
         tracing::warn!(id, app, %amount, state = "at_risk", %reason, "paid request failed; payment at risk");
         match last_reply {
             Some(u) => Ok(u),
@@ -614,16 +605,14 @@ impl Payer<'_> {
                 resp.status(),
                 r.error_reason.as_deref().unwrap_or("no reason given")
             );
-            payment
-                .finish(Outcome::AtRisk {
-                    reason: reason.clone(),
-                })
-                .await;
+            payment.finish(Outcome::AtRisk {
+                reason: reason.clone(),
+            });
             tracing::warn!(id, app, %amount, state = "at_risk", %reason, "payment at risk");
             return buffer(resp, amount, Some(id), Paid::AtRisk, s.timeout).await;
         }
         let tx = report.and_then(|r| r.transaction);
-        payment.finish(Outcome::Settled { tx: tx.clone() }).await;
+        payment.finish(Outcome::Settled { tx: tx.clone() });
         tracing::info!(
             id, app, model = s.call.model.as_deref().unwrap_or("-"), %amount,
             network = s.network.caip2, state = "settled", tx = tx.as_deref().unwrap_or("-"),
@@ -645,22 +634,18 @@ impl Payer<'_> {
         let f = failure_of(resp, s.timeout).await;
         let reason = f.reason_or("no reason given");
         if f.settlement_failed {
-            payment
-                .finish(Outcome::AtRisk {
-                    reason: format!("settlement failed: {reason}"),
-                })
-                .await;
+            payment.finish(Outcome::AtRisk {
+                reason: format!("settlement failed: {reason}"),
+            });
             tracing::warn!(id, app, %amount, state = "at_risk", %reason, "the seller says settlement failed; payment at risk");
             return Err(ProxyError::SettlementFailed {
                 reason,
                 amount: amount.to_string(),
             });
         }
-        payment
-            .finish(Outcome::Rejected {
-                reason: reason.clone(),
-            })
-            .await;
+        payment.finish(Outcome::Rejected {
+            reason: reason.clone(),
+        });
         tracing::warn!(id, app, %amount, state = "rejected", %reason, "seller rejected the payment");
         Err(ProxyError::PaymentRejected {
             reason,
@@ -1175,14 +1160,58 @@ mod tests {
         assert_eq!(backoff(0).as_millis(), 250);
     }
 
+    /// Holds a reservation for `auth(w)`.
+    async fn hold<'l>(l: &'l Ledger, m: &'l Metrics, w: &Wallet) -> Reservation<'l> {
+        Reservation::hold(
+            l,
+            m,
+            "eip155:84532",
+            reserve(crate::now_ms()),
+            auth(w),
+            Some("pay_1".into()),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_signed_for_in_one_durable_commit_before_any_signature() {
+        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let m = Metrics::new();
+        let w = Wallet::from_hex(KEY).unwrap();
+        let before = l.stats();
+        let r = hold(&l, &m, &w).await;
+        let after = l.stats();
+        assert_eq!(after.durable_commits - before.durable_commits, 1);
+        // The record already names the authorization that may leave.
+        let p = &l.payments_now(None, 1).unwrap()[0];
+        assert_eq!(p.state, State::Signed);
+        assert_eq!(p.nonce, Some(B256::repeat_byte(1).to_string()));
+        assert_eq!(p.valid_before, Some(4_000_000_000));
+        assert_eq!(p.payer, Some(w.address().to_string()));
+        assert_eq!(p.payment_identifier.as_deref(), Some("pay_1"));
+        // Signing writes nothing.
+        let (signed, _sig) = r.sign(&w, &domain()).unwrap();
+        assert_eq!(l.stats().durable_commits, after.durable_commits);
+        signed.finish(Outcome::Settled { tx: None });
+        l.payments(None, 1).await.unwrap();
+        let end = l.stats();
+        assert_eq!(
+            end.durable_commits, after.durable_commits,
+            "the outcome waits for no fsync"
+        );
+        assert_eq!(end.non_durable_commits - before.non_durable_commits, 1);
+        assert_eq!(states(&l), [State::Settled]);
+    }
+
     #[tokio::test]
     async fn a_dropped_reservation_releases_itself() {
         let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
         let m = Metrics::new();
-        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
-            .await
-            .unwrap();
-        assert_eq!(states(&l), [State::Reserved]);
+        let w = Wallet::from_hex(KEY).unwrap();
+        let r = hold(&l, &m, &w).await;
+        // Signed-for (at risk if the process died now), but nothing was signed.
+        assert_eq!(states(&l), [State::Signed]);
         drop(r);
         assert_eq!(settled_states(&l).await, [State::Released]);
     }
@@ -1192,11 +1221,8 @@ mod tests {
         let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
         let m = Metrics::new();
         let w = Wallet::from_hex(KEY).unwrap();
-        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
-            .await
-            .unwrap();
-        let (signed, _sig) = r.sign(&w, &auth(&w), &domain(), None).await.unwrap();
-        assert_eq!(states(&l), [State::Signed]);
+        let r = hold(&l, &m, &w).await;
+        let (signed, _sig) = r.sign(&w, &domain()).unwrap();
         drop(signed);
         assert_eq!(settled_states(&l).await, [State::AtRisk]);
     }
@@ -1206,46 +1232,132 @@ mod tests {
         let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
         let m = Metrics::new();
         let w = Wallet::from_hex(KEY).unwrap();
-        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
-            .await
-            .unwrap();
-        let (signed, _) = r.sign(&w, &auth(&w), &domain(), None).await.unwrap();
-        signed.finish(Outcome::Settled { tx: None }).await;
-        // A later op on the same writer queue: anything queued by a Drop is in by now.
-        Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
-            .await
-            .unwrap()
-            .release("test")
-            .await;
-        assert_eq!(states(&l), [State::Released, State::Settled]);
+        let (signed, _) = hold(&l, &m, &w).await.sign(&w, &domain()).unwrap();
+        signed.finish(Outcome::Settled { tx: None });
+        hold(&l, &m, &w).await.release("test");
+        assert_eq!(settled_states(&l).await, [State::Released, State::Settled]);
     }
 
-    #[tokio::test]
-    async fn a_failed_signed_write_releases_once_and_sends_nothing() {
-        // The ledger refuses the "signed" transition (here: the record already
-        // ended). The flow gets an error, no signed payment exists to send, and the
-        // second release is a no-op, not a corruption.
-        let (l, _) = Ledger::open(&tmp().join("l.redb"), TimeZone::UTC, 0).unwrap();
-        let m = Metrics::new();
-        let w = Wallet::from_hex(KEY).unwrap();
-        let r = Reservation::hold(&l, &m, "eip155:84532", reserve(crate::now_ms()))
-            .await
-            .unwrap();
-        l.finish(
-            r.id(),
-            Outcome::Released {
-                reason: "elsewhere".into(),
-            },
-            0,
+    /// A seller that answers unpaid requests with a v2 402 and paid ones with
+    /// 200; at each paid request it notes the ledger's durable commits and the
+    /// last record (what was on disk when the payment arrived).
+    async fn instant_seller(
+        ledger: Ledger,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<std::sync::Mutex<Vec<(u64, Payment, String)>>>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (s3, l3) = (s2.clone(), ledger.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (s4, l4) = (s3.clone(), l3.clone());
+                        async move {
+                            if let Some(h) = req.headers().get(x402::HDR_PAYMENT_SIGNATURE) {
+                                let last = l4.payments_now(None, 1).unwrap().remove(0);
+                                let header = h.to_str().unwrap().to_string();
+                                s4.lock()
+                                    .unwrap()
+                                    .push((l4.stats().durable_commits, last, header));
+                                return Response::builder()
+                                    .status(200)
+                                    .body(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                            }
+                            Response::builder()
+                                .status(402)
+                                .header(
+                                    x402::HDR_PAYMENT_REQUIRED,
+                                    x402::parse::tests_support::V2_HEADER,
+                                )
+                                .body(Full::new(Bytes::from_static(b"{}")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// The paid call's critical path waits for exactly one fsync, its
+    /// reservation, which is on disk with the nonce before the payment leaves;
+    /// the outcome commits without one. Counted, not timed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paid_call_waits_for_one_durable_commit_made_before_the_payment_left() {
+        let dir = tmp();
+        let (ledger, _) = Ledger::open(&dir.join("l.redb"), TimeZone::UTC, 0).unwrap();
+        let (addr, seen) = instant_seller(ledger.clone()).await;
+        let cfg = crate::config::parse(
+            &format!(
+                "upstream = \"http://{addr}\"\nstate_dir = \"{}\"\n[payment]\nnetworks = [\"eip155:84532\"]\n",
+                dir.display()
+            ),
+            None,
         )
-        .await
         .unwrap();
-        let e = r.sign(&w, &auth(&w), &domain(), None).await.err().unwrap();
-        assert!(matches!(e, ProxyError::Ledger(_)), "{e:?}");
-        assert_eq!(settled_states(&l).await, [State::Released]);
-        let p = &l.payments(None, 1).await.unwrap()[0];
-        assert_eq!(p.note.as_deref(), Some("elsewhere"));
-        assert_eq!(p.nonce, None, "never recorded as signed");
+        let client = crate::upstream::client().unwrap();
+        let slot = WalletSlot::loaded(Wallet::from_hex(KEY).unwrap());
+        let metrics = Metrics::new();
+        let payer = Payer {
+            cfg: &cfg,
+            client: &client,
+            ledger: &ledger,
+            wallet: &slot,
+            metrics: &metrics,
+            resolver: &crate::chain::Resolver::default(),
+            upstream_us: Default::default(),
+        };
+        for n in 1..=3u64 {
+            let before = ledger.stats();
+            let up = payer
+                .run(Call {
+                    app: "default".into(),
+                    model: None,
+                    method: Method::POST,
+                    path_and_query: "/v1/chat/completions".into(),
+                    headers: HeaderMap::new(),
+                    body: Bytes::from_static(b"{}"),
+                })
+                .await
+                .unwrap();
+            assert_eq!(up.paid, Paid::Settled);
+            let answered = ledger.stats();
+            assert_eq!(
+                answered.durable_commits - before.durable_commits,
+                1,
+                "call {n}: durable commits on the critical path"
+            );
+            let (durable_then, on_disk, header) = seen.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(
+                durable_then,
+                before.durable_commits + 1,
+                "committed before it left"
+            );
+            assert_eq!(on_disk.state, State::Signed);
+            let nonce = on_disk.nonce.clone().unwrap();
+            let doc = String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &header)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert!(doc.contains(&nonce), "the nonce on disk is the one sent");
+            // The outcome follows, committed without an fsync.
+            let p = &ledger.payments(None, 1).await.unwrap()[0];
+            assert_eq!((p.id, p.state), (on_disk.id, State::Settled));
+            let end = ledger.stats();
+            assert_eq!(end.durable_commits, answered.durable_commits);
+            assert_eq!(end.non_durable_commits - before.non_durable_commits, 1);
+        }
     }
 
     // --- Payer::run cancelled at each point ---------------------------------
@@ -1341,12 +1453,12 @@ mod tests {
         };
         let last = |l: &Ledger| l.payments_now(None, 1).unwrap().first().map(|p| p.state);
 
-        // Cancelled once budget is held (whether or not it got to sign): released.
+        // Cancelled once budget is held (with the authorization's parameters, so
+        // the record is signed-for) but before the flow read the answer: released.
         cancel_when(payer.run(call()), || last(&ledger).is_some()).await;
         assert_eq!(settled_states(&ledger).await, [State::Released]);
 
-        // Cancelled once the signature is recorded, normally before it is sent:
-        // released. (If the flow slipped past the check and the request started to
+        // The same point again, normally before anything is sent: released. (If the flow slipped past the check and the request started to
         // leave, at-risk is the right answer; released with a payment never is.)
         cancel_when(payer.run(call()), || last(&ledger) == Some(State::Signed)).await;
         let s = settled_states(&ledger).await;

@@ -70,6 +70,12 @@ async fn two_hundred_concurrent_calls_pay_exactly_k() {
     assert_eq!(today["settled"], "0.037");
     assert_eq!(today["cap"], "0.037");
     assert_eq!(today["remaining"], "0");
+    let out = d.cli(&["ledger", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -192,6 +198,13 @@ async fn sigkill_mid_stream_loses_nothing_and_caps_hold_after_restart() {
         "{}",
         d.log()
     );
+    // The stored totals match the records after the crash and recovery.
+    let out = d.cli(&["ledger", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ps = d.payments();
     // Every payment the seller accepted is in the ledger as settled or at-risk.
     for n in &accepted {
@@ -230,6 +243,12 @@ async fn sigkill_mid_stream_loses_nothing_and_caps_hold_after_restart() {
     assert!(total > 60_000 - 1000, "budget left unused: {total}");
     // And the seller never got more than the cap.
     assert!(seller.counts().verified_amount <= 60_000);
+    let out = d.cli(&["ledger", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]

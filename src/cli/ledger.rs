@@ -1,60 +1,127 @@
-//! `x402d ledger …`: operations on the ledger store itself.
+//! `ledger verify` and `ledger rebuild`: the stored totals against the records;
+//! `ledger migrate`: the embedded file to PostgreSQL (team mode) and back.
 
+use super::report::offline_ledger;
 use super::{Cli, Fail, load_config};
-use clap::{Subcommand, ValueEnum};
+use hyper::Method;
 use std::process::ExitCode;
-use x402d::ledger::migrate;
+use x402d::admin;
+use x402d::ledger::{self, Verify};
 
-#[derive(Subcommand)]
-pub(crate) enum LedgerCmd {
-    /// Copy every payment between the embedded file and PostgreSQL (team mode), exactly.
-    /// Stop the daemon first. Uses `[ledger] url` and this config's state_dir.
-    Migrate {
-        /// Where to copy to.
-        #[arg(long, value_enum)]
-        to: Store,
-        /// Overwrite a target that already holds payments.
-        #[arg(long)]
-        replace: bool,
-    },
+/// Recomputes every total from the records and compares it with the stored one:
+/// through the running daemon, else on the file directly.
+pub(crate) async fn verify_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    let report: Verify = match admin::call(&cfg.state_dir, Method::GET, "/ledger/verify").await? {
+        Some(v) => match v.get("error").and_then(|e| e.as_str()) {
+            Some(e) => {
+                return Err(Fail(
+                    1,
+                    format!("the daemon could not verify the ledger: {e}"),
+                ));
+            }
+            None => serde_json::from_value(v)?,
+        },
+        None => match super::report::team_ledger(&cfg).await? {
+            Some(l) => l.verify().await?,
+            None => match offline_ledger(&cfg)? {
+                Some(db) => ledger::verify_offline(&db, &cfg.timezone)?,
+                None => Verify::default(),
+            },
+        },
+    };
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for d in &report.differences {
+            outln!("differs: {d}");
+        }
+    }
+    if report.is_ok() {
+        if !json {
+            outln!(
+                "ledger ok: {} records, the stored totals match them",
+                report.records
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(Fail(
+        1,
+        format!(
+            "the ledger's stored totals differ from its {} records ({} differences); caps are checked against the stored totals. \
+             Stop the daemon, run `x402d ledger rebuild` to recompute them from the records, start it again, and please report this as a bug",
+            report.records,
+            report.differences.len()
+        ),
+    ))
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+/// Recomputes the stored totals from the records (only while no daemon runs).
+pub(crate) async fn rebuild_cmd(cli: &Cli) -> Result<ExitCode, Fail> {
+    let cfg = load_config(cli)?;
+    if admin::call(&cfg.state_dir, Method::GET, "/status")
+        .await?
+        .is_some()
+    {
+        return Err(Fail(
+            1,
+            "the daemon is running and holds the ledger; stop it first (it rebuilds nothing while running)".into(),
+        ));
+    }
+    let Some(db) = offline_ledger(&cfg)? else {
+        outln!("no ledger yet (created on first start): nothing to rebuild");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let report = ledger::rebuild_offline(&db, &cfg.timezone)?;
+    if !report.is_ok() {
+        return Err(Fail(
+            1,
+            format!(
+                "rebuilt, but the totals still differ from the records: {}; please report this as a bug",
+                report.differences.join("; ")
+            ),
+        ));
+    }
+    outln!(
+        "ledger rebuilt: totals recomputed from {} records",
+        report.records
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 pub(crate) enum Store {
     Postgres,
     Redb,
 }
 
-pub(crate) async fn ledger_cmd(cli: &Cli, c: &LedgerCmd) -> Result<ExitCode, Fail> {
+/// Copies the ledger between the embedded file and PostgreSQL (see `ledger::migrate`).
+pub(crate) async fn migrate_cmd(cli: &Cli, to: Store, replace: bool) -> Result<ExitCode, Fail> {
     let cfg = load_config(cli)?;
-    match c {
-        LedgerCmd::Migrate { to, replace } => {
-            let Some(url) = cfg.config.ledger.url.as_deref() else {
-                return Err(Fail(
-                    1,
-                    "no [ledger] url in the config: add url = \"postgres://user@host:port/db\""
-                        .into(),
-                ));
-            };
-            let tz = cfg.timezone.clone();
-            let m = match to {
-                Store::Postgres => migrate::to_postgres(&cfg.state_dir, url, tz, *replace).await,
-                Store::Redb => migrate::to_redb(&cfg.state_dir, url, tz, *replace).await,
-            }
-            .map_err(|e| {
-                Fail(
-                    1,
-                    format!("migration failed, nothing was switched over: {e}"),
-                )
-            })?;
-            outln!(
-                "copied {} payments from {} to {} (records read back identical; {} window totals match)",
-                m.records,
-                m.from,
-                m.to,
-                m.totals
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let Some(url) = cfg.config.ledger.url.as_deref() else {
+        return Err(Fail(
+            1,
+            "no [ledger] url in the config: add url = \"postgres://user@host:port/db\"".into(),
+        ));
+    };
+    let tz = cfg.timezone.clone();
+    let m = match to {
+        Store::Postgres => ledger::migrate::to_postgres(&cfg.state_dir, url, tz, replace).await,
+        Store::Redb => ledger::migrate::to_redb(&cfg.state_dir, url, tz, replace).await,
     }
+    .map_err(|e| {
+        Fail(
+            1,
+            format!("migration failed, nothing was switched over: {e}"),
+        )
+    })?;
+    outln!(
+        "copied {} payments from {} to {} (records read back identical; {} window totals match)",
+        m.records,
+        m.from,
+        m.to,
+        m.totals
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -62,13 +62,13 @@ pub(crate) enum Cmd {
     Spend(SpendArgs),
     /// One row per payment attempt, newest first.
     Payments(PaymentsArgs),
+    /// Check the ledger's stored totals against its records.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
     /// Is the daemon running, and what has it spent?
     Status(JsonArg),
     /// Make the running daemon re-read its config.
     Reload,
-    /// Ledger store operations (`migrate` between redb and PostgreSQL).
-    #[command(subcommand)]
-    Ledger(ledger::LedgerCmd),
     /// Check config, wallet, state, ledger, upstream, chain and service; say how to fix each.
     Doctor,
     /// Write the systemd unit for this binary and reload systemd.
@@ -96,6 +96,26 @@ pub(crate) struct InstallArgs {
     /// Print the unit and where it would go, change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LedgerCmd {
+    /// Recompute every total (per app and wallet-wide, per day, month and in
+    /// total, per state) from the records and report any difference from the
+    /// stored ones; exits 1 on a difference. Reads the whole history.
+    Verify(JsonArg),
+    /// Recompute the stored totals from the records (the daemon must be stopped).
+    Rebuild,
+    /// Copy every payment between the embedded file and PostgreSQL (team mode), exactly.
+    /// Stop the daemon first. Uses `[ledger] url` and this config's state_dir.
+    Migrate {
+        /// Where to copy to.
+        #[arg(long, value_enum)]
+        to: ledger::Store,
+        /// Overwrite a target that already holds payments.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,10 +200,14 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Spend(a) => report::spend_cmd(&cli, a).await,
         Cmd::Payments(a) => report::payments_cmd(&cli, a).await,
         Cmd::Status(a) => report::status_cmd(&cli, a.json).await,
+        Cmd::Ledger(LedgerCmd::Verify(a)) => ledger::verify_cmd(&cli, a.json).await,
+        Cmd::Ledger(LedgerCmd::Rebuild) => ledger::rebuild_cmd(&cli).await,
+        Cmd::Ledger(LedgerCmd::Migrate { to, replace }) => {
+            ledger::migrate_cmd(&cli, *to, *replace).await
+        }
         Cmd::Doctor => doctor::doctor_cmd(&cli).await,
         Cmd::InstallService(a) => service::install_service(a).await,
         Cmd::Reload => config::reload(&cli).await,
-        Cmd::Ledger(c) => ledger::ledger_cmd(&cli, c).await,
         Cmd::Completions { shell } => docs::completions(*shell),
         Cmd::Man => docs::man(),
     }

@@ -9,7 +9,7 @@ use x402d::config::Loaded;
 use x402d::ledger::{self, report};
 
 /// The ledger file, opened directly (only when no daemon holds it); `None` before the first run.
-fn offline_ledger(cfg: &Loaded) -> Result<Option<redb::Database>, Fail> {
+pub(crate) fn offline_ledger(cfg: &Loaded) -> Result<Option<redb::Database>, Fail> {
     let path = cfg.state_dir.join("ledger.redb");
     if !path.exists() {
         return Ok(None);
@@ -19,7 +19,7 @@ fn offline_ledger(cfg: &Loaded) -> Result<Option<redb::Database>, Fail> {
 
 /// With `[ledger] backend = "postgres"`: the team's database, read directly
 /// (no daemon needed; the totals are everyone's).
-async fn team_ledger(cfg: &Loaded) -> Result<Option<ledger::Ledger>, Fail> {
+pub(crate) async fn team_ledger(cfg: &Loaded) -> Result<Option<ledger::Ledger>, Fail> {
     match (&cfg.config.ledger.backend, &cfg.config.ledger.url) {
         (x402d::config::LedgerBackend::Postgres, Some(url)) => Ok(Some(
             ledger::Ledger::postgres_reader(url, cfg.timezone.clone()).await?,
@@ -51,19 +51,23 @@ pub(crate) async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail
     let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
         Some(v) => v,
         None => {
-            let all = match team_ledger(&cfg).await? {
-                Some(l) => l.all().await?,
+            // The store's totals (the team's database, or the file's persisted
+            // totals): no record is read.
+            let now = x402d::now_ms();
+            let limits = report::Limits::from_config(&cfg, now);
+            let rows = match team_ledger(&cfg).await? {
+                Some(l) => {
+                    let snapshot = l.totals(now, a.days).await?;
+                    report::rows(&snapshot, &limits, a.app.as_deref(), a.days)
+                }
                 None => match offline_ledger(&cfg)? {
-                    Some(db) => ledger::read_all(&db)?,
-                    None => Vec::new(),
+                    Some(db) => {
+                        let snapshot = ledger::totals_offline(&db, &cfg.timezone, now, a.days)?;
+                        report::rows(&snapshot, &limits, a.app.as_deref(), a.days)
+                    }
+                    None => report::spend(&[], &limits, a.app.as_deref(), a.days),
                 },
             };
-            let rows = report::spend(
-                &all,
-                &report::Limits::from_config(&cfg, x402d::now_ms()),
-                a.app.as_deref(),
-                a.days,
-            );
             serde_json::to_value(rows)?
                 .as_array()
                 .cloned()

@@ -47,6 +47,19 @@ impl State {
     pub fn is_final(self) -> bool {
         matches!(self, State::Settled | State::Released)
     }
+    /// The state named by [`State::as_str`].
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Reserved,
+            State::Signed,
+            State::Settled,
+            State::Rejected,
+            State::AtRisk,
+            State::Released,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             State::Reserved => "reserved",
@@ -256,6 +269,36 @@ pub struct Snapshot {
     pub records: u64,
 }
 
+/// What a store has done since it was opened (for `/metrics` and tests: counts,
+/// not timings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Records decoded from storage (start-up reads only the open ones).
+    pub records_decoded: u64,
+    /// Commits made durable before their callers were answered (one fsync each).
+    pub durable_commits: u64,
+    /// Commits of outcomes nobody waits for, made durable by a later commit.
+    pub non_durable_commits: u64,
+    /// Commits made only to make earlier non-durable ones durable (when idle).
+    pub flushes: u64,
+}
+
+/// What `x402d ledger verify` found: the totals recomputed from every record,
+/// compared with the stored ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verify {
+    /// Records read.
+    pub records: u64,
+    /// One line per stored total that differs from the records (empty: consistent).
+    pub differences: Vec<String>,
+}
+
+impl Verify {
+    pub fn is_ok(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
 /// Most per-day rows a report asks the writer for (ten years).
 pub const MAX_REPORT_DAYS: u32 = 3660;
 
@@ -426,14 +469,48 @@ impl Ledger {
         }
     }
 
-    /// Records an outcome without waiting (for `Drop` impls, and outcomes recorded
-    /// after the answer is on its way). Any later reservation sees its effect on
-    /// the caps; if the process dies before it is durable, startup recovery
-    /// reaches a fail-closed answer (reserved → released, signed → at-risk).
+    /// Records an outcome without waiting and without an fsync of its own (for
+    /// `Drop` impls, and outcomes recorded after the answer is on its way). Any
+    /// later op (a reservation, a read) sees its effect; it is made durable by the
+    /// next durable commit or a flush. If the process dies before that, startup
+    /// recovery reaches a fail-closed answer (reserved → released, signed →
+    /// at-risk, resolved on chain).
     pub fn finish_detached(&self, id: u64, outcome: Outcome, now_ms: i64) {
         match &self.backend {
             Backend::Embedded(e) => e.finish_detached(id, outcome, now_ms),
             Backend::Postgres(p) => p.finish_detached(id, outcome, now_ms),
+        }
+    }
+
+    /// Makes every outcome recorded so far durable (at shutdown: outcomes recorded
+    /// with [`Ledger::finish_detached`] are otherwise made durable by the next
+    /// durable commit, or a flush shortly after the store goes idle).
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        match &self.backend {
+            Backend::Embedded(e) => e.flush().await,
+            Backend::Postgres(p) => p.flush().await,
+        }
+    }
+
+    /// What the store has done since it was opened (records decoded, commits
+    /// with and without an fsync).
+    pub fn stats(&self) -> Stats {
+        match &self.backend {
+            Backend::Embedded(e) => e.stats(),
+            Backend::Postgres(p) => p.stats(),
+        }
+    }
+
+    /// Recomputes every total from the records and compares them with the
+    /// stored ones (reads the whole history: for `x402d ledger verify`).
+    pub async fn verify(&self) -> Result<Verify, LedgerError> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                e.sync().await?;
+                let e = e.clone();
+                blocking(move || e.verify()).await
+            }
+            Backend::Postgres(p) => p.verify().await,
         }
     }
 
@@ -453,6 +530,8 @@ impl Ledger {
     ) -> Result<Vec<Payment>, LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => {
+                // After every op already queued (an outcome recorded detached).
+                e.sync().await?;
                 let (e, app) = (e.clone(), app.map(str::to_owned));
                 blocking(move || e.payments(app.as_deref(), limit)).await
             }
@@ -477,6 +556,7 @@ impl Ledger {
     pub async fn all(&self) -> Result<Vec<Payment>, LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => {
+                e.sync().await?;
                 let e = e.clone();
                 blocking(move || e.all()).await
             }
@@ -521,7 +601,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| LedgerError::Storage(format!("ledger read task failed: {e}")))?
 }
 
-pub use embedded::{open_offline, read_all, read_payments};
+pub use embedded::{
+    count_offline, open_offline, read_all, read_payments, rebuild_offline, totals_offline,
+    verify_offline,
+};
 
 #[cfg(test)]
 mod tests;

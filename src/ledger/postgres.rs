@@ -309,6 +309,12 @@ struct Inner {
     session: tokio::sync::Mutex<Session>,
     /// Whether this handle owns records (a daemon) or only reads (the CLI).
     owner: bool,
+    /// Committed write transactions, and records read at start (recovery).
+    commits: std::sync::atomic::AtomicU64,
+    decoded: std::sync::atomic::AtomicU64,
+    /// Detached outcomes not yet committed, and a wake-up when that reaches 0.
+    detached: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -706,6 +712,10 @@ impl Postgres {
                 observer: OnceLock::new(),
                 session: tokio::sync::Mutex::new(Session::default()),
                 owner,
+                commits: Default::default(),
+                decoded: Default::default(),
+                detached: Default::default(),
+                idle: tokio::sync::Notify::new(),
             }),
         };
         pg.migrate().await.map_err(|e| match e.into_ledger() {
@@ -805,6 +815,9 @@ impl Postgres {
     }
 
     fn observed(&self, started: std::time::Instant) {
+        self.inner
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(f) = self.inner.observer.get() {
             f(started.elapsed().as_secs_f64());
         }
@@ -896,6 +909,9 @@ impl Postgres {
             .map_err(|e| classify(&e))?
         };
         let mut rec = Recovery::default();
+        self.inner
+            .decoded
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for r in rows {
             let id = u64_of(r.try_get(0).map_err(|e| classify(&e))?);
             let state: String = r.try_get(1).map_err(|e| classify(&e))?;
@@ -1184,7 +1200,11 @@ impl Postgres {
             return;
         };
         let me = self.clone();
+        self.inner
+            .detached
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         rt.spawn(async move {
+            let _done = Detached(me.clone());
             let ch = Change::Finish(outcome);
             for n in 0u32..120 {
                 let started = std::time::Instant::now();
@@ -1213,6 +1233,70 @@ impl Postgres {
                 "detached ledger update failed; startup recovery will settle this record"
             );
         });
+    }
+
+    /// Waits (at most 10 s) until every detached outcome has committed; each
+    /// commit is durable on its own, so there is nothing else to flush.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        let wait = async {
+            loop {
+                let notified = self.inner.idle.notified();
+                if self
+                    .inner
+                    .detached
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == 0
+                {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .map_err(|_| {
+                LedgerError::Unavailable("outcomes still waiting for the ledger database".into())
+            })
+    }
+
+    /// Every commit here is durable (PostgreSQL's own WAL flush).
+    pub fn stats(&self) -> Stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        Stats {
+            records_decoded: self.inner.decoded.load(Relaxed),
+            durable_commits: self.inner.commits.load(Relaxed),
+            non_durable_commits: 0,
+            flushes: 0,
+        }
+    }
+
+    /// Recomputes every per-window total from the records and compares it with
+    /// the stored one (reads the whole history).
+    pub async fn verify(&self) -> Result<Verify, LedgerError> {
+        let records = self.all().await?;
+        let expected = totals_of(&records, &self.tz());
+        let stored = self.stored_totals().await?;
+        let mut differences = Vec::new();
+        let mut keys: Vec<&(String, String)> = expected.keys().chain(stored.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let (e, s) = (expected.get(k), stored.get(k));
+            // A stored row of zeros for a window without counted records is fine.
+            if e.copied().unwrap_or_default() != s.copied().unwrap_or_default() {
+                differences.push(format!(
+                    "{} {}: stored (calls, settled, unsettled) {:?}, records say {:?}",
+                    k.0,
+                    k.1,
+                    s.copied().unwrap_or_default(),
+                    e.copied().unwrap_or_default()
+                ));
+            }
+        }
+        Ok(Verify {
+            records: records.len() as u64,
+            differences,
+        })
     }
 
     /// Re-keys the totals to `tz` (the whole team's windows move with it).
@@ -1548,6 +1632,23 @@ pub fn instance_id(state_dir: &Path) -> Result<String, LedgerError> {
     let id = hex::encode(b);
     std::fs::write(&f, format!("{id}\n")).map_err(storage)?;
     Ok(id)
+}
+
+/// Counts a detached outcome as done when its task ends (however it ends).
+struct Detached(Postgres);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if self
+            .0
+            .inner
+            .detached
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.inner.idle.notify_waiters();
+        }
+    }
 }
 
 fn orphan_release() -> Outcome {

@@ -556,6 +556,7 @@ async fn totals_match_a_full_scan_on_random_data() {
             }
             assert_eq!(snap.states, states, "seed {seed}");
         }
+        assert!(l.verify().await.unwrap().is_ok(), "seed {seed}");
         // A time-zone change rebuilds the index from the file: same answers.
         l.set_timezone(tz.clone()).await.unwrap();
     }
@@ -715,4 +716,268 @@ async fn a_reservation_with_its_authorization_is_signed_in_one_commit() {
         }
     );
     assert_eq!(l.all().await.unwrap()[0].state, State::AtRisk);
+}
+
+/// Drops the ledger and waits until its file can be opened again.
+fn close(l: Ledger, path: &Path) {
+    drop(l);
+    for _ in 0..200 {
+        if let Ok(db) = Database::create(path) {
+            drop(db);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the ledger file stayed locked");
+}
+
+/// A history in every state, several apps and days; returns how many records
+/// are left without a final outcome.
+async fn history(l: &Ledger, n: u64, now: i64) -> u64 {
+    let mut open = 0;
+    for i in 0..n {
+        let app = ["a", "b", "c"][(i % 3) as usize];
+        let t = now - (i as i64 % 40) * 86_400_000;
+        let id = l
+            .reserve(req(app, 100 + i, t, Caps::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        l.signed(id, "0xp".into(), format!("0x{id:x}"), 1, t)
+            .await
+            .unwrap();
+        let outcome = match i % 5 {
+            0 | 1 => Outcome::Settled { tx: None },
+            2 => Outcome::Released { reason: "r".into() },
+            3 => {
+                open += 1;
+                Outcome::AtRisk { reason: "r".into() }
+            }
+            _ => {
+                open += 1;
+                Outcome::Rejected { reason: "r".into() }
+            }
+        };
+        l.finish(id, outcome, t).await.unwrap();
+    }
+    open
+}
+
+fn no_caps_limits<'a>(
+    apps: &'a BTreeMap<String, crate::config::AppConfig>,
+    tz: &'a TimeZone,
+    now: i64,
+) -> report::Limits<'a> {
+    report::Limits {
+        apps,
+        wallet_daily: None,
+        wallet_monthly: None,
+        tz,
+        now_ms: now,
+    }
+}
+
+/// Start-up reads the persisted totals and the open records, never the history:
+/// counted in records decoded, not in time.
+#[tokio::test]
+async fn startup_decodes_only_the_open_records() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let open = history(&l, 200, now).await;
+    let before = l.totals(now, 45).await.unwrap();
+    close(l, &path);
+    let (l, rec) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    assert_eq!(rec, Recovery::default());
+    assert_eq!(l.stats().records_decoded, open, "only the open records");
+    assert_eq!(l.totals(now, 45).await.unwrap(), before);
+    assert_eq!(l.unresolved().await.unwrap().len() as u64, open);
+    // The same numbers as a scan of every record.
+    let apps = BTreeMap::new();
+    let tz = TimeZone::UTC;
+    let lim = no_caps_limits(&apps, &tz, now);
+    assert_eq!(
+        report::rows(&before, &lim, None, 45),
+        report::spend(&l.all().await.unwrap(), &lim, None, 45)
+    );
+    assert!(l.verify().await.unwrap().is_ok());
+}
+
+/// `payments --limit N` decodes N records, whatever the history's length.
+#[tokio::test]
+async fn the_last_payments_read_only_as_many_records() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    history(&l, 60, now).await;
+    let before = l.stats().records_decoded;
+    let ps = l.payments(None, 5).await.unwrap();
+    assert_eq!(
+        ps.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [60, 59, 58, 57, 56]
+    );
+    assert_eq!(l.stats().records_decoded - before, 5);
+}
+
+/// A file written before the index existed (records and `meta` only) is rebuilt
+/// from its records once, then starts from the persisted index.
+#[tokio::test]
+async fn an_old_file_is_rebuilt_once_then_read_from_its_index() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let open = history(&l, 90, now).await;
+    let want = l.totals(now, 10).await.unwrap();
+    close(l, &path);
+    // Back to the old format: no index table.
+    {
+        let db = Database::create(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.delete_table(embedded::INDEX).unwrap();
+        wtx.commit().unwrap();
+    }
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    assert_eq!(l.stats().records_decoded, 90, "rebuilt from every record");
+    assert_eq!(l.totals(now, 10).await.unwrap(), want);
+    // Ids continue after the old ones.
+    let id = l
+        .reserve(req("a", 1, now, Caps::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, 91);
+    close(l, &path);
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    assert_eq!(l.stats().records_decoded, open + 1, "then from the index");
+    assert!(l.verify().await.unwrap().is_ok());
+}
+
+/// Windows are kept in one zone: opened in another, the index is rebuilt once
+/// (days re-keyed), then read as persisted.
+#[tokio::test]
+async fn a_time_zone_change_rebuilds_the_index_once() {
+    let path = tmp();
+    let now = ms("2026-11-26T03:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let open = history(&l, 50, now).await;
+    close(l, &path);
+    let ny = TimeZone::get("America/New_York").unwrap();
+    let (l, _) = Ledger::open(&path, ny.clone(), now).unwrap();
+    assert_eq!(l.stats().records_decoded, 50);
+    let snap = l.totals(now, 40).await.unwrap();
+    let apps = BTreeMap::new();
+    let lim = no_caps_limits(&apps, &ny, now);
+    assert_eq!(
+        report::rows(&snap, &lim, None, 40),
+        report::spend(&l.all().await.unwrap(), &lim, None, 40)
+    );
+    close(l, &path);
+    let (l, _) = Ledger::open(&path, ny.clone(), now).unwrap();
+    assert_eq!(l.stats().records_decoded, open);
+    assert_eq!(l.totals(now, 40).await.unwrap(), snap);
+}
+
+/// `verify` finds a stored total that does not match the records, and a
+/// rebuild from the records fixes it.
+#[tokio::test]
+async fn verify_reports_a_total_that_differs_from_the_records() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    history(&l, 20, now).await;
+    assert_eq!(l.verify().await.unwrap().differences, Vec::<String>::new());
+    close(l, &path);
+    // Tamper with app "a"'s lifetime total.
+    {
+        let db = Database::create(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(embedded::INDEX).unwrap();
+            let v: Vec<u8> = [1u64, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+            t.insert(b"ta".as_slice(), v.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let v = l.verify().await.unwrap();
+    assert_eq!(v.records, 20);
+    assert_eq!(v.differences.len(), 1, "{:?}", v.differences);
+    assert!(
+        v.differences[0].starts_with("app \"a\" in total: stored 1 calls, 2 settled, 3 unsettled"),
+        "{:?}",
+        v.differences
+    );
+    close(l, &path);
+    let db = open_offline(&path).unwrap();
+    assert!(rebuild_offline(&db, &TimeZone::UTC).unwrap().is_ok());
+}
+
+/// Outcomes nobody waits for commit without an fsync; the next reservation's
+/// durable commit carries them, and reads see them at once.
+#[tokio::test]
+async fn detached_outcomes_commit_without_an_fsync() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let mut r = req("a", 1000, now, daily(1000));
+    r.auth = Some(Auth {
+        payer: "0xp".into(),
+        nonce: "0x01".into(),
+        valid_before: 9,
+        payment_identifier: None,
+    });
+    let s0 = l.stats();
+    let id = l.reserve(r).await.unwrap().unwrap();
+    l.finish_detached(
+        id,
+        Outcome::Released {
+            reason: "not sent".into(),
+        },
+        now,
+    );
+    // Read after the detached op: its effect is visible (and the budget free).
+    assert_eq!(l.payments(None, 1).await.unwrap()[0].state, State::Released);
+    l.reserve(req("a", 1000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap();
+    let s1 = l.stats();
+    assert_eq!(s1.durable_commits - s0.durable_commits, 2);
+    assert_eq!(s1.non_durable_commits - s0.non_durable_commits, 1);
+    l.flush().await.unwrap();
+    assert!(l.verify().await.unwrap().is_ok());
+}
+
+/// An outcome committed without an fsync is flushed once the writer goes idle,
+/// even when the only ops after it changed nothing (a refused reservation).
+#[tokio::test]
+async fn an_idle_writer_flushes_detached_outcomes() {
+    let path = tmp();
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&path, TimeZone::UTC, now).unwrap();
+    let id = l
+        .reserve(req("a", 1000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap();
+    l.finish_detached(
+        id,
+        Outcome::Released {
+            reason: "not sent".into(),
+        },
+        now,
+    );
+    l.reserve(req("a", 5000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let s = l.stats();
+    assert_eq!((s.durable_commits, s.non_durable_commits), (1, 1));
+    for _ in 0..2000 {
+        if l.stats().flushes == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never flushed: {:?}", l.stats());
 }

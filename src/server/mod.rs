@@ -718,6 +718,7 @@ async fn metrics_response(
         .totals(now, 0)
         .await
         .map_err(ProxyError::from)?;
+    shared.metrics.set_ledger_stats(&shared.ledger.stats());
     let text = shared.metrics.render(
         &totals,
         &crate::ledger::report::Limits::from_config(cfg, now),
