@@ -206,6 +206,9 @@ async fn three_daemons_share_a_daily_cap() {
     let t = today(&ds[0]);
     assert_eq!(t["calls"], 7);
     assert_eq!(ds[0].payments().len(), 7);
+    let v = ds[0].cli(&["ledger", "verify"]);
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success() && out.contains("7 records"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,6 +303,9 @@ async fn sigkill_mid_burst_leaves_at_risk_and_caps_hold() {
     let t = today(&d1);
     assert_eq!(t["calls"], 7);
     assert_eq!(t["remaining"], "0");
+    // The stored totals match the records (checked through a running daemon).
+    let v = d2.cli(&["ledger", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     let again = burst(&[&d0, &d1, &d2], 3).await;
     assert!(
         again
