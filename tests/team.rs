@@ -157,7 +157,8 @@ fn today(d: &Daemon) -> serde_json::Value {
 async fn three_daemons_share_a_daily_cap() {
     let Some(pg) = Pg::start() else { return };
     let seller = Seller::start(SellerCfg::default()).await;
-    let cfg = format!("{}{}", capped("0.007"), pg.ledger());
+    let cfg = format!("{}{}", capped("0.007"), pg.ledger())
+        .replace("[payment]\n", "[payment]\nresolve_every_secs = 1\n");
     let ds: Vec<Daemon> = (0..3).map(|_| Daemon::start(&seller.url(), &cfg)).collect();
     let refs: Vec<&Daemon> = ds.iter().collect();
     let res = burst(&refs, 30).await;
@@ -198,8 +199,23 @@ async fn three_daemons_share_a_daily_cap() {
                 && l.ends_with(" 0")),
         "/metrics shows the shared remaining budget:\n{text}"
     );
-    // With every daemon stopped, the CLI reads the database directly.
+    // One daemon at a time resolves at-risk payments; another takes over when it dies.
+    const LEADS: &str = "now resolves the team's at-risk payments";
+    let leaders = || ds.iter().filter(|d| d.log().contains(LEADS)).count();
+    assert!(wait_until(Duration::from_secs(10), || leaders() == 1));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(leaders(), 1, "exactly one resolver");
     let mut ds = ds;
+    let first = ds.iter().position(|d| d.log().contains(LEADS)).unwrap();
+    ds[first].kill9();
+    assert!(
+        wait_until(Duration::from_secs(15), || ds
+            .iter()
+            .enumerate()
+            .any(|(i, d)| i != first && d.log().contains(LEADS))),
+        "another daemon takes over the resolver"
+    );
+    // With every daemon stopped, the CLI reads the database directly.
     for d in &mut ds {
         d.kill9();
     }
