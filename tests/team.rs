@@ -338,7 +338,14 @@ async fn database_down_fails_paid_calls_closed_and_recovers() {
     let cfg = format!("{}{}", capped("1"), pg.ledger());
     let d = Daemon::start(&seller.url(), &cfg);
     assert_eq!(chat(&d, "sk-capped").await.status, 200);
+    let doc = d.cli(&["doctor"]);
+    let text = String::from_utf8_lossy(&doc.stdout).to_string();
+    assert!(text.contains("(1 payments, shared)"), "{text}");
     pg.down();
+    let doc = d.cli(&["doctor"]);
+    let text =
+        String::from_utf8_lossy(&doc.stdout).to_string() + &String::from_utf8_lossy(&doc.stderr);
+    assert!(text.contains("that PostgreSQL is up"), "{text}");
     let r = chat(&d, "sk-capped").await;
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"]["code"], "ledger_unavailable");
