@@ -83,6 +83,27 @@ impl Pg {
             .status();
     }
 
+    fn sql(&self, q: &str) {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-Atc",
+                q,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -225,6 +246,18 @@ async fn three_daemons_share_a_daily_cap() {
     let v = ds[0].cli(&["ledger", "verify"]);
     let out = String::from_utf8_lossy(&v.stdout);
     assert!(v.status.success() && out.contains("7 records"), "{out}");
+    // A damaged total is found by verify and repaired by rebuild.
+    pg.sql("UPDATE x402d_totals SET calls = 99 WHERE scope = '*' AND win = 't'");
+    let v = ds[0].cli(&["ledger", "verify"]);
+    assert!(
+        !v.status.success(),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    let r = ds[0].cli(&["ledger", "rebuild"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(ds[0].cli(&["ledger", "verify"]).status.success());
+    assert_eq!(today(&ds[0])["calls"], 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -60,6 +60,21 @@ pub(crate) async fn verify_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> 
 /// Recomputes the stored totals from the records (only while no daemon runs).
 pub(crate) async fn rebuild_cmd(cli: &Cli) -> Result<ExitCode, Fail> {
     let cfg = load_config(cli)?;
+    if let (x402d::config::LedgerBackend::Postgres, Some(url)) =
+        (&cfg.config.ledger.backend, &cfg.config.ledger.url)
+    {
+        // Team mode: one transaction that locks the totals against reservations,
+        // so running daemons need not stop.
+        let pg = ledger::postgres::Postgres::reader(url, cfg.timezone.clone()).await?;
+        pg.rebuild_totals().await?;
+        let report = pg.verify().await?;
+        outln!(
+            "ledger rebuilt: totals recomputed from {} records in {}",
+            report.records,
+            pg.location()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if admin::call(&cfg.state_dir, Method::GET, "/status")
         .await?
         .is_some()

@@ -1299,6 +1299,17 @@ impl Postgres {
         })
     }
 
+    /// Recomputes every stored total from the records (`x402d ledger rebuild`).
+    pub async fn rebuild_totals(&self) -> Result<(), LedgerError> {
+        let mut c = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| E::from(e).into_ledger())?;
+        rebuild(&mut c, &self.tz()).await.map_err(E::into_ledger)
+    }
+
     /// Re-keys the totals to `tz` (the whole team's windows move with it).
     pub async fn set_timezone(&self, tz: TimeZone) -> Result<(), LedgerError> {
         if tz_name(&tz) == tz_name(&self.tz()) {
