@@ -560,3 +560,60 @@ async fn password_from_env_credential_or_url_is_never_shown() {
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("wrong-Pw-99"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_verify_full_with_a_private_ca() {
+    let Some(pg) = Pg::start_with(&[("PG_TLS", "1")]) else {
+        return;
+    };
+    let seller = Seller::start(SellerCfg::default()).await;
+    let ca = pg.dir.0.join("ca.pem");
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+    let cfg = format!(
+        "{}[ledger]\nbackend = \"postgres\"\nurl = \"{url}\"\n",
+        capped("1")
+    );
+    let d = Daemon::start(&seller.url(), &cfg);
+    assert_eq!(chat(&d, "sk-capped").await.status, 200);
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-Atc",
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'x402d'",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        text.ends_with("|t") && !text.starts_with("0|"),
+        "x402d's connections use TLS: {text}"
+    );
+    // Without the private CA the server's certificate is refused: no start.
+    let dir = TempDir::new("tlsbad");
+    let c = dir.0.join("c.toml");
+    std::fs::write(
+        &c,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[ledger]\nbackend = \"postgres\"\nurl = \"{}?sslmode=require\"\n",
+            dir.0.join("state").display(),
+            pg.url()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["--config", c.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
