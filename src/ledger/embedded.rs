@@ -462,17 +462,28 @@ fn read_all_counted(
 
 /// Every record in one read snapshot, oldest first.
 fn records(rtx: &ReadTransaction, decoded: &AtomicU64) -> Result<Vec<Payment>, LedgerError> {
+    let mut out = Vec::new();
+    each_record(rtx, decoded, |p| out.push(p))?;
+    Ok(out)
+}
+
+/// Calls `f` with every record of one read snapshot, oldest first, one at a
+/// time (a rebuild or a verify of a long history holds one record in memory).
+fn each_record(
+    rtx: &ReadTransaction,
+    decoded: &AtomicU64,
+    mut f: impl FnMut(Payment),
+) -> Result<(), LedgerError> {
     let table = match rtx.open_table(PAYMENTS) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(e) => return Err(storage(e)),
     };
-    let mut out = Vec::with_capacity(table.len().unwrap_or(0).min(1 << 20) as usize);
     for item in table.iter().map_err(storage)? {
         let (_, v) = item.map_err(storage)?;
-        out.push(decode(v.value(), decoded)?);
+        f(decode(v.value(), decoded)?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Payments, newest first, at most `limit`: reads from the end of the table and
@@ -945,7 +956,16 @@ impl Index {
                     );
                     return Ok(None);
                 };
-                ix.open.insert(id, decode(v.value(), decoded)?);
+                let p = decode(v.value(), decoded)?;
+                if p.state.is_final() {
+                    // Changed behind the index's back (an older x402d ran on it).
+                    tracing::warn!(
+                        id,
+                        "the ledger's open set names a finished record; rebuilding"
+                    );
+                    return Ok(None);
+                }
+                ix.open.insert(id, p);
             }
         }
         Ok(Some(ix))
@@ -963,10 +983,10 @@ impl Index {
         {
             ix.next_id = v.value();
         }
-        for p in records(rtx, decoded)? {
+        each_record(rtx, decoded, |p| {
             ix.next_id = ix.next_id.max(p.id + 1);
             ix.add(p);
-        }
+        })?;
         ix.dirty.clear();
         Ok(ix)
     }
