@@ -563,6 +563,13 @@ async fn password_from_env_credential_or_url_is_never_shown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_verify_full_with_a_private_ca() {
+    if Command::new("openssl").arg("version").output().is_err() && std::env::var_os("CI").is_none()
+    {
+        eprintln!(
+            "\n!!!!!! SKIPPED: the TLS test needs openssl (apt-get install openssl) !!!!!!\n"
+        );
+        return;
+    }
     let Some(pg) = Pg::start_with(&[("PG_TLS", "1")]) else {
         return;
     };
