@@ -63,6 +63,40 @@ pub struct Config {
     pub models: BTreeMap<String, String>,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// `[ledger]`: where spend is recorded. `redb` (default): one file in the state
+/// dir. `postgres`: a shared database, so several daemons share caps (team mode).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    #[serde(default)]
+    pub backend: LedgerBackend,
+    /// `postgres://user@host:port/db[?sslmode=require|verify-full&sslrootcert=…]`.
+    /// Shown (and re-serialized by `config check`) without its password.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "url_without_password"
+    )]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerBackend {
+    #[default]
+    Redb,
+    Postgres,
+}
+
+fn url_without_password<S: serde::Serializer>(u: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.serialize_str(&crate::ledger::postgres::redact(u)),
+        None => s.serialize_none(),
+    }
 }
 
 /// `[alerts]`: budget alerts when spend crosses a fraction of a cap (see src/alerts.rs).
@@ -863,6 +897,21 @@ fn validate(config: Config, text: &str, file: Option<PathBuf>) -> Result<Loaded,
         }
     }
 
+    if config.ledger.backend == LedgerBackend::Postgres {
+        match &config.ledger.url {
+            None => {
+                return Err(err(
+                    Some("ledger"),
+                    "url",
+                    "backend = \"postgres\" needs url = \"postgres://user@host:port/db\"".into(),
+                ));
+            }
+            Some(u) => {
+                crate::ledger::postgres::parse_url(u).map_err(|m| err(Some("ledger"), "url", m))?;
+            }
+        }
+    }
+
     let timezone = jiff::tz::TimeZone::get(&config.limits.timezone).map_err(|_| {
         err(
             Some("limits"),
@@ -1149,7 +1198,7 @@ models = ["gpt-4o-mini", "anthropic/*"]
     fn invalid_configs_name_key_and_line() {
         assert_eq!(
             bad("listen = \"127.0.0.1:1\"\nlisten_port = 3\n"),
-            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`, `alerts`"
+            "c.toml:2: unknown field `listen_port`, expected one of `listen`, `upstream`, `state_dir`, `upstream_timeout_secs`, `reject_unknown_apps`, `allow_remote`, `allowed_hosts`, `allowed_origins`, `wallet`, `payment`, `limits`, `apps`, `tiers`, `models`, `alerts`, `ledger`"
         );
         let e = bad("[payment]\nnetworks = [\"ethereum\"]\n");
         assert!(

@@ -49,8 +49,8 @@ impl Stop {
 
 /// Runs the daemon until SIGTERM/SIGINT. `config_path` is re-read on reload.
 pub async fn run(cfg: Loaded, config_path: Option<PathBuf>) -> Result<(), Failed> {
-    let ledger_path = cfg.state_dir.join("ledger.redb");
-    let (ledger, recovery) = Ledger::open(&ledger_path, cfg.timezone.clone(), crate::now_ms())
+    let (ledger, recovery) = Ledger::open_configured(&cfg, crate::now_ms())
+        .await
         .map_err(|e| match e {
             ledger::LedgerError::Locked(_) => {
                 Failed(format!("{e}; stop it first or use another state_dir"))
@@ -346,6 +346,16 @@ async fn resolver(shared: Arc<Shared>, mut stop: Stop) {
     let mut warned_no_rpc = false;
     loop {
         let cfg = shared.config();
+        // With a shared ledger database only one daemon of the team resolves.
+        if !shared.ledger.try_lead_resolver().await {
+            if !stop
+                .sleep(Duration::from_secs(cfg.config.payment.resolve_every_secs))
+                .await
+            {
+                return;
+            }
+            continue;
+        }
         let r = shared
             .resolver
             .resolve(
@@ -477,6 +487,9 @@ async fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Result<Strin
     }
     if new.state_dir != old.state_dir {
         notes.push("`state_dir` changed but needs a restart".to_string());
+    }
+    if new.config.ledger != old.config.ledger {
+        notes.push("`[ledger]` changed but needs a restart".to_string());
     }
     if new.config.limits.timezone != old.config.limits.timezone {
         shared

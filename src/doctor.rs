@@ -137,7 +137,23 @@ pub async fn run(cfg: &Loaded, daemon_running: bool) -> Vec<Check> {
 
     // Ledger.
     let path = cfg.state_dir.join("ledger.redb");
-    if daemon_running {
+    if let (crate::config::LedgerBackend::Postgres, Some(url)) =
+        (&cfg.config.ledger.backend, &cfg.config.ledger.url)
+    {
+        // Team mode: the shared database, reachable whether or not a daemon runs.
+        let shown = crate::ledger::postgres::redact(url);
+        match crate::ledger::postgres::Postgres::reader(url, cfg.timezone.clone()).await {
+            Ok(pg) => match pg.count().await {
+                Ok(n) => out.push(ok("ledger", format!("{shown} ({n} payments, shared)"))),
+                Err(e) => out.push(fail("ledger", e.to_string(), "check the database's state and permissions")),
+            },
+            Err(e) => out.push(fail(
+                "ledger",
+                e.to_string(),
+                "check [ledger] url, that PostgreSQL is up, and the password ($PGPASSWORD or the pgpassword credential)",
+            )),
+        }
+    } else if daemon_running {
         out.push(ok(
             "ledger",
             format!("{} (held by the running daemon)", path.display()),

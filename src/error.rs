@@ -134,8 +134,24 @@ pub enum ProxyError {
     #[error("The ledger failed: {0}. No payment was made.")]
     Ledger(String),
 
+    /// The shared ledger database (team mode) cannot be reached: raised only
+    /// before any signature leaves the process, so a retry cannot pay twice.
+    #[error(
+        "The ledger database is unreachable ({0}). Nothing was signed and no payment was made; paid calls resume once it is back."
+    )]
+    LedgerUnavailable(String),
+
     #[error("Internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::ledger::LedgerError> for ProxyError {
+    fn from(e: crate::ledger::LedgerError) -> ProxyError {
+        match e {
+            crate::ledger::LedgerError::Unavailable(m) => ProxyError::LedgerUnavailable(m),
+            e => ProxyError::Ledger(e.to_string()),
+        }
+    }
 }
 
 impl ProxyError {
@@ -151,7 +167,7 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
-            WalletNotConfigured(_) | Wallet(_) | ClockSkew { .. } => {
+            WalletNotConfigured(_) | Wallet(_) | ClockSkew { .. } | LedgerUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // 402 is never retried by the OpenAI SDKs, which is what we want for
@@ -202,7 +218,7 @@ impl ProxyError {
             | UpstreamTimeout { .. }
             | UpstreamBody { .. }
             | ChainUnreachable { .. } => "upstream_error",
-            Ledger(_) | Internal(_) => "server_error",
+            Ledger(_) | LedgerUnavailable(_) | Internal(_) => "server_error",
         }
     }
 
@@ -237,6 +253,7 @@ impl ProxyError {
             SettlementFailed { .. } => "payment_settlement_failed",
             UpstreamBody { .. } => "upstream_body_failed",
             Ledger(_) => "ledger_error",
+            LedgerUnavailable(_) => "ledger_unavailable",
             Internal(_) => "internal_error",
         }
     }
@@ -248,6 +265,7 @@ impl ProxyError {
             self,
             ProxyError::UpstreamUnreachable { .. }
                 | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::LedgerUnavailable(_)
                 | ProxyError::UpstreamBody { paid: false, .. }
                 | ProxyError::ChainUnreachable { .. }
         )

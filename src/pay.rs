@@ -200,7 +200,7 @@ impl<'l, A> Reservation<'l, A> {
                 code: cap.code,
                 message: cap.message,
             }),
-            Err(e) => Err(ProxyError::Ledger(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -106,6 +106,16 @@ pub(crate) enum LedgerCmd {
     Verify(JsonArg),
     /// Recompute the stored totals from the records (the daemon must be stopped).
     Rebuild,
+    /// Copy every payment between the embedded file and PostgreSQL (team mode), exactly.
+    /// Stop the daemon first. Uses `[ledger] url` and this config's state_dir.
+    Migrate {
+        /// Where to copy to.
+        #[arg(long, value_enum)]
+        to: ledger::Store,
+        /// Overwrite a target that already holds payments.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +225,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Fail> {
         Cmd::Status(a) => report::status_cmd(&cli, a.json).await,
         Cmd::Ledger(LedgerCmd::Verify(a)) => ledger::verify_cmd(&cli, a.json).await,
         Cmd::Ledger(LedgerCmd::Rebuild) => ledger::rebuild_cmd(&cli).await,
+        Cmd::Ledger(LedgerCmd::Migrate { to, replace }) => {
+            ledger::migrate_cmd(&cli, *to, *replace).await
+        }
         Cmd::Doctor => doctor::doctor_cmd(&cli).await,
         Cmd::InstallService(a) => service::install_service(a).await,
         Cmd::Reload => config::reload(&cli).await,

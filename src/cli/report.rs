@@ -17,6 +17,17 @@ pub(crate) fn offline_ledger(cfg: &Loaded) -> Result<Option<redb::Database>, Fai
     Ok(Some(ledger::open_offline(&path)?))
 }
 
+/// With `[ledger] backend = "postgres"`: the team's database, read directly
+/// (no daemon needed; the totals are everyone's).
+pub(crate) async fn team_ledger(cfg: &Loaded) -> Result<Option<ledger::Ledger>, Fail> {
+    match (&cfg.config.ledger.backend, &cfg.config.ledger.url) {
+        (x402d::config::LedgerBackend::Postgres, Some(url)) => Ok(Some(
+            ledger::Ledger::postgres_reader(url, cfg.timezone.clone()).await?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Rows from the running daemon's admin endpoint `path` (with `&app=` when
 /// filtered); `None` when no daemon is running.
 async fn daemon_rows(
@@ -40,15 +51,22 @@ pub(crate) async fn spend_cmd(cli: &Cli, a: &SpendArgs) -> Result<ExitCode, Fail
     let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
         Some(v) => v,
         None => {
-            // The file's persisted totals: no record is read.
+            // The store's totals (the team's database, or the file's persisted
+            // totals): no record is read.
             let now = x402d::now_ms();
             let limits = report::Limits::from_config(&cfg, now);
-            let rows = match offline_ledger(&cfg)? {
-                Some(db) => {
-                    let snapshot = ledger::totals_offline(&db, &cfg.timezone, now, a.days)?;
+            let rows = match team_ledger(&cfg).await? {
+                Some(l) => {
+                    let snapshot = l.totals(now, a.days).await?;
                     report::rows(&snapshot, &limits, a.app.as_deref(), a.days)
                 }
-                None => report::spend(&[], &limits, a.app.as_deref(), a.days),
+                None => match offline_ledger(&cfg)? {
+                    Some(db) => {
+                        let snapshot = ledger::totals_offline(&db, &cfg.timezone, now, a.days)?;
+                        report::rows(&snapshot, &limits, a.app.as_deref(), a.days)
+                    }
+                    None => report::spend(&[], &limits, a.app.as_deref(), a.days),
+                },
             };
             serde_json::to_value(rows)?
                 .as_array()
@@ -90,12 +108,20 @@ pub(crate) async fn payments_cmd(cli: &Cli, a: &PaymentsArgs) -> Result<ExitCode
     let path = format!("/payments?limit={}", a.limit);
     let rows: Vec<Value> = match daemon_rows(&cfg, path, a.app.as_deref()).await? {
         Some(v) => v,
-        None => match offline_ledger(&cfg)? {
-            Some(db) => ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+        None => match team_ledger(&cfg).await? {
+            Some(l) => l
+                .payments(a.app.as_deref(), a.limit)
+                .await?
                 .iter()
                 .map(admin::payment_json)
                 .collect(),
-            None => Vec::new(),
+            None => match offline_ledger(&cfg)? {
+                Some(db) => ledger::read_payments(&db, a.app.as_deref(), a.limit)?
+                    .iter()
+                    .map(admin::payment_json)
+                    .collect(),
+                None => Vec::new(),
+            },
         },
     };
     if a.json {
@@ -163,6 +189,7 @@ pub(crate) async fn status_cmd(cli: &Cli, json: bool) -> Result<ExitCode, Fail> 
             outln!("x402d {} running (pid {})", g("version"), g("pid"));
             outln!("  listen:     {}", g("listen"));
             outln!("  upstream:   {}", g("upstream"));
+            outln!("  ledger:     {}", g("ledger"));
             outln!(
                 "  wallet:     {}",
                 if v["wallet"].is_null() {

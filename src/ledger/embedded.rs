@@ -1619,7 +1619,7 @@ fn commit_batch(
     (orphans, (committed && result.is_ok()).then_some(durable))
 }
 
-fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
+pub(super) fn finish(p: &mut Payment, outcome: Outcome) -> Result<(), State> {
     use State::*;
     let (to, note, tx) = match outcome {
         Outcome::Settled { tx } => (Settled, None, tx),

@@ -10,6 +10,8 @@
 //! only when no payment can have happened.
 
 pub mod embedded;
+pub mod migrate;
+pub mod postgres;
 pub mod report;
 pub mod window;
 
@@ -188,6 +190,9 @@ pub enum LedgerError {
     },
     #[error("the ledger writer has stopped")]
     Closed,
+    /// The shared ledger database cannot be reached (team mode).
+    #[error("the ledger database is unreachable ({0})")]
+    Unavailable(String),
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> LedgerError {
@@ -309,6 +314,7 @@ pub struct Ledger {
 #[derive(Clone)]
 enum Backend {
     Embedded(embedded::Embedded),
+    Postgres(postgres::Postgres),
 }
 
 impl Ledger {
@@ -324,11 +330,65 @@ impl Ledger {
         ))
     }
 
+    /// Opens the ledger the config names (`[ledger] backend`), with recovery of
+    /// this daemon's open records.
+    pub async fn open_configured(
+        cfg: &crate::config::Loaded,
+        now_ms: i64,
+    ) -> Result<(Ledger, Recovery), LedgerError> {
+        match (&cfg.config.ledger.backend, &cfg.config.ledger.url) {
+            (crate::config::LedgerBackend::Postgres, Some(url)) => {
+                Ledger::open_postgres(url, &cfg.state_dir, cfg.timezone.clone(), now_ms).await
+            }
+            _ => Ledger::open(
+                &cfg.state_dir.join("ledger.redb"),
+                cfg.timezone.clone(),
+                now_ms,
+            ),
+        }
+    }
+
+    /// Opens a team's PostgreSQL ledger as the daemon whose state dir is
+    /// `state_dir` (its instance id lives there), with recovery of its own
+    /// open records.
+    pub async fn open_postgres(
+        url: &str,
+        state_dir: &Path,
+        tz: TimeZone,
+        now_ms: i64,
+    ) -> Result<(Ledger, Recovery), LedgerError> {
+        let (p, rec) = postgres::Postgres::open(url, state_dir, tz, now_ms).await?;
+        Ok((
+            Ledger {
+                backend: Backend::Postgres(p),
+            },
+            rec,
+        ))
+    }
+
+    /// A read-only handle on a team's database (the CLI when no daemon runs).
+    pub async fn postgres_reader(url: &str, tz: TimeZone) -> Result<Ledger, LedgerError> {
+        Ok(Ledger {
+            backend: Backend::Postgres(postgres::Postgres::reader(url, tz).await?),
+        })
+    }
+
+    /// Whether this daemon should resolve at-risk payments now: always for the
+    /// embedded store; for a shared database, only the one daemon holding the
+    /// resolver lock.
+    pub async fn try_lead_resolver(&self) -> bool {
+        match &self.backend {
+            Backend::Embedded(_) => true,
+            Backend::Postgres(p) => p.try_lead_resolver().await,
+        }
+    }
+
     /// Where the ledger lives, for `status` (a file path or a database URL
     /// without its password).
     pub fn location(&self) -> String {
         match &self.backend {
             Backend::Embedded(e) => e.path().display().to_string(),
+            Backend::Postgres(p) => p.location(),
         }
     }
 
@@ -336,6 +396,7 @@ impl Ledger {
     pub fn observe_commits(&self, f: CommitObserver) {
         match &self.backend {
             Backend::Embedded(e) => e.observe_commits(f),
+            Backend::Postgres(p) => p.observe_commits(f),
         }
     }
 
@@ -345,6 +406,7 @@ impl Ledger {
     pub async fn reserve(&self, r: Reserve) -> Result<Result<u64, CapExceeded>, LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.reserve(r).await,
+            Backend::Postgres(p) => p.reserve(r).await,
         }
     }
 
@@ -376,6 +438,10 @@ impl Ledger {
                 e.signed_with_identifier(id, payer, nonce, valid_before, payment_identifier, now_ms)
                     .await
             }
+            Backend::Postgres(p) => {
+                p.signed_with_identifier(id, payer, nonce, valid_before, payment_identifier, now_ms)
+                    .await
+            }
         }
     }
 
@@ -390,6 +456,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.attempt(id, attempts, last_error, now_ms).await,
+            Backend::Postgres(p) => p.attempt(id, attempts, last_error, now_ms).await,
         }
     }
 
@@ -398,6 +465,7 @@ impl Ledger {
     pub async fn finish(&self, id: u64, outcome: Outcome, now_ms: i64) -> Result<(), LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.finish(id, outcome, now_ms).await,
+            Backend::Postgres(p) => p.finish(id, outcome, now_ms).await,
         }
     }
 
@@ -410,6 +478,7 @@ impl Ledger {
     pub fn finish_detached(&self, id: u64, outcome: Outcome, now_ms: i64) {
         match &self.backend {
             Backend::Embedded(e) => e.finish_detached(id, outcome, now_ms),
+            Backend::Postgres(p) => p.finish_detached(id, outcome, now_ms),
         }
     }
 
@@ -419,6 +488,7 @@ impl Ledger {
     pub async fn flush(&self) -> Result<(), LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.flush().await,
+            Backend::Postgres(p) => p.flush().await,
         }
     }
 
@@ -427,6 +497,7 @@ impl Ledger {
     pub fn stats(&self) -> Stats {
         match &self.backend {
             Backend::Embedded(e) => e.stats(),
+            Backend::Postgres(p) => p.stats(),
         }
     }
 
@@ -439,6 +510,7 @@ impl Ledger {
                 let e = e.clone();
                 blocking(move || e.verify()).await
             }
+            Backend::Postgres(p) => p.verify().await,
         }
     }
 
@@ -446,6 +518,7 @@ impl Ledger {
     pub async fn set_timezone(&self, tz: TimeZone) -> Result<(), LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.set_timezone(tz).await,
+            Backend::Postgres(p) => p.set_timezone(tz).await,
         }
     }
 
@@ -462,6 +535,7 @@ impl Ledger {
                 let (e, app) = (e.clone(), app.map(str::to_owned));
                 blocking(move || e.payments(app.as_deref(), limit)).await
             }
+            Backend::Postgres(p) => p.payments(app, limit).await,
         }
     }
 
@@ -474,6 +548,7 @@ impl Ledger {
     ) -> Result<Vec<Payment>, LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.payments(app, limit),
+            Backend::Postgres(_) => Err(LedgerError::Storage("payments_now: embedded only".into())),
         }
     }
 
@@ -485,6 +560,7 @@ impl Ledger {
                 let e = e.clone();
                 blocking(move || e.all()).await
             }
+            Backend::Postgres(p) => p.all().await,
         }
     }
 
@@ -493,6 +569,7 @@ impl Ledger {
     pub async fn summary(&self, now_ms: i64) -> Result<(Usd, Usd), LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.summary(now_ms).await,
+            Backend::Postgres(p) => p.summary(now_ms).await,
         }
     }
 
@@ -502,6 +579,7 @@ impl Ledger {
     pub async fn totals(&self, now_ms: i64, days: u32) -> Result<Snapshot, LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.totals(now_ms, days).await,
+            Backend::Postgres(p) => p.totals(now_ms, days).await,
         }
     }
 
@@ -509,6 +587,7 @@ impl Ledger {
     pub async fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
         match &self.backend {
             Backend::Embedded(e) => e.unresolved().await,
+            Backend::Postgres(p) => p.unresolved().await,
         }
     }
 }

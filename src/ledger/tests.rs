@@ -691,6 +691,13 @@ async fn a_reservation_with_its_authorization_is_signed_in_one_commit() {
             payment_identifier: Some("pay_1".into()),
         });
         let id = l.reserve(r).await.unwrap().unwrap();
+        // The observer runs just after the writer answers: wait for it (bounded).
+        for _ in 0..200 {
+            if commits.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
         let p = &l.payments(None, 1).await.unwrap()[0];
         assert_eq!(p.id, id);

@@ -150,7 +150,7 @@ async fn spend(shared: &Shared, cfg: &Loaded) -> Result<Response<Body>, ProxyErr
         .ledger
         .totals(now, CHART_DAYS)
         .await
-        .map_err(|e| ProxyError::Ledger(e.to_string()))?;
+        .map_err(ProxyError::from)?;
     let limits = report::Limits::from_config(cfg, now);
     let mut days: Vec<String> = snapshot
         .wallet
@@ -216,12 +216,8 @@ async fn payments(shared: &Shared) -> Result<Response<Body>, ProxyError> {
         .ledger
         .payments(None, LATEST)
         .await
-        .map_err(|e| ProxyError::Ledger(e.to_string()))?;
-    let mut at_risk = shared
-        .ledger
-        .unresolved()
-        .await
-        .map_err(|e| ProxyError::Ledger(e.to_string()))?;
+        .map_err(ProxyError::from)?;
+    let mut at_risk = shared.ledger.unresolved().await.map_err(ProxyError::from)?;
     at_risk.sort_by_key(|p| std::cmp::Reverse(p.id));
     json(&PaymentsView {
         latest: latest.iter().map(PaymentView::from).collect(),

@@ -721,7 +721,7 @@ async fn metrics_response(
         .ledger
         .totals(now, 0)
         .await
-        .map_err(|e| ProxyError::Ledger(e.to_string()))?;
+        .map_err(ProxyError::from)?;
     shared.metrics.set_ledger_stats(&shared.ledger.stats());
     let text = shared.metrics.render(
         &totals,

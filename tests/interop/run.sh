@@ -496,6 +496,35 @@ else failed retry-group "the retry group did not finish (see $WORK/retry-group.o
 check wallet-rotation       node checks/rotation.mjs
 [ "${RUN_V1:-0}" = 1 ] && check v1-seller-paid node checks/chat.mjs --driver py --instance v1
 check resolve-on-chain      node checks/resolve.mjs
+# Team mode: three x402d on one throwaway PostgreSQL (tests/team/pg.sh) share a daily cap of 7 calls.
+if bash "$REPO/tests/team/pg.sh" bin; then
+  read -r PG_PORT X_TEAM1_PORT X_TEAM2_PORT X_TEAM3_PORT < <(node lib/free-ports.mjs 4)
+  PG_DIR=$(mktemp -d /tmp/x402d-interop-pg.XXXXXX)
+  if PG_ERR=$(bash "$REPO/tests/team/pg.sh" start "$PG_DIR" "$PG_PORT" 2>&1); then
+    T_ERR=""
+    for i in 1 2 3; do
+      port_var="X_TEAM${i}_PORT"
+      write_config "team$i" "${!port_var}" "$SELLER_URL" "
+[apps.capped]
+api_key = \"sk-capped\"
+max_per_call = \"0.01\"
+daily = \"0.007\"
+
+[ledger]
+backend = \"postgres\"
+url = \"postgres://postgres@127.0.0.1:$PG_PORT/postgres\""
+      export "X402D_TEAM${i}_URL=http://127.0.0.1:${!port_var}" "X402D_TEAM${i}_CONFIG=$WORK/x402d-team$i/config.toml"
+      start "x402d-team$i" "$X402D_BIN" --config "$WORK/x402d-team$i/config.toml" serve
+    done
+    for i in 1 2 3; do port_var="X_TEAM${i}_PORT"; e=$(wait_tcp "${!port_var}" "x402d-team$i") || T_ERR="$T_ERR $e;"; done
+    if [ -z "$T_ERR" ]; then check team-shared-cap node checks/team.mjs; else failed team-shared-cap "x402d did not start:$T_ERR"; fi
+    for i in 1 2 3; do stop "x402d-team$i"; done
+  else
+    failed team-shared-cap "PostgreSQL did not start: $PG_ERR"
+  fi
+  bash "$REPO/tests/team/pg.sh" stop "$PG_DIR"; rm -rf "$PG_DIR"
+elif [ -n "${CI:-}" ]; then failed team-shared-cap "PostgreSQL is not installed (apt-get install postgresql)"
+else echo "skip team-shared-cap (PostgreSQL not installed)"; fi
 # Last: stop the facilitator, then a paid call must fail cleanly without settling anything.
 stop facilitator
 check facilitator-down      node checks/facilitator-down.mjs
