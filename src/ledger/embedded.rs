@@ -39,7 +39,6 @@ const FORMAT: u64 = 2;
 /// Most ops committed in one transaction.
 const MAX_BATCH: usize = 512;
 /// Key under which wallet-wide totals are indexed (app names cannot contain '*').
-const ALL: &str = "*";
 /// How long outcomes may stay committed without an fsync while nothing else
 /// commits durably (override: `X402D_LEDGER_FLUSH_MS`, for crash tests).
 const FLUSH_AFTER: Duration = Duration::from_millis(500);
@@ -1143,81 +1142,17 @@ impl Index {
     }
 
     fn check(&self, r: &Reserve) -> Result<(), CapExceeded> {
-        let tz = &self.tz;
-        let d = window::day(r.now_ms, tz);
-        let m = window::month(r.now_ms, tz);
-        let amt = r.amount;
-        let get_d = |who: &str| {
-            Usd(self
-                .day
-                .get(&(who.to_string(), d))
-                .map_or(0, Totals::counted))
-        };
-        let get_m = |who: &str| {
-            Usd(self
-                .month
-                .get(&(who.to_string(), m))
-                .map_or(0, Totals::counted))
-        };
-        let get_t = |who: &str| Usd(self.total.get(who).map_or(0, Totals::counted));
-        let day_reset = window::show(window::day_end(r.now_ms, tz), tz);
-        let month_reset = window::show(window::month_end(r.now_ms, tz), tz);
-        let app = &r.app;
-        if let Some(cap) = r.caps.app_per_call
-            && amt > cap
-        {
-            return Err(CapExceeded {
-                code: "app_per_call_cap_exceeded",
-                message: format!(
-                    "this call costs ${amt}, above app {app:?}'s per-call cap of ${cap}."
-                ),
-            });
-        }
-        let checks: [(Option<Usd>, Usd, &'static str, String); 5] = [
-            (
-                r.caps.app_daily,
-                get_d(app),
-                "app_daily_cap_exceeded",
-                format!("app {app:?}'s daily cap (resets {day_reset})"),
-            ),
-            (
-                r.caps.app_monthly,
-                get_m(app),
-                "app_monthly_cap_exceeded",
-                format!("app {app:?}'s monthly cap (resets {month_reset})"),
-            ),
-            (
-                r.caps.app_total,
-                get_t(app),
-                "app_total_cap_exceeded",
-                format!("app {app:?}'s lifetime cap"),
-            ),
-            (
-                r.caps.wallet_daily,
-                get_d(ALL),
-                "wallet_daily_cap_exceeded",
-                format!("the wallet-wide daily cap (resets {day_reset})"),
-            ),
-            (
-                r.caps.wallet_monthly,
-                get_m(ALL),
-                "wallet_monthly_cap_exceeded",
-                format!("the wallet-wide monthly cap (resets {month_reset})"),
-            ),
-        ];
-        for (cap, used, code, what) in checks {
-            if let Some(cap) = cap
-                && used.saturating_add(amt) > cap
-            {
-                return Err(CapExceeded {
-                    code,
-                    message: format!(
-                        "${used} of the ${cap} in {what} is spent, pending or at risk; this call costs ${amt}."
-                    ),
-                });
+        let d = window::day(r.now_ms, &self.tz);
+        let m = window::month(r.now_ms, &self.tz);
+        check_caps(r, &self.tz, |who, span| {
+            let who = who.to_string();
+            match span {
+                Span::Day => self.day.get(&(who, d)),
+                Span::Month => self.month.get(&(who, m)),
+                Span::Total => self.total.get(&who),
             }
-        }
-        Ok(())
+            .map_or(0, Totals::counted)
+        })
     }
 }
 
@@ -1242,20 +1177,26 @@ fn writer(
         }
     };
     let flush_after = flush_after();
-    // Whether a commit made without an fsync is not yet followed by a durable one.
-    let mut unflushed = false;
+    // When the oldest commit made without an fsync (and not yet followed by a
+    // durable one) must be made durable: counted from that commit, not from the
+    // last op, so steady reads or refused calls never postpone it.
+    let mut flush_by: Option<std::time::Instant> = None;
     loop {
-        let first = if unflushed {
-            match rx.recv_timeout(flush_after) {
+        let first = if let Some(deadline) = flush_by {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(wait) {
                 Ok(op) => op,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let started = std::time::Instant::now();
                     match flush(&db) {
                         Ok(()) => {
                             counters.flushes.fetch_add(1, Ordering::Relaxed);
-                            unflushed = false;
+                            flush_by = None;
                         }
-                        Err(e) => tracing::error!(error = %e, "ledger flush failed"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "ledger flush failed; retrying");
+                            flush_by = Some(started + flush_after);
+                        }
                     }
                     observe(started);
                     continue;
@@ -1287,14 +1228,20 @@ fn writer(
             let started = std::time::Instant::now();
             if let Some(durable) = run_batch(&db, &mut index, batch, &counters) {
                 observe(started);
-                unflushed = !durable;
+                flush_by = if durable {
+                    None
+                } else {
+                    flush_by.or(Some(started + flush_after))
+                };
             }
         }
         for op in reads {
             answer(op, &index);
         }
     }
-    if unflushed && let Err(e) = flush(&db) {
+    if flush_by.is_some()
+        && let Err(e) = flush(&db)
+    {
         tracing::error!(error = %e, "ledger flush at exit failed");
     }
 }

@@ -305,6 +305,91 @@ pub const MAX_REPORT_DAYS: u32 = 3660;
 /// Called with the duration of each commit (seconds), for metrics.
 pub type CommitObserver = Box<dyn Fn(f64) + Send + Sync>;
 
+/// Key under which wallet-wide totals are kept (app names cannot contain '*').
+pub(crate) const ALL: &str = "*";
+
+/// The window a cap limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Span {
+    Day,
+    Month,
+    Total,
+}
+
+/// Checks every cap of `r` against the counted totals `used(who, span)` (`who`
+/// is the app, or [`ALL`] for the wallet), the same for every store. `used` is
+/// asked only for the caps that are set, and the refusal message is formatted
+/// only on refusal: the common case allocates nothing.
+pub(crate) fn check_caps(
+    r: &Reserve,
+    tz: &TimeZone,
+    used: impl Fn(&str, Span) -> u64,
+) -> Result<(), CapExceeded> {
+    let amt = r.amount;
+    let app = r.app.as_str();
+    if let Some(cap) = r.caps.app_per_call
+        && amt > cap
+    {
+        return Err(CapExceeded {
+            code: "app_per_call_cap_exceeded",
+            message: format!("this call costs ${amt}, above app {app:?}'s per-call cap of ${cap}."),
+        });
+    }
+    let checks = [
+        (r.caps.app_daily, app, Span::Day, "app_daily_cap_exceeded"),
+        (
+            r.caps.app_monthly,
+            app,
+            Span::Month,
+            "app_monthly_cap_exceeded",
+        ),
+        (r.caps.app_total, app, Span::Total, "app_total_cap_exceeded"),
+        (
+            r.caps.wallet_daily,
+            ALL,
+            Span::Day,
+            "wallet_daily_cap_exceeded",
+        ),
+        (
+            r.caps.wallet_monthly,
+            ALL,
+            Span::Month,
+            "wallet_monthly_cap_exceeded",
+        ),
+    ];
+    for (cap, who, span, code) in checks {
+        let Some(cap) = cap else { continue };
+        let spent = Usd(used(who, span));
+        if spent.saturating_add(amt) <= cap {
+            continue;
+        }
+        let resets = |end: jiff::Timestamp| window::show(end, tz);
+        let whose = if who == ALL {
+            "the wallet-wide".to_string()
+        } else {
+            format!("app {app:?}'s")
+        };
+        let what = match span {
+            Span::Day => format!(
+                "{whose} daily cap (resets {})",
+                resets(window::day_end(r.now_ms, tz))
+            ),
+            Span::Month => format!(
+                "{whose} monthly cap (resets {})",
+                resets(window::month_end(r.now_ms, tz))
+            ),
+            Span::Total => format!("{whose} lifetime cap"),
+        };
+        return Err(CapExceeded {
+            code,
+            message: format!(
+                "${spent} of the ${cap} in {what} is spent, pending or at risk; this call costs ${amt}."
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Handle to the ledger, whichever store is behind it; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {

@@ -76,7 +76,6 @@ CREATE TABLE x402d_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 const LOCK_MIGRATE: i64 = 0x7840_3264_0001;
 const LOCK_RESOLVER: i64 = 0x7840_3264_0002;
 /// Scope of the wallet-wide totals (app names cannot contain '*').
-const ALL: &str = "*";
 /// How long an op waits for a pooled connection, or to open one.
 const CONNECT_WAIT: Duration = Duration::from_secs(3);
 
@@ -562,70 +561,6 @@ async fn add_totals(
     Ok(())
 }
 
-/// Checks every cap of `r` against counted totals `used(scope, win)`. The same
-/// codes and messages as the embedded store.
-fn check(r: &Reserve, tz: &TimeZone, used: impl Fn(&str, &str) -> u64) -> Result<(), CapExceeded> {
-    let d = day_key(window::day(r.now_ms, tz));
-    let m = month_key(window::month(r.now_ms, tz));
-    let amt = r.amount;
-    let day_reset = window::show(window::day_end(r.now_ms, tz), tz);
-    let month_reset = window::show(window::month_end(r.now_ms, tz), tz);
-    let app = &r.app;
-    if let Some(cap) = r.caps.app_per_call
-        && amt > cap
-    {
-        return Err(CapExceeded {
-            code: "app_per_call_cap_exceeded",
-            message: format!("this call costs ${amt}, above app {app:?}'s per-call cap of ${cap}."),
-        });
-    }
-    let checks: [(Option<Usd>, Usd, &'static str, String); 5] = [
-        (
-            r.caps.app_daily,
-            Usd(used(app, &d)),
-            "app_daily_cap_exceeded",
-            format!("app {app:?}'s daily cap (resets {day_reset})"),
-        ),
-        (
-            r.caps.app_monthly,
-            Usd(used(app, &m)),
-            "app_monthly_cap_exceeded",
-            format!("app {app:?}'s monthly cap (resets {month_reset})"),
-        ),
-        (
-            r.caps.app_total,
-            Usd(used(app, TOTAL_KEY)),
-            "app_total_cap_exceeded",
-            format!("app {app:?}'s lifetime cap"),
-        ),
-        (
-            r.caps.wallet_daily,
-            Usd(used(ALL, &d)),
-            "wallet_daily_cap_exceeded",
-            format!("the wallet-wide daily cap (resets {day_reset})"),
-        ),
-        (
-            r.caps.wallet_monthly,
-            Usd(used(ALL, &m)),
-            "wallet_monthly_cap_exceeded",
-            format!("the wallet-wide monthly cap (resets {month_reset})"),
-        ),
-    ];
-    for (cap, used, code, what) in checks {
-        if let Some(cap) = cap
-            && used.saturating_add(amt) > cap
-        {
-            return Err(CapExceeded {
-                code,
-                message: format!(
-                    "${used} of the ${cap} in {what} is spent, pending or at risk; this call costs ${amt}."
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Per-window totals of `records` in `tz`: what `x402d_totals` must hold. Every
 /// app with a record gets its lifetime row (so reports list it).
 pub(crate) fn totals_of(records: &[Payment], tz: &TimeZone) -> HashMap<(String, String), [i64; 3]> {
@@ -945,8 +880,17 @@ impl Postgres {
                 db_tz.unwrap_or_default()
             ))));
         }
-        if let Err(e) = check(r, &tz, |s, w| {
-            used.get(&(s.to_string(), w.to_string()))
+        let (day, month) = (
+            day_key(window::day(r.now_ms, &tz)),
+            month_key(window::month(r.now_ms, &tz)),
+        );
+        if let Err(e) = check_caps(r, &tz, |who, span| {
+            let win = match span {
+                Span::Day => day.as_str(),
+                Span::Month => month.as_str(),
+                Span::Total => TOTAL_KEY,
+            };
+            used.get(&(who.to_string(), win.to_string()))
                 .copied()
                 .unwrap_or(0)
         }) {

@@ -1,7 +1,7 @@
 use super::*;
 use embedded::PAYMENTS;
 use jiff::Timestamp;
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 use std::sync::Arc;
 
 fn ms(s: &str) -> i64 {
@@ -987,4 +987,64 @@ async fn an_idle_writer_flushes_detached_outcomes() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     panic!("never flushed: {:?}", l.stats());
+}
+
+/// What the idle flush relies on: redb's empty durable commit carries the
+/// commits made before it without an fsync (a copy of the file taken right
+/// after it, as a crash would leave it, has them).
+#[tokio::test]
+async fn an_empty_durable_commit_carries_earlier_lazy_ones() {
+    let path = tmp();
+    let db = Database::create(&path).unwrap();
+    {
+        let mut wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(PAYMENTS).unwrap();
+            t.insert(1u64, b"x".as_slice()).unwrap();
+        }
+        wtx.set_durability(redb::Durability::None).unwrap();
+        wtx.commit().unwrap();
+    }
+    {
+        let wtx = db.begin_write().unwrap();
+        wtx.commit().unwrap();
+    }
+    // Simulate a crash: copy the file as it is on disk right now.
+    let copy = path.with_extension("copy.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    drop(db);
+    let db = Database::open(&copy).unwrap();
+    let rtx = db.begin_read().unwrap();
+    let t = rtx.open_table(PAYMENTS).unwrap();
+    assert!(t.get(1u64).unwrap().is_some(), "non-durable commit lost");
+}
+
+/// A steady stream of reads (status, metrics, the dashboard) never postpones
+/// the flush of an outcome: it is due a fixed time after that outcome's
+/// commit, not after the writer's last op.
+#[tokio::test]
+async fn steady_reads_do_not_postpone_the_flush() {
+    let now = ms("2026-11-26T12:00:00Z");
+    let (l, _) = Ledger::open(&tmp(), TimeZone::UTC, now).unwrap();
+    let id = l
+        .reserve(req("a", 1000, now, daily(1000)))
+        .await
+        .unwrap()
+        .unwrap();
+    l.finish_detached(
+        id,
+        Outcome::Released {
+            reason: "not sent".into(),
+        },
+        now,
+    );
+    // Reads every 50 ms, far more often than the idle delay (500 ms).
+    for _ in 0..200 {
+        l.totals(now, 0).await.unwrap();
+        if l.stats().flushes == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("reads kept postponing the flush: {:?}", l.stats());
 }

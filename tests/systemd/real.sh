@@ -388,8 +388,12 @@ check "SIGKILL -> restarted in $(el "$T")s (NRestarts=$(prop x402d NRestarts))" 
 led=$(ct env STATE_DIRECTORY=/var/lib/x402d $X payments --json 2>&1 | ct python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
-print(sum(1 for r in rows if r["state"] == "settled" and r["payer"].lower() == "'"${ADDR,,}"'"))' 2>&1)
-check "ledger intact after the crash: 'x402d payments --json' lists $led settled payments (want 2)" [ "$led" = 2 ]
+mine = [r for r in rows if (r["payer"] or "").lower() == "'"${ADDR,,}"'"]
+# An outcome recorded in the last moments before SIGKILL may not be durable yet
+# (outcomes are committed without an fsync and flushed within 0.5 s): that
+# payment comes back at_risk (counted, resolved on chain), never released.
+print(sum(1 for r in mine if r["state"] in ("settled", "at_risk")), sum(1 for r in mine if r["state"] == "settled"))' 2>&1)
+check "ledger intact after the crash: 'x402d payments --json' lists ${led% *} counted payments (want 2; ${led#* } settled, the rest at risk)" [ "${led% *}" = 2 ]
 
 # --- 6. watchdog ----------------------------------------------------------------------------------
 ct sh -c "mkdir -p /run/systemd/system/x402d.service.d && printf '[Service]\nWatchdogSec=2s\nTimeoutAbortSec=5s\n' \
