@@ -11,7 +11,7 @@
 #   CPU      = delta of its utime + stime (/proc/<pid>/stat, clock ticks, exited threads included) / calls,
 #              split into user and kernel;
 #   context switches (/proc/<pid>/task/*/status voluntary + nonvoluntary of the live threads), bytes written to disk
-#   (/proc/<pid>/io write_bytes), durable commits (x402d_ledger_commit_seconds_count in GET /metrics)
+#   (/proc/<pid>/io write_bytes), durable commits (x402d_ledger_commits_total{durable="true"} in GET /metrics)
 #   and x402d's own time p50/p99 (x402d_paid_call_overhead_seconds: arrival to reply, minus upstream waits).
 # Every paid call settles on the local chain (facilitator waits for the receipt, 50 ms polling),
 # so both paths are dominated by the stack, not by the client.
@@ -187,6 +187,6 @@ echo "RESULT|real stack: x402d CPU per paid call, sequential (user / kernel)|≤
 echo "RESULT|real stack: x402d CPU per paid call, c=$CONC (user / kernel)|≤ 400 µs|$(mmm "${CCPU[@]}") µs ($(med "${CUSR[@]}") / $(med "${CSYS[@]}") µs)|$CMD"
 echo "RESULT|real stack: x402d's own time per paid call, excluding upstream waits, sequential p50 / p99 (x402d_paid_call_overhead_seconds)|≤ 350 / ≤ 1,000 µs|$(med "${O50[@]}") / $(med "${O99[@]}") µs (c=$CONC: $(med "${CO50[@]}") / $(med "${CO99[@]}") µs)|$CMD"
 echo "RESULT|real stack: bytes written to disk per paid call (/proc/pid/io write_bytes)|≤ 8 KB|$(mmm "${WB[@]}") B|$CMD"
-echo "RESULT|real stack: durable commits per paid call (x402d_ledger_commit_seconds_count)|1|$(mmm "${COM[@]}")|$CMD"
+echo "RESULT|real stack: durable commits per paid call (x402d_ledger_commits_total{durable=\"true\"})|1|$(mmm "${COM[@]}")|$CMD"
 echo "RESULT|real stack: context switches per paid call, sequential / c=$CONC|—|$(med "${CTX[@]}") / $(med "${CCTX[@]}") (min..max $(mmm "${CTX[@]}"))|$CMD"
 "$X402D_BIN" --config "$WORK/x402d/config.toml" wallet remove --yes >/dev/null 2>&1 || true

@@ -166,14 +166,9 @@ fn fixture(rt: &tokio::runtime::Runtime, n: u64) -> PathBuf {
         }
     });
     drop(l);
-    // The writer thread lets go of the file once its channel closes.
-    let t_close = Instant::now();
-    while Ledger::open(&partial, jiff::tz::TimeZone::UTC, now).is_err()
-        && t_close.elapsed() < Duration::from_secs(30)
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    // The writer closes the file once the last handle is gone (a file not
+    // closed would be repaired by every start measured from it).
+    x402d::ledger::wait_closed(Duration::from_secs(60));
     std::fs::rename(&partial, &path).unwrap();
     println!(
         "ledger of {n} payments: generated through the ledger API in {:.1} s ({:.0} payments/s), {:.1} MB, cached as {}",

@@ -9,7 +9,7 @@ import math
 import sys
 
 OWN = "x402d_paid_call_overhead_seconds"
-COMMITS = "x402d_ledger_commit_seconds_count"
+COMMITS = 'x402d_ledger_commits_total{durable="true"}'
 
 
 def read(path):

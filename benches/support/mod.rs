@@ -1000,7 +1000,7 @@ pub struct PerCall {
 }
 
 pub const OWN_TIME: &str = "x402d_paid_call_overhead_seconds";
-pub const COMMITS: &str = "x402d_ledger_commit_seconds_count";
+pub const COMMITS: &str = r#"x402d_ledger_commits_total{durable="true"}"#;
 
 impl CallCounters {
     pub async fn start(pid: u32, addr: SocketAddr) -> CallCounters {

@@ -171,7 +171,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Every task (and its ledger handle) goes with the runtime; then the ledger
+    // writer closes its file, so the next start need not repair it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    x402d::ledger::wait_closed(std::time::Duration::from_secs(5));
+    match result {
         Ok(code) => code,
         Err(Fail(code, msg)) => {
             eprintln!("x402d: {msg}");

@@ -164,10 +164,18 @@ impl Embedded {
         let observer: Arc<std::sync::OnceLock<CommitObserver>> = Arc::default();
         let wobs = observer.clone();
         let wcounters = counters.clone();
+        let (closed_tx, closed_rx) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer(wdb, index, rx, wobs, wcounters))
+            .spawn(move || {
+                let db = writer(wdb, index, rx, wobs, wcounters);
+                close(db);
+                drop(closed_tx);
+            })
             .map_err(storage)?;
+        if let Ok(mut open) = OPEN_WRITERS.lock() {
+            open.push(closed_rx);
+        }
         Ok((
             Embedded {
                 tx,
@@ -1170,7 +1178,7 @@ fn writer(
     rx: mpsc::Receiver<Op>,
     observer: Arc<std::sync::OnceLock<CommitObserver>>,
     counters: Arc<Counters>,
-) {
+) -> Arc<Database> {
     let observe = |started: std::time::Instant| {
         if let Some(f) = observer.get() {
             f(started.elapsed().as_secs_f64());
@@ -1243,6 +1251,53 @@ fn writer(
         && let Err(e) = flush(&db)
     {
         tracing::error!(error = %e, "ledger flush at exit failed");
+    }
+    db
+}
+
+/// Writer threads still running, each signalling (by hanging up) once its file
+/// is closed.
+static OPEN_WRITERS: std::sync::Mutex<Vec<mpsc::Receiver<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Closes the file once the writer holds the last reference (the handles that
+/// sent its last ops drop theirs a moment after): redb marks a file closed only
+/// when the `Database` drops, and a file not marked closed is repaired at the
+/// next open, a walk of the whole file (seconds at a million payments).
+fn close(db: Arc<Database>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut db = db;
+    loop {
+        match Arc::try_unwrap(db) {
+            Ok(db) => {
+                drop(db);
+                return;
+            }
+            Err(still_shared) if std::time::Instant::now() < deadline => {
+                db = still_shared;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => {
+                tracing::warn!("ledger still referenced at exit; the next start repairs it");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits (at most `limit`) until every ledger writer of this process has closed
+/// its file. Called last on the way out, after every handle was dropped, so the
+/// process does not exit between a writer's last commit and the close that lets
+/// the next start skip redb's repair pass.
+pub fn wait_closed(limit: Duration) {
+    let waiting = match OPEN_WRITERS.lock() {
+        Ok(mut w) => std::mem::take(&mut *w),
+        Err(_) => return,
+    };
+    let deadline = std::time::Instant::now() + limit;
+    for rx in waiting {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // Disconnected = closed; a timeout means a handle outlived the runtime.
+        let _ = rx.recv_timeout(left);
     }
 }
 

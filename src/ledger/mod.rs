@@ -688,7 +688,7 @@ async fn blocking<T: Send + 'static>(
 
 pub use embedded::{
     count_offline, open_offline, read_all, read_payments, rebuild_offline, totals_offline,
-    verify_offline,
+    verify_offline, wait_closed,
 };
 
 #[cfg(test)]
