@@ -223,14 +223,10 @@ impl Embedded {
         self.tx
             .send(Op::Reserve(Box::new(r), tx))
             .map_err(|_| LedgerError::Closed)?;
-        let mut pending = PendingReserve {
-            ledger: self,
-            rx: Some(rx),
-        };
-        let rx = pending.rx.as_mut().ok_or(LedgerError::Closed)?;
-        let answer = rx.await.map_err(|_| LedgerError::Closed)?;
-        pending.rx = None;
-        answer
+        await_reservation(rx, |id| {
+            self.finish_detached(id, orphan_release(), crate::now_ms())
+        })
+        .await
     }
 
     /// [`Ledger::signed`], with the `payment-identifier` id sent with the payment.
@@ -372,33 +368,6 @@ impl Embedded {
     /// from the writer's in-memory index: no scan of the file.
     pub async fn unresolved(&self) -> Result<Vec<Payment>, LedgerError> {
         self.ask(Op::Unresolved).await
-    }
-}
-
-/// The answer to a reservation while its caller waits. Dropped unread (the caller
-/// was cancelled), it stops further answers and releases a reservation that was
-/// already made: the caller can no longer sign it.
-struct PendingReserve<'a> {
-    ledger: &'a Embedded,
-    rx: Option<oneshot::Receiver<Result<Result<u64, CapExceeded>, LedgerError>>>,
-}
-
-impl Drop for PendingReserve<'_> {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
-        // After close() the writer cannot deliver any more (it releases instead),
-        // so an answer is either here now or handled there: never lost between.
-        rx.close();
-        if let Ok(Ok(Ok(id))) = rx.try_recv() {
-            self.ledger
-                .finish_detached(id, orphan_release(), crate::now_ms());
-        }
-    }
-}
-
-fn orphan_release() -> Outcome {
-    Outcome::Released {
-        reason: "released: the caller went away before signing".into(),
     }
 }
 

@@ -390,6 +390,49 @@ pub(crate) fn check_caps(
     Ok(())
 }
 
+/// A store's answer to a reservation.
+pub(crate) type ReserveAnswer = Result<Result<u64, CapExceeded>, LedgerError>;
+
+/// Waits for a store's answer to a reservation, cancel-safe for every store: if
+/// the caller stops waiting, a reservation already made for it is given to
+/// `release` (the store's detached finish with [`orphan_release`]), so no
+/// budget stays held by nobody.
+pub(crate) async fn await_reservation(
+    rx: tokio::sync::oneshot::Receiver<ReserveAnswer>,
+    release: impl Fn(u64),
+) -> ReserveAnswer {
+    struct Pending<F: Fn(u64)> {
+        rx: Option<tokio::sync::oneshot::Receiver<ReserveAnswer>>,
+        release: F,
+    }
+    impl<F: Fn(u64)> Drop for Pending<F> {
+        fn drop(&mut self) {
+            let Some(mut rx) = self.rx.take() else { return };
+            // After close() the store cannot deliver any more (it releases
+            // instead), so an answer is either here now or handled there.
+            rx.close();
+            if let Ok(Ok(Ok(id))) = rx.try_recv() {
+                (self.release)(id);
+            }
+        }
+    }
+    let mut pending = Pending {
+        rx: Some(rx),
+        release,
+    };
+    let rx = pending.rx.as_mut().ok_or(LedgerError::Closed)?;
+    let answer = rx.await.map_err(|_| LedgerError::Closed)?;
+    pending.rx = None;
+    answer
+}
+
+/// How a reservation whose caller went away before signing ends.
+pub(crate) fn orphan_release() -> Outcome {
+    Outcome::Released {
+        reason: "released: the caller went away before signing".into(),
+    }
+}
+
 /// Handle to the ledger, whichever store is behind it; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {

@@ -994,14 +994,10 @@ impl Postgres {
                 me.finish_detached(id, orphan_release(), crate::now_ms());
             }
         });
-        let mut pending = Pending {
-            ledger: self,
-            rx: Some(rx),
-        };
-        let rx = pending.rx.as_mut().ok_or(LedgerError::Closed)?;
-        let answer = rx.await.map_err(|_| LedgerError::Closed)?;
-        pending.rx = None;
-        answer
+        await_reservation(rx, |id| {
+            self.finish_detached(id, orphan_release(), crate::now_ms())
+        })
+        .await
     }
 
     async fn change_once(&self, id: u64, ch: &Change, now_ms: i64) -> Result<(), E> {
@@ -1602,30 +1598,6 @@ impl Drop for Detached {
             == 1
         {
             self.0.inner.idle.notify_waiters();
-        }
-    }
-}
-
-fn orphan_release() -> Outcome {
-    Outcome::Released {
-        reason: "released: the caller went away before signing".into(),
-    }
-}
-
-/// The answer to a reservation while its caller waits (see the embedded store's
-/// twin): dropped unread, it releases a reservation that was already made.
-struct Pending<'a> {
-    ledger: &'a Postgres,
-    rx: Option<oneshot::Receiver<Result<Result<u64, CapExceeded>, LedgerError>>>,
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
-        rx.close();
-        if let Ok(Ok(Ok(id))) = rx.try_recv() {
-            self.ledger
-                .finish_detached(id, orphan_release(), crate::now_ms());
         }
     }
 }
